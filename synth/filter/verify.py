@@ -1,0 +1,199 @@
+"""Answer extraction and verification against gold answers.
+
+reasoning-gym problems are scored by the task's own `score_answer`; only 1.0 counts as verified
+(partial credit does not). Other problems are compared with math-verify (gold parsed first), in
+worker processes with a timeout: math-verify's own timeout uses signals, which only work on the
+main thread, so a pathological expression could otherwise hang or crash a run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
+from fractions import Fraction
+from functools import lru_cache
+
+from synth.records import Problem
+
+log = logging.getLogger(__name__)
+
+_NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+_ANSWER_PHRASE = re.compile(r"(?:final answer is|answer is|answer:)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE)
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} / \\fbox{...}, nested braces included."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth, out = 1, []
+    while i < len(text):
+        ch = text[i]
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0:
+            return "".join(out).strip()
+        out.append(ch)
+        i += 1
+    return None  # unbalanced: no answer
+
+
+def _clean(answer: str) -> str:
+    answer = re.sub(r"(?i)\.?\s*I hope it is correct\.?", "", answer).strip()
+    answer = answer.strip().strip("$").strip()
+    answer = re.sub(r"^\\\(|\\\)$", "", answer).strip()
+    return answer.rstrip(".").strip().strip("$").strip()
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final answer of a completion: last \\boxed{}, else 'the answer is X', else the last number."""
+    if not text:
+        return None
+    boxed = _boxed(text)
+    if boxed:
+        return boxed
+    phrases = _ANSWER_PHRASE.findall(text)
+    if phrases:
+        answer = _clean(phrases[-1])
+        lead = re.match(rf"({_NUMBER})(?=$|[\s,;.!)])", answer)
+        if lead:  # "The answer is 42, because ..." -> 42; an expression stays as it is
+            answer = lead.group(1)
+        if answer:
+            return answer.replace(",", "") if re.fullmatch(_NUMBER, answer) else answer
+    numbers = re.findall(_NUMBER, text)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def _as_number(text: str) -> Fraction | None:
+    text = text.strip().strip("$").replace(",", "").replace(" ", "")
+    m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", text)
+    if m:
+        text = f"{m.group(1)}/{m.group(2)}"
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _fast_equal(pred: str, gold: str) -> bool | None:
+    """True/False when the answers are plain numbers or identical strings; None: ask math-verify."""
+    if pred.strip() == gold.strip():
+        return True
+    a, b = _as_number(pred), _as_number(gold)
+    if a is not None and b is not None:
+        return a == b
+    return None
+
+
+def _math_verify(pred: str, gold: str) -> bool:
+    """Runs in a worker process: math-verify with its signal timeouts off."""
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        gold_parsed = parse(_wrap(gold), parsing_timeout=None)
+        pred_parsed = parse(_wrap(pred), parsing_timeout=None)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    except Exception:  # noqa: BLE001 - bad LaTeX is unverified, never raised
+        return False
+
+
+def _wrap(answer: str) -> str:
+    """math-verify extracts from LaTeX environments: give bare answers one."""
+    return answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
+
+
+@lru_cache(maxsize=1)
+def _pool(workers: int | None = None) -> ProcessPoolExecutor:
+    import multiprocessing as mp
+    import os
+
+    pool = ProcessPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1), mp_context=mp.get_context("spawn"))
+    atexit.register(pool.shutdown, wait=False, cancel_futures=True)
+    return pool
+
+
+def _reset_pool() -> None:
+    """A timed-out task keeps its worker busy: replace the pool so later checks are not stuck behind it."""
+    pool = _pool()
+    _pool.cache_clear()
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def verify_many(pairs: list[tuple[str | None, str]], timeout: float = 5.0) -> list[bool]:
+    """math_equal over many (pred, gold) pairs: fast paths in-process, the rest on a process pool."""
+    results: list[bool | None] = []
+    pending = {}
+    for i, (pred, gold) in enumerate(pairs):
+        if pred is None or not str(pred).strip() or gold is None or not str(gold).strip():
+            results.append(False)
+            continue
+        fast = _fast_equal(str(pred), str(gold))
+        results.append(fast)
+        if fast is None:
+            pending[i] = (str(pred), str(gold))
+    if pending:
+        futures = {i: _pool().submit(_math_verify, *args) for i, args in pending.items()}
+        timed_out = False
+        for i, fut in futures.items():
+            try:
+                results[i] = bool(fut.result(timeout=timeout))
+            except FutureTimeout:
+                results[i], timed_out = False, True
+            except Exception:  # noqa: BLE001 - a broken worker must not stop the run
+                results[i], timed_out = False, True
+        if timed_out:
+            _reset_pool()
+    return [bool(r) for r in results]
+
+
+def math_equal(pred: str | None, gold: str, timeout: float = 5.0) -> bool:
+    """Is `pred` mathematically equal to `gold`? Never raises, never hangs past `timeout`."""
+    return verify_many([(pred, gold)], timeout)[0]
+
+
+@lru_cache(maxsize=None)
+def _task_scorer(name: str):
+    import reasoning_gym
+
+    return reasoning_gym.get_score_answer_fn(name)
+
+
+def score_with_task(answer: str | None, problem: Problem) -> float:
+    """The reasoning-gym task's own score (partial credit possible) for `answer`."""
+    if answer is None:
+        return 0.0
+    info = problem.metadata["reasoning_gym"]
+    try:
+        return float(_task_scorer(info["dataset"])(answer, info["entry"]) or 0.0)
+    except Exception as err:  # noqa: BLE001 - a scorer bug counts as unverified
+        log.warning("reasoning-gym scorer for %s failed on %r: %s", info["dataset"], answer, err)
+        return 0.0
+
+
+def verify_answers(answers: list[str | None], problems: list[Problem], timeout: float = 5.0) -> list[bool | None]:
+    """Verified flag per answer: task scorer == 1.0 for reasoning-gym, math-verify otherwise, None without gold."""
+    out: list[bool | None] = [None] * len(answers)
+    math_idx = []
+    for i, (a, p) in enumerate(zip(answers, problems)):
+        if "reasoning_gym" in p.metadata:
+            out[i] = score_with_task(a, p) == 1.0
+        elif p.answer is None or not str(p.answer).strip():
+            out[i] = None
+        else:
+            math_idx.append(i)
+    if math_idx:
+        for i, ok in zip(math_idx, verify_many([(answers[i], problems[i].answer) for i in math_idx], timeout)):
+            out[i] = ok
+    return out
+
+
+def verify_answer(answer: str | None, problem: Problem) -> bool | None:
+    return verify_answers([answer], [problem])[0]

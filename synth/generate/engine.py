@@ -1,0 +1,40 @@
+"""The policy engine protocol: continue a batch of prompts, n samples each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+StopReason = Literal["eos", "stop", "length"]
+
+
+@dataclass
+class Continuation:
+    """What one sample produced after its prompt."""
+
+    text: str  # generated text, without the stop string
+    num_tokens: int  # tokens generated (the stop string's tokens included)
+    stop_reason: StopReason  # eos: the model ended; stop: a stop string; length: max_tokens
+    prompt_tokens: int = 0  # tokens of the prompt this sample was continued from (prefill cost)
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 1.0
+    stop: list[str] | None = None  # e.g. ["\n\n"] to generate one step at a time
+    seed: int = 0
+
+
+class Policy(Protocol):
+    """A policy LLM behind one interface (transformers or vLLM)."""
+
+    def chat_prompt(self, problem: str) -> str:
+        """The problem wrapped in the chat template (system prompt included), ready to continue."""
+        ...
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
+        """For each prompt, `params.n` continuations."""
+        ...

@@ -1,0 +1,341 @@
+"""Search strategies behind one interface: best-of-N, beam search and DVTS.
+
+Every strategy returns, per problem, a `SearchResult`: its final traces (finished or not, flagged),
+the tree it grew (every node, with parent links, scores and whether it was kept or pruned) and its
+cost (tokens generated, tokens prefilled, steps scored by the PRM). All strategies batch across the
+problems they are given: one engine call per search iteration, not per problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from synth.filter.verify import extract_answer
+from synth.generate.engine import Continuation, Policy, SamplingParams
+from synth.prm.scorer import PRM, Aggregation, aggregate
+from synth.records import Problem, Trace
+
+Strategy = Literal["best_of_n", "beam_search", "dvts"]
+
+
+@dataclass
+class SearchConfig:
+    strategy: Strategy = field(default="best_of_n", metadata={"help": "Search strategy."})
+    n: int = field(default=8, metadata={"help": "Completions per problem (N); beam search keeps N beams, DVTS grows N/M subtrees."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    max_tokens: int = field(default=256, metadata={"help": "Max new tokens per completion (best-of-N)."})
+    step_delimiter: str = field(default="\n\n", metadata={"help": "String that separates reasoning steps."})
+    beam_width: int = field(default=4, metadata={"help": "M: expansions per kept beam (beam search) / per subtree step (DVTS)."})
+    max_iterations: int = field(default=8, metadata={"help": "Max steps of a beam / subtree."})
+    step_max_tokens: int = field(default=96, metadata={"help": "Max new tokens per step (beam search, DVTS)."})
+    lookahead: int = field(default=0, metadata={"help": "Greedy steps rolled out before scoring a candidate (0 as in the blog)."})
+    filter_duplicates: bool = field(default=False, metadata={"help": "Drop candidate steps identical to a sibling's before ranking."})
+    aggregation: Aggregation = field(default="last", metadata={"help": "How step scores become one score: last, min, prod, mean."})
+
+    def __post_init__(self):
+        checks = {"n": self.n >= 1, "max_tokens": self.max_tokens >= 1, "temperature": self.temperature >= 0,
+                  "beam_width": self.beam_width >= 1, "max_iterations": self.max_iterations >= 1,
+                  "step_max_tokens": self.step_max_tokens >= 1, "lookahead": self.lookahead >= 0}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"search.{name} has an invalid value: {getattr(self, name)}")
+        if not self.step_delimiter:
+            raise ValueError("search.step_delimiter must not be empty")
+        if self.strategy in ("beam_search", "dvts") and self.n % self.beam_width:
+            raise ValueError(f"search.n ({self.n}) must be a multiple of search.beam_width ({self.beam_width}) for {self.strategy}")
+
+
+@dataclass
+class Node:
+    """One step in a search tree. The root (id 0) holds no step."""
+
+    id: int
+    parent: int | None
+    step: str
+    depth: int
+    tokens: int = 0
+    finished: bool = False  # the model ended (EOS) or boxed an answer after this step
+    score: float | None = None  # ranking score (aggregated PRM scores of the path, lookahead included)
+    step_scores: list[float] | None = None  # PRM score of every step of the path
+    status: str = "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations)
+
+
+@dataclass
+class Tree:
+    problem: Problem
+    prompt: str
+    nodes: list[Node] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.nodes:
+            self.nodes.append(Node(0, None, "", 0, status="kept"))
+
+    def add(self, parent: Node, c: Continuation) -> Node:
+        step = c.text.strip()
+        node = Node(len(self.nodes), parent.id, step, parent.depth + 1, c.num_tokens,
+                    finished=c.stop_reason == "eos" or "\\boxed" in step)
+        self.nodes.append(node)
+        return node
+
+    def steps(self, node: Node) -> list[str]:
+        out = []
+        while node.parent is not None:
+            if node.step:
+                out.append(node.step)
+            node = self.nodes[node.parent]
+        return out[::-1]
+
+    def prefix(self, node: Node, delimiter: str) -> str:
+        steps = self.steps(node)
+        return self.prompt + "".join(s + delimiter for s in steps)
+
+
+@dataclass
+class Cost:
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    prm_steps: int = 0  # steps scored by the PRM
+    engine_calls: int = 0
+
+
+@dataclass
+class SearchResult:
+    traces: list[Trace]
+    cost: Cost
+    tree: list[dict] | None = None  # nodes of the search tree (beam search, DVTS)
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """Non-empty steps of a completion, stripped."""
+    return [s.strip() for s in text.split(delimiter) if s.strip()]
+
+
+def score_traces(prm: PRM | None, problems: list[Problem], traces: list[list[Trace]], how: Aggregation) -> int:
+    """Fill step_scores and score of every trace, in one batched PRM call. Returns steps scored."""
+    if prm is None:
+        return 0
+    flat = [(p, t) for p, ts in zip(problems, traces) for t in ts]
+    scores = prm.score([p.problem for p, _ in flat], [t.steps or [t.completion] for _, t in flat])
+    for (_, t), s in zip(flat, scores):
+        t.step_scores, t.score = s, aggregate(s, how)
+    return sum(len(s) for s in scores)
+
+
+def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+    """N independent full completions per problem, batched across problems and samples."""
+    prompts = [policy.chat_prompt(p.problem) for p in problems]
+    params = SamplingParams(n=cfg.n, max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
+    outputs = policy.generate(prompts, params)
+    traces = [[_trace(p.id, c.text, cfg, c.num_tokens, c.stop_reason == "eos") for c in outs] for p, outs in zip(problems, outputs)]
+    steps_scored = score_traces(prm, problems, traces, cfg.aggregation)
+    results = []
+    for outs, ts in zip(outputs, traces):
+        cost = Cost(sum(c.num_tokens for c in outs), sum(c.prompt_tokens for c in outs), sum(len(t.steps) for t in ts) if prm else 0, 1)
+        results.append(SearchResult(ts, cost))
+    assert not prm or steps_scored == sum(r.cost.prm_steps for r in results)
+    return results
+
+
+def _trace(problem_id: str, completion: str, cfg: SearchConfig, tokens: int, finished: bool, **kw) -> Trace:
+    return Trace(problem_id=problem_id, completion=completion, steps=split_steps(completion, cfg.step_delimiter),
+                 answer=extract_answer(completion), num_tokens=tokens, finished=finished, **kw)
+
+
+class _Expander:
+    """Grows trees one step at a time, batched across every (tree, node) asked for, and scores nodes."""
+
+    def __init__(self, policy: Policy, prm: PRM, cfg: SearchConfig, seed: int, trees: list[Tree], costs: list[Cost]):
+        self.policy, self.prm, self.cfg, self.seed = policy, prm, cfg, seed
+        self.trees, self.costs, self.calls = trees, costs, 0
+
+    def _generate(self, requests: list[tuple[int, Node]], n: int, temperature: float) -> list[list[Continuation]]:
+        if not requests:
+            return []
+        params = SamplingParams(n=n, max_tokens=self.cfg.step_max_tokens, temperature=temperature, top_p=self.cfg.top_p,
+                                stop=[self.cfg.step_delimiter], seed=self.seed + self.calls)
+        self.calls += 1
+        outs = self.policy.generate([self.trees[t].prefix(node, self.cfg.step_delimiter) for t, node in requests], params)
+        for (t, _), cs in zip(requests, outs):
+            self.costs[t].generated_tokens += sum(c.num_tokens for c in cs)
+            self.costs[t].prefill_tokens += sum(c.prompt_tokens for c in cs)
+            self.costs[t].engine_calls += 1
+        return outs
+
+    def expand(self, requests: list[tuple[int, Node]], n: int) -> list[list[Node]]:
+        """n sampled children for each (tree index, node)."""
+        outs = self._generate(requests, n, self.cfg.temperature)
+        return [[self.trees[t].add(node, c) for c in cs] for (t, node), cs in zip(requests, outs)]
+
+    def score(self, items: list[tuple[int, Node]]) -> None:
+        """Set node.score (with lookahead) and node.step_scores, one PRM batch for all."""
+        paths = [self.trees[t].steps(node) for t, node in items]
+        scored_paths = [list(p) for p in paths]
+        live = [i for i, (_, node) in enumerate(items) if not node.finished]
+        for _ in range(self.cfg.lookahead):  # greedy rollouts, scored but never kept
+            if not live:
+                break
+            reqs = [(items[i][0], _Virtual(self.trees[items[i][0]], scored_paths[i])) for i in live]
+            outs = self._generate_virtual(reqs)
+            still = []
+            for i, c in zip(live, outs):
+                if c.text.strip():
+                    scored_paths[i].append(c.text.strip())
+                if c.stop_reason != "eos" and "\\boxed" not in c.text:
+                    still.append(i)
+            live = still
+        need_plain = self.cfg.lookahead > 0
+        batch = scored_paths + (paths if need_plain else [])
+        problems = [self.trees[t].problem.problem for t, _ in items] * (2 if need_plain else 1)
+        scores = self.prm.score(problems, [p or [""] for p in batch])
+        for k, (t, node) in enumerate(items):
+            node.score = aggregate(scores[k], self.cfg.aggregation)
+            node.step_scores = scores[len(items) + k] if need_plain else scores[k]
+            self.costs[t].prm_steps += len(batch[k]) + (len(paths[k]) if need_plain else 0)
+
+    def _generate_virtual(self, reqs):
+        params = SamplingParams(n=1, max_tokens=self.cfg.step_max_tokens, temperature=0.0, stop=[self.cfg.step_delimiter], seed=self.seed)
+        outs = self.policy.generate([v.prefix(self.cfg.step_delimiter) for _, v in reqs], params)
+        for (t, _), cs in zip(reqs, outs):
+            self.costs[t].generated_tokens += cs[0].num_tokens
+            self.costs[t].prefill_tokens += cs[0].prompt_tokens
+        return [cs[0] for cs in outs]
+
+
+@dataclass
+class _Virtual:
+    """A lookahead prefix: a node's steps plus rolled-out steps that are not part of the tree."""
+
+    tree: Tree
+    steps: list[str]
+
+    def prefix(self, delimiter: str) -> str:
+        return self.tree.prompt + "".join(s + delimiter for s in self.steps)
+
+
+def _leaf_trace(tree: Tree, node: Node, cfg: SearchConfig) -> Trace:
+    steps = tree.steps(node)
+    path_tokens, cur = 0, node
+    while cur.parent is not None:
+        path_tokens += cur.tokens
+        cur = tree.nodes[cur.parent]
+    completion = cfg.step_delimiter.join(steps)
+    return Trace(problem_id=tree.problem.id, completion=completion, steps=steps, answer=extract_answer(completion),
+                 num_tokens=path_tokens, finished=node.finished, step_scores=node.step_scores, score=node.score,
+                 tree={"node": node.id})
+
+
+def _dedupe(nodes: list[Node]) -> list[Node]:
+    seen, out = set(), []
+    for n in nodes:
+        if n.step not in seen:
+            seen.add(n.step)
+            out.append(n)
+        else:
+            n.status = "pruned"
+    return out
+
+
+def _require_prm(prm: PRM | None, strategy: str) -> PRM:
+    if prm is None:
+        raise ValueError(f"{strategy} needs a PRM to rank steps: set prm (e.g. prm: default)")
+    return prm
+
+
+def beam_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+    """PRM-guided beam search, all problems at once.
+
+    Iteration 0 samples N first steps; every iteration keeps the top N/M open candidates of each
+    problem and expands each M times (N candidates again). Finished candidates are set aside;
+    a problem stops once it has N finished beams, no open beam, or after max_iterations.
+    """
+    prm = _require_prm(prm, "beam_search")
+    trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
+    costs = [Cost() for _ in problems]
+    ex = _Expander(policy, prm, cfg, seed, trees, costs)
+    keep = cfg.n // cfg.beam_width
+    frontier: list[list[Node]] = [[t.nodes[0]] for t in trees]
+    done: list[list[Node]] = [[] for _ in trees]
+    for it in range(cfg.max_iterations):
+        requests = [(t, node) for t, nodes in enumerate(frontier) for node in nodes if len(done[t]) < cfg.n]
+        if not requests:
+            break
+        children = ex.expand(requests, cfg.n if it == 0 else cfg.beam_width)
+        by_tree: dict[int, list[Node]] = {}
+        for (t, _), kids in zip(requests, children):
+            by_tree.setdefault(t, []).extend(kids)
+        ex.score([(t, k) for t, kids in by_tree.items() for k in kids])
+        frontier = [[] for _ in trees]
+        for t, kids in by_tree.items():
+            for k in kids:
+                if k.finished:
+                    k.status = "finished"
+                    done[t].append(k)
+            open_kids = [k for k in kids if not k.finished]
+            if cfg.filter_duplicates:
+                open_kids = _dedupe(open_kids)
+            open_kids.sort(key=lambda k: k.score, reverse=True)
+            for rank, k in enumerate(open_kids):
+                k.status = "kept" if rank < keep else "pruned"
+            frontier[t] = open_kids[:keep]
+    results = []
+    for t, tree in enumerate(trees):
+        for node in frontier[t]:
+            node.status = "unfinished"
+        finished = sorted(done[t], key=lambda k: k.score, reverse=True)[: cfg.n]
+        # Beams cut by max_iterations fill up to N, flagged unfinished: selection ignores them.
+        leaves = finished + sorted(frontier[t], key=lambda k: k.score, reverse=True)[: cfg.n - len(finished)]
+        results.append(SearchResult([_leaf_trace(tree, k, cfg) for k in leaves], costs[t], [asdict(n) for n in tree.nodes]))
+    return results
+
+
+def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+    """Diverse verifier tree search: N/M independent subtrees per problem, each grown greedily.
+
+    Each subtree expands its current node M times, scores the M children and moves to the best;
+    it stops when that child is finished or after max_iterations. A subtree contributes its last
+    M candidates (so N traces per problem); candidates that did not finish are flagged, never
+    counted as answers (the reference mixes them in: search-and-learn issue #57).
+    """
+    prm = _require_prm(prm, "dvts")
+    trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
+    costs = [Cost() for _ in problems]
+    ex = _Expander(policy, prm, cfg, seed, trees, costs)
+    subtrees = cfg.n // cfg.beam_width
+    heads = [(t, trees[t].nodes[0]) for t in range(len(trees)) for _ in range(subtrees)]
+    last: dict[int, list[Node]] = {}  # subtree index -> its last M candidates
+    active = list(range(len(heads)))
+    for _ in range(cfg.max_iterations):
+        if not active:
+            break
+        children = ex.expand([heads[s] for s in active], cfg.beam_width)
+        ex.score([(heads[s][0], k) for s, kids in zip(active, children) for k in kids])
+        still = []
+        for s, kids in zip(active, children):
+            kids = _dedupe(kids) if cfg.filter_duplicates else kids
+            best = max(kids, key=lambda k: k.score)
+            for k in kids:
+                k.status = "finished" if k.finished else ("kept" if k is best else "pruned")
+            last[s] = kids
+            if not best.finished:
+                heads[s] = (heads[s][0], best)
+                still.append(s)
+        active = still
+    results = []
+    for t, tree in enumerate(trees):
+        leaves = []
+        for s in range(t * subtrees, (t + 1) * subtrees):
+            for k in last.get(s, []):
+                if not k.finished:
+                    k.status = "unfinished"
+                leaves.append(k)
+        results.append(SearchResult([_leaf_trace(tree, k, cfg) for k in leaves], costs[t], [asdict(n) for n in tree.nodes]))
+    return results
+
+
+STRATEGIES = {"best_of_n": best_of_n, "beam_search": beam_search, "dvts": dvts}
+
+
+def run_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+    return STRATEGIES[cfg.strategy](policy, problems, cfg, seed, prm)

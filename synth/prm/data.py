@@ -1,0 +1,56 @@
+"""Stepwise PRM datasets (TRL convention): `prompt`, `completions` (list of steps), `labels` (list of floats).
+
+Loads synth's own label output, TRL-style datasets such as Math-Shepherd / PRM800K conversions
+(bool labels become 0.0 / 1.0), from a local dir or file, or from the Hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REQUIRED = ("prompt", "completions", "labels")
+
+
+class StepwiseDataError(ValueError):
+    """A stepwise dataset that cannot be used for PRM training or evaluation."""
+
+
+def load_stepwise(source: str, split: str = "train"):
+    """A `datasets.Dataset` with validated stepwise rows."""
+    from datasets import load_dataset
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            ds = load_dataset(str(path), split=split)
+        elif path.exists():
+            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+            if kind is None:
+                raise StepwiseDataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a dataset dir)")
+            ds = load_dataset(kind, data_files=str(path), split="train")
+        elif source.count("/") == 1:
+            ds = load_dataset(source, split=split)
+        else:
+            raise StepwiseDataError(f"stepwise dataset not found: {source}")
+    except StepwiseDataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; name the source instead
+        raise StepwiseDataError(f"could not load stepwise dataset {source!r}: {str(err).splitlines()[0]}") from None
+    validate(ds, source)
+    return ds
+
+
+def validate(ds, name: str = "dataset") -> None:
+    missing = [c for c in REQUIRED if c not in ds.column_names]
+    if missing:
+        raise StepwiseDataError(f"{name}: missing column(s) {missing}; it has {ds.column_names}")
+    for i, row in enumerate(ds):
+        steps, labels = row["completions"], row["labels"]
+        if not steps:
+            raise StepwiseDataError(f"{name}: row {i} has no steps")
+        if len(steps) != len(labels):
+            raise StepwiseDataError(f"{name}: row {i} has {len(steps)} steps but {len(labels)} labels")
+        if any(not isinstance(s, str) or not s.strip() for s in steps):
+            raise StepwiseDataError(f"{name}: row {i} has an empty step")
+        if any(lab is None or not 0.0 <= float(lab) <= 1.0 for lab in labels):
+            raise StepwiseDataError(f"{name}: row {i} has a label outside [0, 1]: {labels}")

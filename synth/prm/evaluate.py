@@ -1,0 +1,73 @@
+"""PRM evaluation: step-level AUROC, and ProcessBench-style first-error F1."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from synth.prm.scorer import PRM
+
+
+def step_auroc(prm: PRM, ds, batch: int = 64) -> dict[str, float]:
+    """AUROC of step scores against binary step labels (`hard_labels` if present, else labels >= 0.5)."""
+    from sklearn.metrics import roc_auc_score
+
+    truth_key = "hard_labels" if "hard_labels" in ds.column_names else "labels"
+    scores, truths = [], []
+    for start in range(0, len(ds), batch):
+        rows = ds[start : start + batch]
+        out = prm.score(rows["prompt"], rows["completions"])
+        for s, labels in zip(out, rows[truth_key]):
+            scores += s
+            truths += [float(x) >= 0.5 for x in labels]
+    positives = sum(truths)
+    result = {"eval_steps": len(truths), "eval_positive_rate": positives / max(len(truths), 1)}
+    result["step_auroc"] = roc_auc_score(truths, scores) if 0 < positives < len(truths) else float("nan")
+    return result
+
+
+def first_error(scores: list[float], threshold: float = 0.5) -> int:
+    """Index of the first step scored below threshold, -1 if none."""
+    return next((i for i, s in enumerate(scores) if s < threshold), -1)
+
+
+def first_error_f1(prm: PRM, ds, threshold: float = 0.5, label_column: str = "label") -> dict[str, float]:
+    """ProcessBench: `label` is the first wrong step's index (-1: all correct). F1 is the harmonic mean
+    of the accuracy on erroneous solutions and on correct ones."""
+    predicted = []
+    for start in range(0, len(ds), 64):
+        rows = ds[start : start + 64]
+        predicted += [first_error(s, threshold) for s in prm.score(rows["prompt"], rows["completions"])]
+    truth = list(ds[label_column])
+    err = [p == t for p, t in zip(predicted, truth) if t != -1]
+    ok = [p == t for p, t in zip(predicted, truth) if t == -1]
+    acc_err = sum(err) / len(err) if err else float("nan")
+    acc_ok = sum(ok) / len(ok) if ok else float("nan")
+    f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if err and ok and acc_err + acc_ok > 0 else 0.0
+    return {"error_accuracy": acc_err, "correct_accuracy": acc_ok, "first_error_f1": f1}
+
+
+@dataclass
+class EvalPRMConfig:
+    prm: str = field(default="default", metadata={"help": "PRM to evaluate: 'default', or a PRM directory."})
+    dataset: str = field(default="", metadata={"help": "Stepwise dataset with labels (AUROC) or a first-error `label` column (F1)."})
+    split: str = field(default="train", metadata={"help": "Split to evaluate."})
+    threshold: float = field(default=0.5, metadata={"help": "Score below which a step counts as an error (first-error F1)."})
+
+
+Config = EvalPRMConfig
+
+
+def main(cfg: EvalPRMConfig) -> int:
+    from synth.prm.data import load_stepwise
+    from synth.prm.load import load_prm
+
+    if not cfg.dataset:
+        raise ValueError("eval-prm needs --dataset")
+    ds = load_stepwise(cfg.dataset, cfg.split)
+    prm = load_prm(cfg.prm)
+    out = step_auroc(prm, ds)
+    if "label" in ds.column_names:
+        out.update(first_error_f1(prm, ds, cfg.threshold))
+    print(json.dumps(out, indent=2))
+    return 0

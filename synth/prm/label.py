@@ -1,0 +1,143 @@
+"""`synth label`: step labels from Monte-Carlo rollouts (Math-Shepherd style).
+
+For each trace of a `synth generate` dataset and each of its step prefixes, K completions are
+rolled out with the policy and verified against the gold answer. The soft label of a step is the
+fraction of correct rollouts, the hard label whether any was correct. A trace's last step is
+labelled by the trace's own verification (no rollout needed). Output: the stepwise TRL format
+(`prompt`, `completions`, `labels`) plus `hard_labels` and provenance, written incrementally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from synth.config import ConfigError, dump_yaml
+from synth.filter.verify import extract_answer, verify_answers
+from synth.generate.engine import Policy, SamplingParams
+from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
+from synth.journal import Journal
+from synth.records import Problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelConfig:
+    dataset: str = field(default="", metadata={"help": "A `synth generate` output dir (its traces get labelled)."})
+    model: str = field(default="smollm2-135m", metadata={"help": "Policy used for the rollouts."})
+    system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt (use the one the traces were generated with)."})
+    rollouts: int = field(default=4, metadata={"help": "K: rollouts per step prefix."})
+    temperature: float = field(default=0.8, metadata={"help": "Rollout sampling temperature."})
+    max_tokens: int = field(default=160, metadata={"help": "Max new tokens per rollout."})
+    step_delimiter: str = field(default="\n\n", metadata={"help": "Step delimiter of the traces."})
+    traces_per_problem: int = field(default=4, metadata={"help": "Traces labelled per problem (verified and unverified mixed)."})
+    max_steps: int = field(default=8, metadata={"help": "Skip traces with more steps than this."})
+    traces_per_batch: int = field(default=16, metadata={"help": "Traces whose prefixes share one engine call; the unit saved at once."})
+    batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
+    output_dir: str = field(default="runs/labels", metadata={"help": "Where the stepwise dataset goes."})
+    resume: bool = field(default=False, metadata={"help": "Continue an interrupted labelling run."})
+    seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
+
+
+def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int) -> list[dict]:
+    """Finished traces with an answer, verified and unverified alternating, per problem."""
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        problem = Problem(row["id"], row["problem"], row["gold_answer"], row["source"], json.loads(row["metadata"] or "{}"))
+        good, bad = [], []
+        for i, steps in enumerate(row["steps"]):
+            if not row["finished"][i] or not steps or len(steps) > max_steps or row["answers"][i] is None:
+                continue
+            (good if row["verified"][i] else bad).append(i)
+        rng.shuffle(good)
+        rng.shuffle(bad)
+        chosen = [x for pair in zip(good, bad) for x in pair] + good[len(bad):] + bad[len(good):]
+        for i in chosen[:per_problem]:
+            out.append({"key": f"{row['id']}#{i}", "problem": problem, "steps": row["steps"][i], "verified": bool(row["verified"][i])})
+    return out
+
+
+def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) -> tuple[list[dict], int]:
+    """Rollouts for every non-final prefix of every item, in one engine call. Returns rows and tokens."""
+    requests = [(j, k) for j, it in enumerate(items) for k in range(1, len(it["steps"]))]
+    prefixes = ["".join(s + cfg.step_delimiter for s in items[j]["steps"][:k]) for j, k in requests]
+    prompts = [policy.chat_prompt(items[j]["problem"].problem) + prefix for (j, _), prefix in zip(requests, prefixes)]
+    outs = policy.generate(prompts, SamplingParams(n=cfg.rollouts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=seed)) if prompts else []
+    answers = [extract_answer(prefix + c.text) for prefix, cs in zip(prefixes, outs) for c in cs]
+    problems = [items[j]["problem"] for (j, _), cs in zip(requests, outs) for _ in cs]
+    ok = verify_answers(answers, problems)
+    correct: dict[tuple[int, int], int] = {}
+    for idx, (req, cs) in enumerate(zip(requests, outs)):
+        correct[req] = sum(bool(v) for v in ok[idx * cfg.rollouts : (idx + 1) * cfg.rollouts])
+    rows = []
+    for j, it in enumerate(items):
+        soft = [correct[(j, k)] / cfg.rollouts for k in range(1, len(it["steps"]))] + [float(it["verified"])]
+        rows.append({"id": it["key"], "prompt": it["problem"].problem, "completions": it["steps"], "labels": soft,
+                     "hard_labels": [float(x > 0) for x in soft], "problem_id": it["problem"].id,
+                     "verified": it["verified"], "rollouts": cfg.rollouts, "policy": cfg.model})
+    return rows, sum(c.num_tokens for cs in outs for c in cs)
+
+
+def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
+    from datasets import load_dataset
+
+    from synth.hub import write_dataset
+
+    if not cfg.dataset:
+        raise ConfigError("label needs --dataset: the output dir of a `synth generate` run")
+    if not Path(cfg.dataset).exists():
+        raise ConfigError(f"dataset not found: {cfg.dataset}")
+    out = Path(cfg.output_dir)
+    journal = Journal(out / "rows.jsonl")
+    if journal.path.exists() and not cfg.resume:
+        raise ConfigError(f"{out} already holds labels: pass --resume true to continue, or pick a new output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_yaml(cfg))
+    rows = list(load_dataset(cfg.dataset, split="train"))
+    items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed)
+    done = {r["id"] for r in journal.read()}
+    todo = [it for it in items if it["key"] not in done]
+    if policy is None:
+        from synth.generate.hf import TransformersPolicy
+        from synth.models import resolve_model
+
+        policy = TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size)
+    started, tokens, steps = time.perf_counter(), 0, 0
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace")
+    for start in range(0, len(todo), cfg.traces_per_batch):
+        batch = todo[start : start + cfg.traces_per_batch]
+        new, n_tok = label_batch(policy, batch, cfg, cfg.seed + start)
+        journal.append(new)
+        tokens += n_tok
+        steps += sum(len(r["completions"]) for r in new)
+        bar.update(len(batch))
+    bar.close()
+    elapsed = time.perf_counter() - started
+    all_rows = journal.read()
+    rollout_steps = sum(len(r["completions"]) - 1 for r in all_rows)
+    stats = {"traces": len(all_rows), "steps": sum(len(r["completions"]) for r in all_rows),
+             "rollouts_per_labelled_step": cfg.rollouts * rollout_steps / max(sum(len(r["completions"]) for r in all_rows), 1),
+             "positive_rate": sum(sum(r["hard_labels"]) for r in all_rows) / max(sum(len(r["hard_labels"]) for r in all_rows), 1),
+             "new_rollout_tokens": tokens, "wall_s": round(elapsed, 1),
+             "seconds_per_100_steps": round(100 * elapsed / steps, 1) if steps else None}
+    write_dataset(all_rows, out, {"name": f"synth step labels ({cfg.rollouts} rollouts)", "model": cfg.model,
+                                  "config": {"label": json.loads(json.dumps(cfg.__dict__))}, "summary": stats,
+                                  "load_path": str(out.resolve())})
+    (out / "summary.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+Config = LabelConfig
+
+
+def main(cfg: LabelConfig) -> int:
+    print(json.dumps(label(cfg), indent=2))
+    return 0

@@ -1,0 +1,176 @@
+"""`synth train-prm`: a token-classification PRM trained with transformers' Trainer.
+
+Each step's label sits on the last token of its separator (see `synth.prm.format`); every other
+token is ignored. Soft labels (fraction of correct rollouts) are trained with BCE as they are,
+not rounded. Full fine-tuning or LoRA (peft; the head is trained and saved with the adapter).
+Multi-GPU: `accelerate launch -m synth.cli train-prm ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from synth.prm.format import encode_steps
+
+log = logging.getLogger(__name__)
+IGNORE = -100.0
+
+
+@dataclass
+class TrainPRMConfig:
+    dataset: str = field(default="", metadata={"help": "Stepwise dataset (prompt/completions/labels): a local dir or file, or a Hub id."})
+    model: str = field(default="smollm2-135m", metadata={"help": "Backbone: 'smollm2-135m', a local checkpoint, or a Hub id."})
+    output_dir: str = field(default="runs/prm", metadata={"help": "Where checkpoints and the final PRM go."})
+    label: str = field(default="soft", metadata={"help": "Which labels to train on: 'soft' (fraction of correct rollouts) or 'hard' (any correct)."})
+    step_separator: str = field(default="\n\n", metadata={"help": "Separator appended after the problem and each step."})
+    lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (+ the head) instead of the full model."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
+    batch_size: int = field(default=8, metadata={"help": "Per-device batch size."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    max_length: int = field(default=512, metadata={"help": "Max tokens per example (steps past it are dropped)."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Fraction of problems held out for evaluation (by prompt)."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
+    seed: int = field(default=0, metadata={"help": "Seed for the split, init and data order."})
+
+    def __post_init__(self):
+        if self.label not in ("soft", "hard"):
+            raise ValueError(f"label must be 'soft' or 'hard', got {self.label!r}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError("eval_fraction must be in [0, 1)")
+
+
+def tokenize_row(tokenizer, row: dict, separator: str, max_length: int, label_key: str = "labels") -> dict:
+    """input_ids + float labels: the step label at each step's last separator token, IGNORE elsewhere."""
+    enc = encode_steps(tokenizer, row["prompt"], row["completions"], separator, max_length)
+    labels = [IGNORE] * len(enc.input_ids)
+    for pos, lab in zip(enc.label_positions, row[label_key]):
+        labels[pos] = float(lab)
+    return {"input_ids": enc.input_ids, "labels": labels}
+
+
+class StepCollator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.float)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n], mask[i, :n], labels[i, :n] = torch.tensor(f["input_ids"]), 1, torch.tensor(f["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def step_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE on labelled positions only (soft targets kept as they are)."""
+    mask = labels != IGNORE
+    if logits.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[..., 0][mask].float(), labels[mask])
+    # two-class heads (TRL format): cross-entropy against soft targets
+    target = labels[mask]
+    logp = torch.log_softmax(logits[mask].float(), -1)
+    return -(target * logp[:, 1] + (1 - target) * logp[:, 0]).mean()
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class PRMTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = step_loss(outputs.logits, labels)
+            return (loss, outputs) if return_outputs else loss
+
+    return PRMTrainer
+
+
+def split_by_prompt(ds, fraction: float, seed: int):
+    """Hold out whole problems, so no prompt is in both splits."""
+    import random
+
+    prompts = sorted(set(ds["prompt"]))
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: int(round(len(prompts) * fraction))])
+    return ds.filter(lambda r: r["prompt"] not in held), ds.filter(lambda r: r["prompt"] in held)
+
+
+def train_prm(cfg: TrainPRMConfig) -> dict:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments, set_seed
+
+    from synth.models import resolve_model
+    from synth.prm.data import load_stepwise
+    from synth.prm.token_cls import META
+
+    if not cfg.dataset:
+        raise ValueError("train-prm needs --dataset (a stepwise dataset: prompt/completions/labels)")
+    set_seed(cfg.seed)
+    ds = load_stepwise(cfg.dataset)
+    label_key = "labels" if cfg.label == "soft" or "hard_labels" not in ds.column_names else "hard_labels"
+    base = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="TOKEN_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 target_modules="all-linear", modules_to_save=["score"]))
+    train_ds, eval_ds = split_by_prompt(ds, cfg.eval_fraction, cfg.seed) if cfg.eval_fraction > 0 else (ds, None)
+    cols = ds.column_names
+    tok = lambda r: tokenize_row(tokenizer, r, cfg.step_separator, cfg.max_length, label_key)  # noqa: E731
+    train_tok = train_ds.map(tok, remove_columns=cols)
+    eval_tok = eval_ds.map(tok, remove_columns=cols) if eval_ds is not None and len(eval_ds) else None
+    args = TrainingArguments(
+        output_dir=cfg.output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
+        save_steps=cfg.save_steps, save_total_limit=2, eval_strategy="epoch" if eval_tok is not None else "no",
+        report_to="none", seed=cfg.seed, remove_unused_columns=False, disable_tqdm=False,
+    )
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
+                               data_collator=StepCollator(tokenizer.pad_token_id))
+    last = None
+    if cfg.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).exists() else None
+    result = trainer.train(resume_from_checkpoint=last)
+    final = Path(cfg.output_dir) / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(final)
+    (final / META).write_text(json.dumps({"format": "token-classification", "step_separator": cfg.step_separator,
+                                          "base_model": cfg.model, "num_labels": 1}, indent=2))
+    metrics = {"train_loss": result.training_loss, "steps": result.global_step}
+    if eval_ds is not None and len(eval_ds):
+        from synth.prm.evaluate import step_auroc
+        from synth.prm.load import load_prm
+
+        prm = load_prm(str(final))
+        metrics.update(step_auroc(prm, eval_ds))
+    (final / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("PRM saved to %s: %s", final, metrics)
+    return metrics
+
+
+Config = TrainPRMConfig
+
+
+def main(cfg: TrainPRMConfig) -> int:
+    metrics = train_prm(cfg)
+    print(json.dumps(metrics, indent=2))
+    return 0

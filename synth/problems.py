@@ -1,0 +1,229 @@
+"""Problem pools: reasoning-gym tasks (offline), local json/jsonl/parquet/csv files, Hub datasets."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from synth.records import Problem
+
+log = logging.getLogger(__name__)
+
+
+class PoolError(ValueError):
+    """A pool that cannot be loaded; the message names the problem."""
+
+
+@dataclass
+class PoolConfig:
+    source: Literal["reasoning_gym", "file", "hub"] = field(default="reasoning_gym", metadata={"help": "Where problems come from."})
+    tasks: list[str] = field(default_factory=lambda: ["basic_arithmetic"], metadata={"help": "reasoning-gym tasks, 'name' or 'name:weight' for a mix."})
+    num_problems: int = field(default=32, metadata={"help": "Problems in a reasoning-gym pool (split across tasks by weight)."})
+    seed: int = field(default=0, metadata={"help": "reasoning-gym generation seed (use another seed for a held-out pool)."})
+    task_config: dict = field(default_factory=dict, metadata={"help": "reasoning-gym difficulty knobs: {key: value} for every task, or {task: {key: value}} per task."})
+    path: str | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet/.csv file (source: file)."})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id (source: hub), e.g. HuggingFaceH4/MATH-500."})
+    subset: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    split: str = field(default="test", metadata={"help": "Hub dataset split."})
+    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
+    id_column: str | None = field(default=None, metadata={"help": "Column holding a problem id (default: file stem + row index)."})
+    difficulty_column: str | None = field(default=None, metadata={"help": "Column holding a difficulty (e.g. MATH-500 'level')."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N problems of a file or Hub pool."})
+
+    def __post_init__(self):
+        if self.num_problems < 1:
+            raise ValueError(f"pool.num_problems must be >= 1, got {self.num_problems}")
+        if self.source == "file" and not self.path:
+            raise ValueError("pool.source is 'file' but pool.path is not set")
+        if self.source == "hub" and not self.dataset:
+            raise ValueError("pool.source is 'hub' but pool.dataset is not set")
+
+
+@dataclass
+class PoolReport:
+    loaded: int
+    skipped_ids: list[str]
+
+
+def _task_weights(tasks: list[str]) -> list[tuple[str, float]]:
+    out = []
+    for spec in tasks:
+        name, _, weight = spec.partition(":")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise PoolError(f"pool.tasks: bad weight in {spec!r} (use name:weight, e.g. chain_sum:2)") from None
+        if w <= 0:
+            raise PoolError(f"pool.tasks: weight of {name!r} must be > 0")
+        out.append((name.strip(), w))
+    if not out:
+        raise PoolError("pool.tasks is empty")
+    return out
+
+
+def _split_counts(total: int, weights: list[float]) -> list[int]:
+    """Largest-remainder split of `total` by weights (deterministic)."""
+    raw = [total * w / sum(weights) for w in weights]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _difficulty(meta: dict) -> float | None:
+    diff = meta.get("difficulty")
+    if isinstance(diff, (int, float)):
+        return float(diff)
+    # reasoning-gym puts the config ranges under "difficulty"; the entry's own values are top-level
+    values = [meta[k] for k in (diff or {}) if isinstance(meta.get(k), (int, float))]
+    return float(sum(values)) if values else None
+
+
+def _reasoning_gym(cfg: PoolConfig) -> list[Problem]:
+    import reasoning_gym
+    from reasoning_gym.factory import DATASETS
+
+    tasks = _task_weights(cfg.tasks)
+    per_task = isinstance(cfg.task_config, dict) and any(k in DATASETS for k in cfg.task_config)
+    problems: list[list[Problem]] = []
+    for (name, _), count in zip(tasks, _split_counts(cfg.num_problems, [w for _, w in tasks])):
+        if name not in DATASETS:
+            close = difflib.get_close_matches(name, list(DATASETS), n=3)
+            raise PoolError(f"unknown reasoning-gym task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        if count == 0:
+            continue
+        kwargs = cfg.task_config.get(name, {}) if per_task else dict(cfg.task_config)
+        try:
+            ds = reasoning_gym.create_dataset(name, size=count, seed=cfg.seed, **kwargs)
+        except TypeError as err:
+            raise PoolError(f"task {name}: bad task_config ({err}); valid keys are those of reasoning-gym's {DATASETS[name][1].__name__}") from None
+        except (ValueError, AssertionError) as err:
+            raise PoolError(f"task {name}: invalid task_config {kwargs}: {err}") from None
+        rows = []
+        for i, entry in enumerate(ds):
+            entry = json.loads(json.dumps(entry, default=str))  # survives parquet / jsonl round trips
+            rows.append(Problem(id=f"{name}-{cfg.seed}-{i}", problem=entry["question"], answer=str(entry["answer"]),
+                                source=f"reasoning_gym/{name}", metadata={"reasoning_gym": {"dataset": name, "entry": entry}},
+                                difficulty=_difficulty(entry.get("metadata", {}))))
+        problems.append(rows)
+    # interleave tasks so any prefix of the pool is a mix
+    out = []
+    for i in range(max(len(r) for r in problems)):
+        out += [r[i] for r in problems if i < len(r)]
+    return out
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN from pandas
+            return None
+        if value.is_integer():
+            return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _from_rows(rows: list[dict], columns: list[str], cfg: PoolConfig, name: str, source: str) -> tuple[list[Problem], PoolReport]:
+    for col in (cfg.problem_column, cfg.answer_column, cfg.id_column, cfg.difficulty_column):
+        if col and col not in columns:
+            raise PoolError(f"{name}: no column {col!r}; columns are {columns} (set pool.problem_column / pool.answer_column)")
+    problems, skipped = [], []
+    for i, row in enumerate(rows[: cfg.limit] if cfg.limit else rows):
+        pid = _as_text(row.get(cfg.id_column)) if cfg.id_column else f"{Path(name).stem.replace('/', '_')}-{i}"
+        text, answer = _as_text(row.get(cfg.problem_column)), _as_text(row.get(cfg.answer_column))
+        if text is None or answer is None:
+            skipped.append(pid or str(i))
+            continue
+        diff = row.get(cfg.difficulty_column) if cfg.difficulty_column else None
+        meta = {k: v for k, v in row.items() if k not in (cfg.problem_column, cfg.answer_column)}
+        problems.append(Problem(pid, text, answer, source, json.loads(json.dumps(meta, default=str)),
+                                float(diff) if isinstance(diff, (int, float)) else _level(diff)))
+    return problems, PoolReport(len(problems), skipped)
+
+
+def _level(value: Any) -> float | None:
+    """'Level 3' -> 3.0 (MATH style); anything else unparsable -> None."""
+    if value is None:
+        return None
+    digits = "".join(ch for ch in str(value) if ch.isdigit() or ch == ".")
+    try:
+        return float(digits)
+    except ValueError:
+        return None
+
+
+def _file(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
+    import pandas as pd
+
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise PoolError(f"pool file not found: {path}")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif path.suffix == ".csv":
+            df = pd.read_csv(path)
+        elif path.suffix in (".jsonl", ".json"):
+            text = path.read_text()
+            try:
+                data = json.loads(text)
+                df = pd.DataFrame(data if isinstance(data, list) else data.get("data", [data]))
+            except json.JSONDecodeError:
+                df = pd.read_json(path, lines=True)
+        else:
+            raise PoolError(f"{path}: unsupported file type {path.suffix!r} (use .json, .jsonl, .parquet or .csv)")
+    except PoolError:
+        raise
+    except Exception as err:  # noqa: BLE001 - pandas/pyarrow raise many kinds; name the file instead
+        raise PoolError(f"{path}: could not read it: {str(err).splitlines()[0]}") from None
+    rows = df.astype(object).where(df.notna(), None).to_dict("records")
+    return _from_rows(rows, list(df.columns), cfg, path.name, f"file/{path.name}")
+
+
+def _hub(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(cfg.dataset, cfg.subset, split=cfg.split)
+    except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise PoolError(f"could not load {cfg.dataset!r} (split {cfg.split!r}) from the Hugging Face Hub: {reason}. "
+                        "Offline? Download it where you have network and use pool.source: file with pool.path.") from None
+    return _from_rows(list(ds), ds.column_names, cfg, cfg.dataset, f"hub/{cfg.dataset}")
+
+
+def load_pool_with_report(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
+    if cfg.source == "reasoning_gym":
+        problems = _reasoning_gym(cfg)
+        report = PoolReport(len(problems), [])
+    elif cfg.source == "file":
+        problems, report = _file(cfg)
+    else:
+        problems, report = _hub(cfg)
+    if report.skipped_ids:
+        log.warning("skipped %d rows with no problem or no answer (first: %s)", len(report.skipped_ids), ", ".join(report.skipped_ids[:5]))
+    if not problems:
+        raise PoolError("the pool is empty: every row lacks a problem or an answer")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise PoolError(f"duplicate problem id {dup!r} in the pool (set pool.id_column to a unique column)")
+    return problems, report
+
+
+def load_pool(cfg: PoolConfig) -> list[Problem]:
+    return load_pool_with_report(cfg)[0]
+
+
+def shard(problems: list[Problem], index: int, count: int) -> list[Problem]:
+    """Problem j goes to shard j % count: deterministic, disjoint, complete."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"bad shard {index}/{count}: need 0 <= i < n")
+    return problems[index::count]

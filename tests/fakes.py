@@ -1,0 +1,85 @@
+"""Deterministic stand-ins for the policy, for search and pipeline logic tests."""
+
+from __future__ import annotations
+
+from synth.generate.engine import Continuation, SamplingParams
+
+
+class AnswerPolicy:
+    """Answers correctly on the samples whose index is in `correct`, wrongly on the others.
+
+    `answers` maps a problem text to its gold answer. `interrupt_after` raises KeyboardInterrupt
+    on that call (0-based), to simulate Ctrl-C in the middle of a run.
+    """
+
+    def __init__(self, answers: dict[str, str], correct=(0,), interrupt_after: int | None = None):
+        self.answers, self.correct, self.interrupt_after = answers, set(correct), interrupt_after
+        self.calls = 0
+        self.prompts_seen: list[str] = []
+
+    def chat_prompt(self, problem: str) -> str:
+        return problem
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
+        if self.interrupt_after is not None and self.calls == self.interrupt_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.prompts_seen.extend(prompts)
+        out = []
+        for p in prompts:
+            gold = self.answers[p]
+            samples = []
+            for i in range(params.n):
+                ans = gold if i in self.correct else f"{gold}1"
+                text = f"Let us compute.\n\nIt gives {ans}.\n\nThe answer is $\\boxed{{{ans}}}$."
+                samples.append(Continuation(text, 10 + i, "eos"))
+            out.append(samples)
+        return out
+
+
+class StepPolicy:
+    """Writes step `d{depth}s{i}` for sample i at depth `depth`; after `finish_depth` steps it ends (EOS)
+    with a boxed answer: the gold `answer` for samples in `correct`, a wrong one otherwise."""
+
+    def __init__(self, finish_depth: int = 3, answer: str = "7", correct=(0,), delimiter: str = "\n\n"):
+        self.finish_depth, self.answer, self.correct, self.delimiter = finish_depth, answer, set(correct), delimiter
+        self.calls: list[tuple[int, int]] = []  # (prompts, n) per call
+
+    def chat_prompt(self, problem: str) -> str:
+        return f"Q: {problem}\nA: "
+
+    def generate(self, prompts, params):
+        self.calls.append((len(prompts), params.n))
+        out = []
+        for p in prompts:
+            depth = p.count(self.delimiter)
+            samples = []
+            for i in range(params.n):
+                if depth + 1 >= self.finish_depth:
+                    ans = self.answer if i in self.correct else "9"
+                    samples.append(Continuation(f"d{depth}s{i} so \\boxed{{{ans}}}", 3, "eos", len(p)))
+                else:
+                    samples.append(Continuation(f"d{depth}s{i}", 2, "stop", len(p)))
+            out.append(samples)
+        return out
+
+
+class StepPRM:
+    """Scores a step `d{d}s{i}` as 1 - i/10 (sample 0 is best); other steps 0.5. Counts calls."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def score(self, problems, steps):
+        self.batches.append(len(steps))
+        out = []
+        for path in steps:
+            scores = []
+            for s in path:
+                try:
+                    i = int(s.split("s", 1)[1].split()[0])
+                    scores.append(1 - i / 10)
+                except (IndexError, ValueError):
+                    scores.append(0.5)
+            out.append(scores)
+        return out

@@ -1,0 +1,116 @@
+import json
+
+import pytest
+
+from fakes import StepPolicy, StepPRM
+from synth.evaluate import select_answers
+from synth.generate.search import SearchConfig, beam_search, best_of_n, dvts
+from synth.records import Problem, Trace
+
+PROBLEMS = [Problem("p0", "2+5?", "7", "test"), Problem("p1", "3+4?", "7", "test")]
+
+
+def nodes(result):
+    return {n["id"]: n for n in result.tree}
+
+
+def test_beam_search_keeps_top_n_over_m_and_batches_problems():
+    policy, prm = StepPolicy(finish_depth=3), StepPRM()
+    cfg = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=5)
+    results = beam_search(policy, PROBLEMS, cfg, seed=0, prm=prm)
+    # one engine call per iteration for both problems: roots (n=4), then 2 kept beams x M=2
+    assert policy.calls == [(2, 4), (4, 2), (4, 2)]
+    for r in results:
+        assert len(r.traces) == 4 and all(t.finished for t in r.traces)
+        tree = nodes(r)
+        first = [n for n in tree.values() if n["depth"] == 1]
+        assert sorted(n["status"] for n in first) == ["kept", "kept", "pruned", "pruned"]
+        assert {n["step"] for n in first if n["status"] == "kept"} == {"d0s0", "d0s1"}  # best two by PRM
+        for t in r.traces:  # parent links reconstruct the steps
+            assert len(t.steps) == 3 and t.steps[0] in ("d0s0", "d0s1") and len(t.step_scores) == 3
+        assert r.cost.generated_tokens == 4 * 2 + 4 * 2 + 4 * 3
+        assert r.cost.prm_steps == 4 * 1 + 4 * 2 + 4 * 3
+
+
+def test_beam_search_max_iterations_flags_unfinished():
+    policy, prm = StepPolicy(finish_depth=10), StepPRM()
+    cfg = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=2)
+    r = beam_search(policy, PROBLEMS[:1], cfg, seed=0, prm=prm)[0]
+    assert len(policy.calls) == 2
+    assert r.traces and not any(t.finished for t in r.traces)
+    assert all(n["status"] != "open" for n in r.tree if n["id"] != 0)
+
+
+def test_duplicate_filter_prunes_identical_siblings():
+    class Same(StepPolicy):
+        def generate(self, prompts, params):
+            out = super().generate(prompts, params)
+            for samples in out:  # every sample of a prompt says the same thing
+                for c in samples:
+                    c.text = samples[0].text
+            return out
+
+    cfg = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=2, filter_duplicates=True)
+    r = beam_search(Same(finish_depth=10), PROBLEMS[:1], cfg, seed=0, prm=StepPRM())[0]
+    first = [n for n in r.tree if n["depth"] == 1]
+    assert sum(n["status"] == "kept" for n in first) == 1
+
+
+def test_dvts_subtrees_are_greedy_and_independent():
+    policy, prm = StepPolicy(finish_depth=3, correct=(0, 1)), StepPRM()
+    cfg = SearchConfig(strategy="dvts", n=8, beam_width=4, max_iterations=6)
+    results = dvts(policy, PROBLEMS, cfg, seed=0, prm=prm)
+    assert policy.calls == [(4, 4), (4, 4), (4, 4)]  # 2 problems x 2 subtrees, each expanded M=4 times
+    for r in results:
+        assert len(r.traces) == 8
+        assert all(t.finished for t in r.traces)
+        tree = nodes(r)
+        assert sum(n["depth"] == 1 for n in tree.values()) == 8  # 2 subtrees x M
+        # greedy: each subtree grows only from its best child (d0s0), never from a pruned one
+        parents = {n["parent"] for n in tree.values() if n["depth"] == 2}
+        assert all(tree[p]["step"] == "d0s0" and tree[p]["status"] == "kept" for p in parents)
+
+
+def test_dvts_never_counts_unfinished_candidates():
+    policy, prm = StepPolicy(finish_depth=10), StepPRM()
+    cfg = SearchConfig(strategy="dvts", n=4, beam_width=2, max_iterations=2)
+    r = dvts(policy, PROBLEMS[:1], cfg, seed=0, prm=prm)[0]
+    assert len(r.traces) == 4 and not any(t.finished for t in r.traces)
+    assert all(n["status"] in ("unfinished", "pruned", "kept") for n in r.tree if n["id"])
+
+
+def test_lookahead_rolls_greedy_steps_before_scoring():
+    policy, prm = StepPolicy(finish_depth=4), StepPRM()
+    cfg = SearchConfig(strategy="beam_search", n=2, beam_width=2, max_iterations=1, lookahead=2)
+    r = beam_search(policy, PROBLEMS[:1], cfg, seed=0, prm=prm)[0]
+    # iteration call (n=2) + 2 lookahead calls of n=1 on both candidates
+    assert policy.calls == [(1, 2), (2, 1), (2, 1)]
+    # ranking uses the lookahead path (3 steps), the stored step scores only the node's own path
+    assert all(len(t.step_scores) == 1 for t in r.traces)
+
+
+def test_search_needs_prm():
+    with pytest.raises(ValueError, match="needs a PRM"):
+        beam_search(StepPolicy(), PROBLEMS, SearchConfig(strategy="beam_search", n=4, beam_width=2), seed=0)
+
+
+def test_n_must_be_multiple_of_beam_width():
+    with pytest.raises(ValueError, match="multiple"):
+        SearchConfig(strategy="dvts", n=6, beam_width=4)
+
+
+def test_best_of_n_with_prm_and_selection():
+    policy, prm = StepPolicy(finish_depth=1, correct=(2,)), StepPRM()
+    r = best_of_n(policy, PROBLEMS[:1], SearchConfig(n=4), seed=0, prm=prm)[0]
+    assert [t.score for t in r.traces] == [1.0, 0.9, 0.8, 0.7]
+
+
+def test_selectors():
+    def t(ans, score, finished=True):
+        return Trace("p", "", [], answer=ans, score=score, finished=finished)
+
+    traces = [t("1", 0.9), t("2", 0.5), t("2", 0.5), t("3", 0.1), t("1", 0.99, finished=False)]
+    picks = select_answers(traces)
+    assert traces[picks["majority"]].answer == "2"   # 2 votes
+    assert traces[picks["naive"]].answer == "1"      # single best finished score (0.9), unfinished ignored
+    assert traces[picks["weighted"]].answer == "2"   # 1.0 > 0.9
