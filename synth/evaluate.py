@@ -79,3 +79,129 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     out[f"pass@{n}"] = pass_n
     out["tokens"] = sum(r.get("generated_tokens", sum(r["num_tokens"])) for r in rows)
     return out
+
+
+# ---- accuracy vs N curves (subsampled), plots, compute-optimal selection -------------------------
+
+SELECTORS = ("majority", "naive", "weighted")
+
+
+def row_traces(row: dict) -> list:
+    """Trace records of a dataset row (only the fields selection needs)."""
+    from synth.records import Trace
+
+    scores = row.get("scores") or [None] * len(row["answers"])
+    return [Trace(row["id"], "", [], answer=a, verified=v, finished=f, score=s)
+            for a, v, f, s in zip(row["answers"], row["verified"], row["finished"], scores)]
+
+
+def powers_of_two(n: int) -> list[int]:
+    out, k = [], 1
+    while k <= n:
+        out.append(k)
+        k *= 2
+    return out
+
+
+def accuracy_curves(rows: list[dict], samples: int = 16, seed: int = 0) -> dict[str, dict[int, float]]:
+    """maj@n, naive@n, weighted@n and pass@n for n = 1, 2, 4, ... N, each the mean over `samples`
+    random subsets of size n of every problem's N completions (as in the blog's figures)."""
+    import random
+
+    rng = random.Random(seed)
+    n_max = max(len(r["answers"]) for r in rows)
+    curves: dict[str, dict[int, float]] = {}
+    for n in powers_of_two(n_max):
+        hits: dict[str, float] = {}
+        for row in rows:
+            traces = row_traces(row)
+            draws = 1 if n == len(traces) else samples
+            for _ in range(draws):
+                subset = [traces[i] for i in sorted(rng.sample(range(len(traces)), min(n, len(traces))))]
+                picks = select_answers(subset)
+                for how, i in picks.items():
+                    hits[how] = hits.get(how, 0.0) + (bool(subset[i].verified) if i is not None else 0.0) / draws
+                hits["pass"] = hits.get("pass", 0.0) + any(t.verified for t in subset) / draws
+        for how, h in hits.items():
+            curves.setdefault(how, {})[n] = h / len(rows)
+    return curves
+
+
+def first_n_reaching(curve: dict[int, float], target: float) -> int | None:
+    """Smallest N at which a curve reaches `target` accuracy (None: never)."""
+    return next((n for n in sorted(curve) if curve[n] >= target - 1e-9), None)
+
+
+def difficulty_buckets(rows: list[dict], buckets: int = 3) -> dict[str, int]:
+    """Problem id -> bucket (0 = easiest), by the pool's difficulty or, without one, the pass@1 estimate."""
+    def level(r):
+        if r.get("difficulty") is not None:
+            return float(r["difficulty"])
+        return -sum(bool(v) for v in r["verified"]) / max(len(r["verified"]), 1)
+
+    ordered = sorted(rows, key=level)
+    return {r["id"]: min(i * buckets // len(ordered), buckets - 1) for i, r in enumerate(ordered)}
+
+
+def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", buckets: dict[str, int] | None = None) -> dict:
+    """The blog's compute-optimal strategy: per difficulty bucket, the strategy with the best accuracy
+    at the same budget N; returns its choice per bucket and the resulting accuracy (in-sample)."""
+    names = list(results)
+    by_id = {name: {r["id"]: r for r in rows} for name, rows in results.items()}
+    common = sorted(set.intersection(*(set(d) for d in by_id.values())))
+    buckets = buckets or difficulty_buckets([by_id[names[0]][i] for i in common])
+
+    def correct(name, pid):
+        r = by_id[name][pid]
+        key = f"{selector}_verified" if f"{selector}_verified" in r else "majority_verified"
+        return bool(r[key])
+
+    choice, total = {}, 0
+    for b in sorted(set(buckets.values())):
+        ids = [i for i in common if buckets.get(i) == b]
+        acc = {name: sum(correct(name, i) for i in ids) for name in names}
+        choice[b] = max(names, key=lambda name: acc[name])
+        total += acc[choice[b]]
+    return {"choice": choice, "accuracy": total / len(common) if common else 0.0}
+
+
+def accuracy_by_bucket(rows: list[dict], buckets: dict[str, int], selector: str = "majority") -> dict[int, float]:
+    out: dict[int, list[bool]] = {}
+    for r in rows:
+        if r["id"] in buckets:
+            out.setdefault(buckets[r["id"]], []).append(bool(r.get(f"{selector}_verified", r["majority_verified"])))
+    return {b: sum(v) / len(v) for b, v in sorted(out.items())}
+
+
+def plot_curves(curves: dict[str, dict[str, dict[int, float]]], path, title: str = "accuracy vs N") -> None:
+    """One chart: a line per (strategy, selector), N on a log2 axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for strategy, by_selector in curves.items():
+        for how, curve in by_selector.items():
+            if how == "pass" and len(curves) > 1:
+                continue
+            xs = sorted(curve)
+            ax.plot(xs, [curve[x] for x in xs], marker="o", label=f"{strategy} {how}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N (completions per problem)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_table(curves: dict[str, dict[str, dict[int, float]]]) -> str:
+    ns = sorted({n for by in curves.values() for c in by.values() for n in c})
+    lines = ["| strategy | selector | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
+    for strategy, by_selector in curves.items():
+        for how, curve in by_selector.items():
+            lines.append(f"| {strategy} | {how} | " + " | ".join(f"{curve[n]:.3f}" if n in curve else "" for n in ns) + " |")
+    return "\n".join(lines)

@@ -195,8 +195,19 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
     card = {"name": f"synth {cfg.search.strategy} on {cfg.model}", "model": cfg.model, "config": to_dict(cfg),
             "summary": summary, "load_path": str(Path(cfg.output_dir).resolve()), "synth_version": __import__("synth").__version__}
     write_dataset(rows, cfg.output_dir, card)
+    _add_curves(rows, Path(cfg.output_dir), cfg.search.strategy)
     (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _add_curves(rows: list[dict], out: Path, strategy: str) -> None:
+    """Accuracy-vs-N table and plot next to the dataset, embedded in its card."""
+    from synth.evaluate import accuracy_curves, curves_table, plot_curves
+
+    curves = {strategy: accuracy_curves(rows)}
+    plot_curves(curves, out / "accuracy_vs_n.png", title=f"{strategy}: accuracy vs N")
+    with (out / "README.md").open("a") as f:
+        f.write(f"\n## Accuracy vs N (subsampled)\n\n{curves_table(curves)}\n\n![accuracy vs N](accuracy_vs_n.png)\n")
 
 
 def format_summary(summary: dict[str, Any]) -> str:

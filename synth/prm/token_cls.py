@@ -37,15 +37,18 @@ class TokenClassificationPRM:
         path = Path(path)
         meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
         sep = meta.get("step_separator", kw.pop("step_separator", "\n"))  # TRL's default separator is "\n"
+        tokenizer_dir = path
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
             base = resolve_model(meta.get("base_model") or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
             model = AutoModelForTokenClassification.from_pretrained(base, num_labels=meta.get("num_labels", 1))
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+            model = PeftModel.from_pretrained(model, path).merge_and_unload().float()
+            if not (path / "tokenizer_config.json").exists():
+                tokenizer_dir = base  # packaged PRMs ship the adapter only
         else:
             model = AutoModelForTokenClassification.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         return cls(model, tokenizer, step_separator=sep, **kw)
 
     @torch.inference_mode()

@@ -1,0 +1,34 @@
+import pytest
+
+from synth.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "generate" in out and "train-prm" in out
+
+
+def test_generate_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--pool.tasks", "--search.n", "--search.strategy", "--resume", "--prm"):
+        assert opt in out
+
+
+def test_unknown_key_is_a_clear_error(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("search:\n  nn: 4\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--config", str(recipe)])
+    assert exc.value.code == 2
+    assert "unknown config key 'search.nn' (did you mean 'search.n'?)" in capsys.readouterr().err
+
+
+def test_bad_pool_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--output_dir", str(tmp_path / "o"), "--pool.tasks", "basic_arithmetc"])
+    err = capsys.readouterr().err
+    assert "unknown reasoning-gym task 'basic_arithmetc'" in err and "basic_arithmetic" in err
