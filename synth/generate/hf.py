@@ -1,9 +1,14 @@
-"""transformers backend of the policy engine: batched sampling across problems and samples."""
+"""transformers backend of the policy engine: batched sampling across problems and samples.
+
+The decode loop is ours rather than ``model.generate``: each prompt is prefilled once and its KV
+cache shared by its n samples, and finished rows leave the batch at once (``model.generate`` keeps
+computing them until the longest row ends). Stop strings are matched on generated text only.
+"""
 
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
 
 from synth.generate.engine import Continuation, SamplingParams
 
@@ -13,10 +18,10 @@ DEFAULT_SYSTEM_PROMPT: str | None = None
 
 
 class TransformersPolicy:
-    """A causal LM served with ``model.generate``.
+    """A causal LM served with a batched KV-cache decode loop.
 
-    Prompts are left-padded into batches of at most ``batch_size`` sequences (the n samples of a
-    prompt count as n sequences); sequences are sorted by length so a batch wastes little padding.
+    At most ``batch_size`` sequences decode together (the n samples of a prompt count as n).
+    Prompts are sorted by length so a batch wastes little padding.
     """
 
     def __init__(
@@ -50,57 +55,101 @@ class TransformersPolicy:
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
-        torch.manual_seed(params.seed)
-        jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(params.n)]
-        lengths = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for _, p in jobs]
-        order = sorted(range(len(jobs)), key=lambda j: lengths[j])
+        gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        # chunks of (prompt index, samples): a prompt's samples share one prefill
+        chunks = [(i, min(self.batch_size, params.n - s)) for i in range(len(prompts)) for s in range(0, params.n, self.batch_size)]
+        chunks.sort(key=lambda c: len(ids[c[0]]))
         results: list[list[Continuation]] = [[] for _ in prompts]
-        slots: dict[int, Continuation] = {}
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            outs = self._generate_batch([jobs[j][1] for j in chunk], params)
-            slots.update(zip(chunk, outs))
-        for j in range(len(jobs)):  # back to prompt order, samples in job order
-            results[jobs[j][0]].append(slots[j])
+        batch: list[tuple[int, int]] = []
+        for chunk in chunks + [None]:
+            if chunk is None or (batch and sum(c for _, c in batch) + chunk[1] > self.batch_size):
+                outs = self._decode([ids[i] for i, _ in batch], [c for _, c in batch], params, gen)
+                for (i, _), conts in zip(batch, outs):
+                    results[i].extend(conts)
+                batch = []
+            if chunk is not None:
+                batch.append(chunk)
         return results
 
-    def _generate_batch(self, texts: list[str], params: SamplingParams) -> list[Continuation]:
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sample = params.temperature > 0
-        out = self.model.generate(
-            **enc,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
-            top_k=None,
-            max_new_tokens=params.max_tokens,
-            stopping_criteria=StoppingCriteriaList([StopOnStrings(self.tokenizer, params.stop, enc.input_ids.shape[1])])
-            if params.stop
-            else None,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.eos_ids),
-        )
-        new = out[:, enc.input_ids.shape[1] :].tolist()
-        return [self._continuation(row, params, int(n)) for row, n in zip(new, enc.attention_mask.sum(1))]
+    def _decode(self, prompt_ids: list[list[int]], counts: list[int], params: SamplingParams, gen) -> list[list[Continuation]]:
+        """Prefill each prompt once, fan it out to its samples, decode until every row stops."""
+        width = max(len(p) for p in prompt_ids)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        fan = torch.repeat_interleave(torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device))
+        cache.batch_select_indices(fan)
+        logits, mask, next_pos = logits[fan], mask[fan], pos[fan, -1] + 1
+        rows = list(range(len(fan)))  # live row -> sample index
+        owner = fan.tolist()
+        tokens: list[list[int]] = [[] for _ in rows]
+        reasons: list[str | None] = [None] * len(rows)
+        stops = params.stop or []
+        window = max((len(s) for s in stops), default=0) + 8
+        for _ in range(params.max_tokens):
+            nxt = self._sample(logits, params, gen)
+            keep = []
+            for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
+                if t in self.eos_ids:
+                    reasons[r] = "eos"
+                    continue
+                tokens[r].append(t)
+                if stops and any(s in self.tokenizer.decode(tokens[r][-window:], skip_special_tokens=True) for s in stops):
+                    reasons[r] = "stop"
+                elif len(tokens[r]) >= params.max_tokens:
+                    reasons[r] = "length"
+                else:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, next_pos, nxt = mask[index], next_pos[index], nxt[index]
+                rows = [rows[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                                past_key_values=cache, use_cache=True).logits[:, -1]
+            next_pos = next_pos + 1
+        out: list[list[Continuation]] = [[] for _ in prompt_ids]
+        for r, toks in enumerate(tokens):
+            out[owner[r]].append(self._continuation(toks, reasons[r] or "length", params, len(prompt_ids[owner[r]])))
+        return out
 
-    def _continuation(self, row: list[int], params: SamplingParams, prompt_tokens: int) -> Continuation:
-        end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
-        tokens = row if end is None else row[:end]
+    @staticmethod
+    def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
+        if params.temperature <= 0:
+            return logits.argmax(-1)
+        logits = logits.float() / params.temperature
+        if params.top_p < 1.0:
+            sorted_logits, order = logits.sort(-1, descending=True)
+            probs = sorted_logits.softmax(-1)
+            drop = probs.cumsum(-1) - probs > params.top_p
+            sorted_logits[drop] = float("-inf")
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+
+    def _continuation(self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int) -> Continuation:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        for stop in params.stop or []:
-            cut = text.find(stop)
+        if reason == "stop":
+            cut = min((text.find(s) for s in params.stop or [] if s in text), default=-1)
             if cut >= 0:
                 return Continuation(text[:cut], len(tokens), "stop", prompt_tokens)
-        if end is not None:
-            return Continuation(text, len(tokens) + 1, "eos", prompt_tokens)
-        return Continuation(text, len(tokens), "length", prompt_tokens)
+        n = len(tokens) + (1 if reason == "eos" else 0)
+        return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens)
 
 
 class StopOnStrings(StoppingCriteria):
-    """Stop a row once a stop string appears in its *generated* text.
+    """Stop a row of ``model.generate`` once a stop string appears in its *generated* text.
 
     transformers' own ``stop_strings`` also matches across the prompt boundary, so a prefix that
-    ends with the step delimiter (every beam-search prefix does) would stop at once.
+    ends with the step delimiter (every beam-search prefix does) would stop at once. (Our own
+    decode loop checks generated tokens only; this criterion is for callers of ``model.generate``.)
     """
 
     def __init__(self, tokenizer, stops: list[str], prompt_len: int, window: int = 8):
@@ -119,7 +168,4 @@ def _eos_ids(model, tokenizer) -> set[int]:
     ids = {i for i in ids if i is not None}
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
-    # A pad token equal to EOS is how finished rows are filled in a batch.
-    if tokenizer.pad_token_id is not None:
-        ids.add(tokenizer.pad_token_id)
     return ids

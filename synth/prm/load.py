@@ -27,5 +27,64 @@ def load_prm(spec: str, **kw) -> PRM:
         fmt = meta.get("format", "token-classification")
         if fmt == "token-classification":
             return TokenClassificationPRM.from_pretrained(path, **kw)
+        if fmt in OTHER_FORMATS:
+            return _load_format(fmt, str(path), meta, spec, **kw)
         raise PRMError(f"{path}: unknown PRM format {fmt!r}")
+    known = _known_hub_format(spec)
+    if known is not None:
+        return _load_format(known[0], spec, known[1], spec, **kw)
+    if "/" in spec and not spec.startswith((".", "/", "~")):
+        local = _hub_snapshot_with_meta(spec)
+        if local is not None:
+            return load_prm(local, **kw)
+        raise PRMError(f"PRM '{spec}' not recognised: a Hub PRM needs a {META} or to be one of "
+                       f"{', '.join(sorted(KNOWN_HUB_IDS))}")
     raise PRMError(f"PRM '{spec}' not found: use 'default', or a directory written by `synth train-prm`")
+
+
+# -- other PRM formats: '+/-' token PRMs (Math-Shepherd, RLHFlow) and Qwen2.5-Math-PRM ----------------
+OTHER_FORMATS = ("plus-minus", "qwen-math-prm")
+KNOWN_HUB_IDS = (
+    "peiyi9979/math-shepherd-mistral-7b-prm",
+    "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data",
+    "RLHFlow/Llama3.1-8B-PRM-Mistral-Data",
+    "Qwen/Qwen2.5-Math-PRM-7B",
+    "Qwen/Qwen2.5-Math-PRM-72B",
+)
+
+
+def _known_hub_format(spec: str) -> tuple[str, dict] | None:
+    from synth.prm.plus_minus import HUB_STYLES
+    from synth.prm.qwen import is_qwen_math_prm_id
+
+    if spec.lower() in HUB_STYLES:
+        return "plus-minus", {"style": HUB_STYLES[spec.lower()]}
+    if is_qwen_math_prm_id(spec):
+        return "qwen-math-prm", {}
+    return None
+
+
+def _load_format(fmt: str, where: str, meta: dict, spec: str, **kw) -> PRM:
+    try:
+        if fmt == "plus-minus":
+            from synth.prm.plus_minus import PlusMinusPRM
+
+            return PlusMinusPRM.from_pretrained(where, style=meta.get("style"), **kw)
+        from synth.prm.qwen import QwenMathPRM
+
+        return QwenMathPRM.from_pretrained(where, **kw)
+    except (ValueError, OSError) as err:  # bad style or tokenizer, files missing or offline: name the spec
+        raise PRMError(f"PRM '{spec}' ({fmt}): {err}") from err
+
+
+def _hub_snapshot_with_meta(spec: str) -> str | None:
+    """A local snapshot of Hub repo `spec` if it holds a synth_prm.json, else None."""
+    from synth.prm.token_cls import META
+
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        hf_hub_download(spec, META)
+        return snapshot_download(spec)
+    except Exception:  # not on the Hub, no synth_prm.json, offline
+        return None

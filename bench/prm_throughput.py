@@ -1,0 +1,97 @@
+"""Steps scored per second by our TokenClassificationPRM: batched `score` vs one pair at a time.
+
+    python bench/prm_throughput.py [--pairs 200] [--batch-size 32] [--threads N]
+
+The PRM is the bundled default (`load_prm("default")`) when synth/prm/default exists, else a
+TokenClassificationPRM over the real SmolLM2-135M backbone with an untrained one-logit head (fine for
+throughput). Work: `--pairs` (problem, steps) pairs from reasoning-gym problems with 2-4 synthetic
+steps each. Prints steps/s for one `score` call over all pairs (sorted by length, padded, one forward
+per batch) and for one `score` call per pair, and the ratio batched / one-by-one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synth.problems import PoolConfig, load_pool  # noqa: E402
+from synth.prm.load import BUNDLED_DIR, load_prm  # noqa: E402
+from synth.prm.token_cls import META, TokenClassificationPRM  # noqa: E402
+
+STEP_TEMPLATES = [
+    "First, let me restate the task: {head}",
+    "I will work through the expression from left to right, keeping a running total.",
+    "Carrying out each operation in turn gives the intermediate values.",
+    "Checking the arithmetic once more, every intermediate result is consistent.",
+    "So the final answer is {answer}.",
+]
+
+
+def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    problems = load_pool(PoolConfig(tasks=["basic_arithmetic", "chain_sum", "leg_counting"], num_problems=n, seed=seed))
+    rng = random.Random(seed)
+    texts, steps = [], []
+    for p in problems:
+        k = rng.randint(2, 4)
+        body = [STEP_TEMPLATES[i] for i in sorted(rng.sample(range(len(STEP_TEMPLATES) - 1), k - 1))]
+        fill = dict(head=p.problem[:80], answer=p.answer)
+        texts.append(p.problem)
+        steps.append([s.format(**fill) for s in body] + [STEP_TEMPLATES[-1].format(**fill)])
+    return texts, steps
+
+
+def make_prm(batch_size: int, device: str | None):
+    if (BUNDLED_DIR / META).exists():
+        return "default", load_prm("default", batch_size=batch_size, device=device)
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from synth.models import resolve_model
+
+    path = resolve_model("smollm2-135m")
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1)
+    tok = AutoTokenizer.from_pretrained(path)
+    return "smollm2-135m backbone, untrained head", TokenClassificationPRM(model, tok, batch_size=batch_size, device=device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    name, prm = make_prm(args.batch_size, args.device)
+    problems, steps = make_pairs(args.pairs)
+    n_steps = sum(len(s) for s in steps)
+    n_tokens = sum(len(prm.tokenizer.encode(p + " ".join(s))) for p, s in zip(problems, steps))
+    print(f"PRM: {name} on {prm.device}, {torch.get_num_threads()} threads; {len(problems)} pairs, "
+          f"{n_steps} steps, ~{n_tokens} tokens; batch size {args.batch_size}")
+
+    prm.score(problems[:2], steps[:2])  # warm-up
+
+    t = time.perf_counter()
+    batched = prm.score(problems, steps)
+    batched_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    single = [prm.score([p], [s])[0] for p, s in zip(problems, steps)]
+    single_s = time.perf_counter() - t
+
+    diff = max(abs(a - b) for x, y in zip(batched, single) for a, b in zip(x, y))
+    print(f"{'batched':<12} {n_steps / batched_s:9.1f} steps/s  ({batched_s:.2f} s)")
+    print(f"{'one-by-one':<12} {n_steps / single_s:9.1f} steps/s  ({single_s:.2f} s)")
+    print(f"ratio batched / one-by-one: {single_s / batched_s:.2f}x   (max |score difference| {diff:.2e})")
+
+
+if __name__ == "__main__":
+    main()

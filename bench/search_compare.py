@@ -1,0 +1,75 @@
+"""Best-of-N vs beam search vs DVTS with the bundled SmolLM2 and the default PRM, one run, same pool.
+
+    python bench/search_compare.py [--problems 24] [--ns 4,16] [--prm default] [--out runs/bench-search]
+
+For each N: accuracy of majority, best-of-N naive/weighted, beam search and DVTS (weighted selection),
+and per problem: tokens generated, tokens prefilled, PRM step scores, wall time relative to best-of-N.
+The held-out pool uses seed 1000 (the default PRM was trained on seed 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
+from synth.generate.search import SearchConfig  # noqa: E402
+from synth.journal import Journal  # noqa: E402
+from synth.problems import PoolConfig  # noqa: E402
+from synth.prm.load import load_prm  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", type=int, default=24)
+    ap.add_argument("--ns", default="4,16")
+    ap.add_argument("--prm", default="default")
+    ap.add_argument("--beam-width", type=int, default=4)
+    ap.add_argument("--out", default="runs/bench-search")
+    args = ap.parse_args()
+
+    pool = PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=args.problems, seed=1000,
+                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
+    base = GenerateConfig(pool=pool)
+    policy, prm = load_policy(base), load_prm(args.prm)
+    table = []
+    for n in [int(x) for x in args.ns.split(",")]:
+        walls = {}
+        for strategy in ("best_of_n", "beam_search", "dvts"):
+            out = Path(args.out) / f"{strategy}-n{n}"
+            search = SearchConfig(strategy=strategy, n=n, beam_width=min(args.beam_width, n), max_tokens=160,
+                                  step_max_tokens=64, max_iterations=6)
+            cfg = GenerateConfig(pool=pool, search=search, prm=args.prm, output_dir=str(out), overwrite=True,
+                                 problems_per_batch=args.problems)
+            t = time.perf_counter()
+            summary = generate(cfg, policy=policy, prm=prm)
+            walls[strategy] = time.perf_counter() - t
+            rows = Journal(out / "rows.jsonl").read()
+            per = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+            table.append({"N": n, "strategy": strategy, "majority": summary[f"maj@{n}"], "naive": summary.get(f"naive@{n}"),
+                          "weighted": summary.get(f"weighted@{n}"), "pass": summary[f"pass@{n}"],
+                          "gen_tok/problem": per("generated_tokens"), "prefill_tok/problem": per("prefill_tokens"),
+                          "prm_steps/problem": per("prm_steps"), "wall_s": walls[strategy],
+                          "wall_vs_bon": walls[strategy] / walls["best_of_n"]})
+    print(f"\n{args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}")
+    head = ["N", "strategy", "majority", "naive", "weighted", "pass", "gen_tok/problem", "prefill_tok/problem", "prm_steps/problem", "wall_s", "wall_vs_bon"]
+    print(" | ".join(head))
+    for r in table:
+        print(" | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head))
+    for n in sorted({r["N"] for r in table}):
+        rs = {r["strategy"]: r for r in table if r["N"] == n}
+        maj = rs["best_of_n"]["majority"]
+        print(f"N={n}: majority {maj:.3f} | best-of-N weighted {rs['best_of_n']['weighted']:.3f} | beam {rs['beam_search']['weighted']:.3f} "
+              f"| DVTS {rs['dvts']['weighted']:.3f} | beam wall {rs['beam_search']['wall_vs_bon']:.2f}x, DVTS wall {rs['dvts']['wall_vs_bon']:.2f}x best-of-N")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "table.json").write_text(json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+    main()
