@@ -22,3 +22,19 @@ def test_quickstart_on_real_model(tmp_path, capsys):
     assert all(any(c.strip() for c in r["completions"]) for r in ds)  # the real model wrote text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"] == 4 and summary["tokens"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["beam_search", "dvts"])
+def test_search_with_default_prm_on_real_model(tmp_path, strategy):
+    """`--prm default` works offline out of the box: the bundled PRM guides search on the real model."""
+    out = tmp_path / strategy
+    rc = main(["generate", "--config", "configs/quickstart.yaml", "--output_dir", str(out), "--prm", "default",
+               "--pool.num_problems", "2", "--search.strategy", strategy, "--search.n", "4",
+               "--search.beam_width", "2", "--search.max_iterations", "3", "--search.step_max_tokens", "48"])
+    assert rc == 0
+    ds = load_dataset(str(out), split="train")
+    assert len(ds) == 2
+    for row in ds:
+        assert len(row["completions"]) == 4 and row["prm_steps"] > 0
+        assert all(0.0 <= s <= 1.0 for s in row["scores"] if s is not None)
+        assert json.loads(row["tree"])  # the search tree is stored

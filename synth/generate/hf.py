@@ -80,7 +80,7 @@ class TransformersPolicy:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         fan = torch.repeat_interleave(torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device))
         cache.batch_select_indices(fan)
@@ -114,7 +114,7 @@ class TransformersPolicy:
                 rows = [rows[j] for j in keep]
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                past_key_values=cache, use_cache=True).logits[:, -1]
+                                cache=cache, use_cache=True).logits[:, -1]
             next_pos = next_pos + 1
         out: list[list[Continuation]] = [[] for _ in prompt_ids]
         for r, toks in enumerate(tokens):

@@ -1,0 +1,93 @@
+"""Quality of a PRM on a held-out reasoning-gym pool (a different seed than the PRM was trained on).
+
+    python bench/prm_quality.py [--problems 32] [--n 16] [--prm default] [--out runs/bench-prm-quality]
+
+1. best-of-N (N=16) with the bundled SmolLM2, every completion scored by the PRM;
+2. Monte-Carlo step labels (K rollouts per step prefix) for a few traces per problem, exactly as
+   `synth label` makes them;
+3. prints step AUROC against those labels, trace AUROC (PRM score vs verified answer over all
+   completions), weighted@N and naive@N vs maj@N on the same samples, and the label cost.
+Stages are cached in --out (delete it to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
+from synth.generate.search import SearchConfig  # noqa: E402
+from synth.journal import Journal  # noqa: E402
+from synth.problems import PoolConfig  # noqa: E402
+from synth.prm.evaluate import step_auroc  # noqa: E402
+from synth.prm.label import LabelConfig, label  # noqa: E402
+from synth.prm.load import load_prm  # noqa: E402
+
+HELD_OUT = PoolConfig(tasks=["basic_arithmetic", "chain_sum"], seed=1000,
+                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
+
+
+def trace_auroc(rows: list[dict]) -> float:
+    """AUROC of each finished completion's aggregated PRM score against its verified flag."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, truth = [], []
+    for r in rows:
+        for s, ok, done in zip(r["scores"] or [], r["verified"], r["finished"]):
+            if done and s is not None:
+                scores.append(s)
+                truth.append(bool(ok))
+    return roc_auc_score(truth, scores) if 0 < sum(truth) < len(truth) else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", type=int, default=32)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--prm", default="default")
+    ap.add_argument("--rollouts", type=int, default=4)
+    ap.add_argument("--traces-per-problem", type=int, default=2)
+    ap.add_argument("--out", default="runs/bench-prm-quality")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    pool = PoolConfig(**{**HELD_OUT.__dict__, "num_problems": args.problems})
+    gen_cfg = GenerateConfig(pool=pool, prm=args.prm, output_dir=str(out / "traces"), problems_per_batch=8,
+                             search=SearchConfig(strategy="best_of_n", n=args.n, temperature=0.8, max_tokens=160))
+    policy, prm = load_policy(gen_cfg), load_prm(args.prm)
+    if not (out / "traces" / "summary.json").exists():
+        gen_cfg.resume = (out / "traces" / "rows.jsonl").exists()
+        generate(gen_cfg, policy=policy, prm=prm)
+    summary = json.loads((out / "traces" / "summary.json").read_text())
+    rows = Journal(out / "traces" / "rows.jsonl").read()
+
+    label_dir = out / "labels"
+    if not (label_dir / "summary.json").exists():
+        label(LabelConfig(dataset=str(out / "traces"), rollouts=args.rollouts, max_tokens=80, traces_per_problem=args.traces_per_problem,
+                          max_steps=4, output_dir=str(label_dir), resume=(label_dir / "rows.jsonl").exists(), seed=1), policy=policy)
+    label_stats = json.loads((label_dir / "summary.json").read_text())
+    from datasets import Dataset
+
+    steps = step_auroc(prm, Dataset.from_list(Journal(label_dir / "rows.jsonl").read()))
+
+    n = args.n
+    print(f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}")
+    print(f"step AUROC (MC labels, K={args.rollouts}, {steps['eval_steps']} steps, "
+          f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}   (target >= 0.75)")
+    print(f"trace AUROC (score vs verified answer, all finished completions): {trace_auroc(rows):.3f}")
+    print(f"maj@{n} {summary[f'maj@{n}']:.3f} | naive@{n} {summary[f'naive@{n}']:.3f} | "
+          f"weighted@{n} {summary[f'weighted@{n}']:.3f} | pass@{n} {summary[f'pass@{n}']:.3f} | "
+          f"weighted - maj = {summary[f'weighted@{n}'] - summary[f'maj@{n}']:+.3f}")
+    print(f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
+          f"{label_stats['seconds_per_100_steps']} s per 100 steps")
+    result = {"step": steps, "trace_auroc": trace_auroc(rows), "summary": summary, "label": label_stats}
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
