@@ -12,10 +12,15 @@ from synth.config import ConfigError, add_arguments, build_config
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("synth.generate.run", "Search over a problem pool with the policy and write a dataset of verified traces."),
+    "merge": ("synth.merge", "Join the output dirs of sharded generate runs (--shard i/n) into one run."),
+    "filter": ("synth.filter.run", "Filter generated traces into training data (SFT, stepwise PRM or preference) and optionally push it."),
+    "push": ("synth.push", "Publish a local dataset dir to the Hugging Face Hub (a config per folder, branches as revisions)."),
     "eval": ("synth.eval_runs", "Accuracy vs N of generate runs (maj/naive/weighted/pass@n), a plot, and the compute-optimal mix."),
     "label": ("synth.prm.label", "Label the steps of generated traces with Monte-Carlo rollouts (stepwise PRM dataset)."),
     "train-prm": ("synth.prm.train", "Train a process reward model on a stepwise dataset (transformers Trainer, LoRA or full)."),
     "eval-prm": ("synth.prm.evaluate", "Evaluate a PRM: step AUROC, and first-error F1 when the dataset has a `label` column."),
+    "train": ("synth.train.sft", "Fine-tune the policy on verified traces (TRL SFT, completion-only loss; full or LoRA, merged)."),
+    "rounds": ("synth.train.rounds", "Self-improvement rounds: generate -> filter -> SFT (-> PRM) -> held-out eval, resumable."),
 }
 
 

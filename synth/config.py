@@ -51,6 +51,8 @@ def _coerce(value: Any, tp, key: str) -> Any:
     base = _strip_optional(tp)
     if value is None:
         return None
+    if base is not tp and isinstance(value, str) and value.strip().lower() in ("null", "none", "~"):
+        return None  # `--field null` on the command line for an optional field
     origin = typing.get_origin(base)
     try:
         if base is bool:

@@ -114,3 +114,17 @@ def test_selectors():
     assert traces[picks["majority"]].answer == "2"   # 2 votes
     assert traces[picks["naive"]].answer == "1"      # single best finished score (0.9), unfinished ignored
     assert traces[picks["weighted"]].answer == "2"   # 1.0 > 0.9
+
+
+def test_best_of_n_with_prm_survives_empty_completions():
+    """A sample that ends at once (EOS first) has no steps; it is still scored and counted, not a crash."""
+    from synth.generate.engine import Continuation
+
+    class EmptyFirst(StepPolicy):
+        def generate(self, prompts, params):
+            return [[Continuation("", 1, "eos", 3)] + [Continuation("so \\boxed{7}", 3, "eos", 3)] * (params.n - 1)
+                    for _ in prompts]
+
+    results = best_of_n(EmptyFirst(), PROBLEMS, SearchConfig(n=3), seed=0, prm=StepPRM())
+    for r in results:
+        assert r.cost.prm_steps == 3 and len(r.traces[0].step_scores) == 1 and r.traces[0].answer is None

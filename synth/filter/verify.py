@@ -140,15 +140,18 @@ def verify_many(pairs: list[tuple[str | None, str]], timeout: float = 5.0) -> li
         if fast is None:
             pending[i] = (str(pred), str(gold))
     if pending:
-        futures = {i: _pool().submit(_math_verify, *args) for i, args in pending.items()}
-        timed_out = False
-        for i, fut in futures.items():
+        # N samples of a problem often give the same answer: verify each distinct pair once
+        futures = {args: _pool().submit(_math_verify, *args) for args in dict.fromkeys(pending.values())}
+        verdicts, timed_out = {}, False
+        for args, fut in futures.items():
             try:
-                results[i] = bool(fut.result(timeout=timeout))
+                verdicts[args] = bool(fut.result(timeout=timeout))
             except FutureTimeout:
-                results[i], timed_out = False, True
+                verdicts[args], timed_out = False, True
             except Exception:  # noqa: BLE001 - a broken worker must not stop the run
-                results[i], timed_out = False, True
+                verdicts[args], timed_out = False, True
+        for i, args in pending.items():
+            results[i] = verdicts[args]
         if timed_out:
             _reset_pool()
     return [bool(r) for r in results]

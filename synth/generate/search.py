@@ -132,9 +132,9 @@ def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: 
     steps_scored = score_traces(prm, problems, traces, cfg.aggregation)
     results = []
     for outs, ts in zip(outputs, traces):
-        cost = Cost(sum(c.num_tokens for c in outs), sum(c.prompt_tokens for c in outs), sum(len(t.steps) for t in ts) if prm else 0, 1)
+        cost = Cost(sum(c.num_tokens for c in outs), sum(c.prompt_tokens for c in outs), sum(len(t.step_scores or []) for t in ts), 1)
         results.append(SearchResult(ts, cost))
-    assert not prm or steps_scored == sum(r.cost.prm_steps for r in results)
+    assert steps_scored == sum(r.cost.prm_steps for r in results)
     return results
 
 

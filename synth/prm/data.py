@@ -19,10 +19,12 @@ def load_stepwise(source: str, split: str = "train"):
     """A `datasets.Dataset` with validated stepwise rows."""
     from datasets import load_dataset
 
+    from synth.hub import load_local
+
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            ds = load_dataset(str(path), split=split)
+            ds = load_local(path, split)
         elif path.exists():
             kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
             if kind is None:

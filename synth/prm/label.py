@@ -87,9 +87,7 @@ def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) 
 
 
 def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
-    from datasets import load_dataset
-
-    from synth.hub import write_dataset
+    from synth.hub import read_rows, write_dataset
 
     if not cfg.dataset:
         raise ConfigError("label needs --dataset: the output dir of a `synth generate` run")
@@ -101,7 +99,7 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         raise ConfigError(f"{out} already holds labels: pass --resume true to continue, or pick a new output_dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
-    rows = list(load_dataset(cfg.dataset, split="train"))
+    rows = read_rows(cfg.dataset)
     items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed)
     done = {r["id"] for r in journal.read()}
     todo = [it for it in items if it["key"] not in done]

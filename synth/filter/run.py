@@ -1,0 +1,297 @@
+"""`synth filter`: generate rows -> filtered training data (SFT, stepwise PRM or preference), optionally pushed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+import synth
+from synth.config import ConfigError, dump_yaml, from_dict, to_dict
+from synth.filter.formats import preference_pairs, to_preference, to_sft, to_stepwise
+from synth.filter.select import (Filters, FilterError, NgramIndex, Record, Step, build_filters, correct_label, flatten,
+                                 run_filters)
+from synth.hub import push_dataset, read_rows, write_dataset
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("id", "problem", "completions", "answers", "verified")
+_TEXT_COLUMNS = ("problem", "question", "prompt", "text", "input")
+_PUSH_KEYS = ("push_to_hub", "private", "config_name", "revision", "overwrite")
+
+
+@dataclass
+class FilterConfig:
+    dataset: str = field(default="", metadata={"help": "A `synth generate` (or `synth merge`) output dir, a .parquet/.jsonl of its rows, or a Hub dataset id."})
+    output_dir: str = field(default="runs/filter", metadata={"help": "Where the filtered dataset (parquet + card) goes."})
+    format: Literal["sft", "stepwise", "preference"] = field(default="sft", metadata={"help": "Output format: sft (prompt/completion chat), stepwise (PRM: prompt/completions/labels), preference (prompt/chosen/rejected)."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message put before the problem in sft/preference prompts (null: none)."})
+    filters: Filters = field(default_factory=Filters)
+    decontaminate: list[Any] = field(default_factory=list, metadata={"help": "Eval sets to decontaminate against: local files/dirs, Hub ids 'owner/name[:split]', or pool mappings like {source: reasoning_gym, tasks: [chain_sum], seed: 99} (on the command line: '[{...}]')."})
+    decontam_ngram: int = field(default=13, metadata={"help": "Word n-gram size of the decontamination overlap test."})
+    decontaminate_completions: bool = field(default=False, metadata={"help": "Also test completions (not only problems) for overlap with the eval sets."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo ('user/name') to push the result to."})
+    private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+    config_name: str | None = field(default=None, metadata={"help": "Hub config name: its files go to '<config_name>/' (default: the root)."})
+    revision: str | None = field(default=None, metadata={"help": "Hub branch to push to (default main)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir made with another config, and different data already pushed to this config/revision."})
+
+    def __post_init__(self):
+        if self.decontam_ngram < 1:
+            raise ValueError(f"decontam_ngram must be >= 1, got {self.decontam_ngram}")
+        if self.format != "sft" and self.filters.correctness == "none":
+            raise ValueError(f"format {self.format} needs correct/wrong labels: use filters.correctness auto, verified or majority")
+
+
+Config = FilterConfig
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def load_generate_rows(source: str) -> list[dict[str, Any]]:
+    """Rows of a generate dataset: a local dir (parquet, or the journal of an unfinished run), a file, or a Hub id."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "data").is_dir():
+            rows = read_rows(path)
+        elif (path / "rows.jsonl").exists():
+            from synth.journal import Journal
+
+            log.warning("%s has no parquet data yet (unfinished run?): reading its rows.jsonl", path)
+            rows = Journal(path / "rows.jsonl").read()
+        else:
+            raise FilterError(f"{path}: neither data/*.parquet nor rows.jsonl (is it a `synth generate` output dir?)")
+    elif path.exists():
+        rows = _read_table(path)
+    elif source.count("/") == 1 and not source.startswith((".", "/")):
+        rows = _hub_rows(source, "train")
+    else:
+        raise FileNotFoundError(f"dataset not found: {source}")
+    if rows:
+        missing = [c for c in REQUIRED if c not in rows[0]]
+        if missing:
+            raise FilterError(f"{source}: missing column(s) {missing}, so not `synth generate` rows; it has {sorted(rows[0])}")
+    return rows
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix in (".jsonl", ".json"):
+        text = path.read_text()
+        try:
+            data = json.loads(text)
+            return data if isinstance(data, list) else data.get("data", [data])
+        except json.JSONDecodeError:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+    if path.suffix == ".csv":
+        df = pd.read_csv(path)
+        return df.astype(object).where(df.notna(), None).to_dict("records")
+    if path.suffix == ".txt":
+        return [{"problem": line} for line in path.read_text().splitlines() if line.strip()]
+    raise FilterError(f"{path}: unsupported file type {path.suffix!r} (use .parquet, .jsonl, .json, .csv or .txt)")
+
+
+def _hub_rows(dataset: str, split: str) -> list[dict[str, Any]]:
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(dataset, split=split).to_list()
+    except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise FilterError(f"{dataset!r} is no local path, and loading it (split {split!r}) from the Hub failed: {reason}") from None
+
+
+def load_eval_set(spec: Any) -> tuple[str, list[str]]:
+    """(name, problem texts) of an eval set: a pool mapping, a local file or dir, or 'owner/name[:split]'."""
+    if isinstance(spec, dict):
+        from synth.problems import PoolConfig, load_pool
+
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        pool = from_dict(PoolConfig, spec, prefix="decontaminate.")
+        label = name or pool.dataset or pool.path or f"{pool.source}:{','.join(pool.tasks)}@seed{pool.seed}"
+        return label, [p.problem for p in load_pool(pool)]
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path.name, _texts(read_rows(path), text)
+    if path.exists():
+        return path.name, _texts(_read_table(path), text)
+    if text.count("/") == 1 or (":" in text and text.split(":")[0].count("/") == 1):
+        dataset, _, split = text.partition(":")
+        return text, _texts(_hub_rows(dataset, split or "test"), text)
+    raise FilterError(f"decontaminate: {text!r} is neither a local file/dir nor a Hub id 'owner/name[:split]'")
+
+
+def _texts(rows: list[dict[str, Any]], name: str) -> list[str]:
+    if not rows:
+        return []
+    column = next((c for c in _TEXT_COLUMNS if c in rows[0]), None)
+    if column is None:
+        raise FilterError(f"decontaminate {name}: no problem column (looked for {list(_TEXT_COLUMNS)}; it has {sorted(rows[0])})")
+    out = []
+    for r in rows:
+        value = r[column]
+        if isinstance(value, list):  # a chat prompt: its messages' text
+            value = "\n".join(m.get("content", "") for m in value if isinstance(m, dict))
+        if value:
+            out.append(str(value))
+    return out
+
+
+def build_index(specs: list[Any], n: int) -> NgramIndex | None:
+    if not specs:
+        return None
+    index = NgramIndex(n)
+    for spec in specs:
+        name, texts = load_eval_set(spec)
+        if name in index.sets:
+            name = f"{name} ({len(index.sets)})"
+        index.add(name, texts)
+        log.info("decontamination set %s: %d problems", name, index.sizes[name])
+    return index
+
+
+# ---------------------------------------------------------------- the command
+
+
+def select(records: list[Record], cfg: FilterConfig, index: NgramIndex | None = None) -> tuple[list[dict[str, Any]], list[Step]]:
+    """Filter the records and build the output rows in `cfg.format`; returns (rows, funnel)."""
+    f = cfg.filters
+    records, funnel = run_filters(records, build_filters(f, cfg.format, index, cfg.decontaminate_completions))
+    if cfg.format == "sft":
+        return to_sft(records, cfg.system_prompt), funnel
+    for r in records:
+        r["correct"] = correct_label(r, f.correctness, f.min_agreement)
+    labelled = [r for r in records if r["correct"] is not None]
+    funnel.append(Step("correctness known", len(labelled), len(records) - len(labelled)))
+    if cfg.format == "stepwise":
+        return to_stepwise(labelled), funnel
+    pairs = preference_pairs(labelled, f.top_k)
+    funnel.append(Step("paired (chosen + rejected)", 2 * len(pairs), len(labelled) - 2 * len(pairs)))
+    return to_preference(pairs, cfg.system_prompt), funnel
+
+
+def funnel_table(total: int, funnel: list[Step], rows: int, fmt: str) -> str:
+    lines = ["| step | kept | removed |", "|---|---:|---:|", f"| input completions | {total} | |"]
+    lines += [f"| {s.name} | {s.kept} | {s.removed} |" for s in funnel]
+    lines.append(f"| **output rows ({fmt})** | **{rows}** | |")
+    return "\n".join(lines)
+
+
+_FORMAT_DOC = {
+    "sft": "Conversational prompt-completion rows for TRL's `SFTTrainer`: `prompt` (user message, after an optional "
+           "system message) and `completion` (the assistant's solution, one that passed the filters below).",
+    "stepwise": "Stepwise PRM rows (TRL convention, `synth train-prm`): `prompt`, `completions` (the steps) and `labels`. "
+                "These are outcome labels: every step of a correct trace is True, every step of a wrong one False "
+                "(earlier steps of a wrong trace may be right; `synth label` computes real step labels with rollouts).",
+    "preference": "Conversational preference rows for TRL's `DPOTrainer`: `prompt`, `chosen` (a correct completion) and "
+                  "`rejected` (a wrong completion of the same problem).",
+}
+
+
+def card_body(cfg: FilterConfig, source: dict[str, Any], total: int, funnel: list[Step], rows: int, load: str) -> str:
+    config = f', name="{cfg.config_name}"' if cfg.push_to_hub and cfg.config_name else ""
+    sets = "\n".join(f"- `{s.name[len('decontaminate '):]}`: {s.removed} completions removed"
+                     for s in funnel if s.name.startswith("decontaminate "))
+    decontam = f"\nDecontaminated ({cfg.decontam_ngram}-gram overlap) against:\n\n{sets}\n" if sets else ""
+    return f"""Filtered with [synth](https://github.com/) {synth.__version__} (`synth filter --format {cfg.format}`) from
+test-time search traces. {_FORMAT_DOC[cfg.format]}
+
+## Source run
+
+- Dataset: `{cfg.dataset}`
+- Model: `{source['model']}`
+- Strategy: `{source['strategy']}` with N = {source['n']}
+- Problems: {source['problems']}, completions: {total}
+
+## Funnel
+
+{funnel_table(total, funnel, rows, cfg.format)}
+{decontam}
+## Load it
+
+```python
+from datasets import load_dataset
+ds = load_dataset("{load}"{config}, split="train")
+```
+
+The filter settings are in this card's YAML header under `synth.config`.
+"""
+
+
+def source_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def values(key):
+        found = {r.get(key) for r in rows if r.get(key) is not None}
+        try:
+            found = sorted(found)
+        except TypeError:  # mixed types
+            found = sorted(found, key=str)
+        return ", ".join(map(str, found)) if found else "unknown"
+
+    return {"model": values("model"), "strategy": values("strategy"), "n": values("n"), "problems": len(rows)}
+
+
+def prepare_output(cfg: FilterConfig) -> Path:
+    """Rebuilding with the same settings is fine (a retry); other settings need --overwrite."""
+    out = Path(cfg.output_dir)
+    saved = out / "config.yaml"
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        if not saved.exists() or _comparable(yaml.safe_load(saved.read_text())) != _comparable(to_dict(cfg)):
+            raise ConfigError(f"{out} already holds other data: pass --overwrite true to replace it, or pick a new output_dir")
+    return out  # created by write_dataset, once there is something to write
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))
+    for key in _PUSH_KEYS:
+        data.pop(key, None)
+    return data
+
+
+def run(cfg: FilterConfig) -> dict[str, Any]:
+    if not cfg.dataset:
+        raise ConfigError("filter needs --dataset: the output dir of a `synth generate` run")
+    out = prepare_output(cfg)
+    rows = load_generate_rows(cfg.dataset)
+    records = flatten(rows)
+    rows_out, funnel = select(records, cfg, build_index(cfg.decontaminate, cfg.decontam_ngram))
+    table = funnel_table(len(records), funnel, len(rows_out), cfg.format)
+    if not rows_out:
+        raise FilterError(f"every completion was filtered out; nothing written.\n{table}")
+    source = source_info(rows)
+    load = cfg.push_to_hub or str(out.resolve())
+    info = {"name": f"synth {cfg.format} data from {source['model']} ({source['strategy']}, N={source['n']})",
+            "model": source["model"], "source": {**source, "dataset": cfg.dataset}, "config": to_dict(cfg),
+            "funnel": [s._asdict() for s in funnel], "summary": {"input_completions": len(records), "rows": len(rows_out)},
+            "load_path": load, "synth_version": synth.__version__}
+    write_dataset(rows_out, out, info, body=card_body(cfg, source, len(records), funnel, len(rows_out), load))
+    (out / "config.yaml").write_text(dump_yaml(cfg))
+    (out / "funnel.json").write_text(json.dumps({"input": len(records), "steps": [s._asdict() for s in funnel],
+                                                 "rows": len(rows_out)}, indent=2))
+    return {"output_dir": str(out), "rows": len(rows_out), "funnel": funnel, "table": table}
+
+
+def publish(cfg: FilterConfig) -> str:
+    """Push the written output_dir to `cfg.push_to_hub`; returns the URL."""
+    return push_dataset(cfg.output_dir, cfg.push_to_hub, private=cfg.private, config_name=cfg.config_name,
+                        revision=cfg.revision, overwrite=cfg.overwrite)
+
+
+def main(cfg: FilterConfig) -> int:
+    result = run(cfg)
+    print(result["table"])
+    print(f"\nwrote {result['rows']} {cfg.format} rows to {result['output_dir']}")
+    if cfg.push_to_hub:
+        print(f"pushed to {publish(cfg)}")
+    return 0

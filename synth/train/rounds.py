@@ -1,0 +1,241 @@
+"""`synth rounds`: self-improvement rounds (expert iteration / ReST-EM) on one pool of problems.
+
+Round 0 evaluates the base policy. Round k >= 1:
+
+    generate   policy_{k-1} (+ PRM_{k-1}) searches the training pool           round-k/generate
+    sft_data   verified, finished traces, deduplicated, k shortest per problem   round-k/sft_data
+    label      (train_prm) Monte-Carlo step labels of those traces              round-k/label
+    prm        (train_prm) a new PRM on the base backbone                       round-k/prm
+    sft        SFT from the base (from_base, ReST-EM) or from policy_{k-1}      round-k/sft  -> policy_k
+    eval_greedy   policy_k, n=1 at temperature 0 on the held-out pool           round-k/eval_greedy
+    eval_search   policy_k (+ PRM_k), the search at N = eval_n, held-out pool   round-k/eval_search
+
+Every stage writes `done.json` when it finishes and is skipped on a rerun, so an interrupted run
+continues at the stage it was in (which itself resumes from its journal or last checkpoint).
+`report.md`, `rounds.json` and `rounds.png` in output_dir are rewritten after every round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from synth.config import ConfigError, dump_yaml
+from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
+from synth.generate.run import GenerateConfig, generate
+from synth.generate.search import SearchConfig
+from synth.journal import Journal
+from synth.problems import PoolConfig
+from synth.prm.label import LabelConfig, label
+from synth.prm.train import TrainPRMConfig, train_prm
+from synth.train.data import sft_examples
+from synth.train.report import round_summary, write_report
+from synth.train.sft import TrainConfig, train_sft
+from synth.train.stages import ModelCache, private_datasets_cache, read_marker, run_stage
+
+log = logging.getLogger(__name__)
+
+# Keys of the sub-commands' configs that rounds sets itself, per round.
+OWNED = {
+    "sft": ("model", "dataset", "output_dir", "resume"),
+    "label": ("model", "dataset", "output_dir", "resume", "system_prompt", "batch_size"),
+    "prm_train": ("model", "dataset", "output_dir", "resume"),
+}
+# Keys that may change between a run and its continuation.
+RUN_CONTROL = ("rounds", "output_dir", "batch_size")
+
+
+@dataclass
+class RoundsConfig:
+    model: str = field(default="smollm2-135m", metadata={"help": "Base policy: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."})
+    prm: str | None = field(default=None, metadata={"help": "PRM for search and selection ('default', a PRM dir) or null; with train_prm the PRM of round 0."})
+    rounds: int = field(default=2, metadata={"help": "Self-improvement rounds after round 0 (the base model's evaluation)."})
+    output_dir: str = field(default="runs/rounds", metadata={"help": "Where round-{k}/ stage dirs, report.md and rounds.png go."})
+    from_base: bool = field(default=True, metadata={"help": "Fine-tune the base model each round on that round's data (ReST-EM); false: continue from the last policy."})
+    train_prm: bool = field(default=False, metadata={"help": "Also label each round's traces and train a new PRM for the next round's search."})
+    top_k: int = field(default=4, metadata={"help": "Verified completions kept per problem for SFT (the shortest, exact duplicates dropped)."})
+    eval_n: int = field(default=8, metadata={"help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."})
+    system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt for generation and SFT data (null: the chat template's own)."})
+    dtype: str = field(default="float32", metadata={"help": "Inference weights dtype (float32, bfloat16, float16)."})
+    batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
+    problems_per_batch: int = field(default=8, metadata={"help": "Problems searched together (the unit saved to disk)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (round k samples the training pool with seed + k)."})
+    # Sections keep their commands' defaults (a recipe's section starts from them): set the pools' seeds.
+    train_pool: PoolConfig = field(default_factory=PoolConfig)
+    eval_pool: PoolConfig = field(default_factory=PoolConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sft: TrainConfig = field(default_factory=TrainConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    prm_train: TrainPRMConfig = field(default_factory=TrainPRMConfig)
+
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.top_k < 1 or self.eval_n < 1:
+            raise ValueError("top_k and eval_n must be >= 1")
+        if self.train_pool == self.eval_pool or (
+            self.train_pool.source == self.eval_pool.source == "reasoning_gym" and self.train_pool.seed == self.eval_pool.seed
+        ):
+            raise ValueError("eval_pool must be held out from train_pool: give it another seed "
+                             "(e.g. train_pool.seed 200, eval_pool.seed 1000) or another file")
+        if self.search.strategy != "best_of_n" and not self.prm:
+            raise ValueError(f"search.strategy {self.search.strategy} needs a PRM: set prm (e.g. prm: default)")
+        try:  # the held-out search at eval_n must be valid too (n vs beam_width)
+            dataclasses.replace(self.search, n=self.eval_n)
+        except ValueError as err:
+            raise ValueError(f"eval_n {self.eval_n}: {err}") from None
+        for section, keys in OWNED.items():
+            sub = getattr(self, section)
+            defaults = type(sub)()
+            for key in keys:
+                if getattr(sub, key) != getattr(defaults, key):
+                    raise ValueError(f"{section}.{key} is set by rounds for every round; leave it out "
+                                     f"(use the top-level {'model' if key == 'model' else 'options'})")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and k not in ("task_config",):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif f"{prefix}{k}" not in RUN_CONTROL:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def prepare_output(cfg: RoundsConfig) -> Path:
+    """A rerun continues the run in output_dir, but only with the same recipe (rounds may grow)."""
+    out = Path(cfg.output_dir)
+    saved = out / "config.yaml"
+    if saved.exists():
+        old, new = _flat(yaml.safe_load(saved.read_text())), _flat(yaml.safe_load(dump_yaml(cfg)))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if changed:
+            raise ConfigError(f"{out} holds a rounds run with a different config ({saved}; changed: {', '.join(changed)}); "
+                              "use the same recipe (only rounds may change) or a new output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(dump_yaml(cfg))
+    return out
+
+
+class Rounds:
+    """Runs the rounds; models are loaded through one `ModelCache`, so each is loaded once."""
+
+    def __init__(self, cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None,
+                 load_prm: Callable[[str], Any] | None = None):
+        self.cfg = cfg
+        self.out = prepare_output(cfg)
+        self.models = ModelCache(load_policy or self._load_policy, load_prm or _load_prm)
+        self.policy_path, self.prm_spec = cfg.model, cfg.prm
+
+    def _load_policy(self, path: str):
+        from synth.generate.run import load_policy
+
+        return load_policy(self._gen_cfg(path, None, self.cfg.eval_pool, self.cfg.search, "", 0))
+
+    def _gen_cfg(self, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, out: str, seed: int) -> GenerateConfig:
+        c = self.cfg
+        return GenerateConfig(model=model, system_prompt=c.system_prompt, prm=prm, dtype=c.dtype, batch_size=c.batch_size,
+                              problems_per_batch=c.problems_per_batch, seed=seed, output_dir=out, resume=True,
+                              pool=pool, search=search)
+
+    def _generate(self, d: Path, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, seed: int) -> dict:
+        cfg = self._gen_cfg(model, prm, pool, search, str(d), seed)
+        return generate(cfg, policy=self.models.policy(model), prm=self.models.prm(prm))
+
+    def run(self) -> list[dict]:
+        rows = []
+        for k in range(self.cfg.rounds + 1):
+            self.round(k)
+            rows.append(round_summary(self.out / f"round-{k}", k))
+            write_report(self.out, rows, f"synth rounds: {self.cfg.model}, {self.cfg.rounds} round(s)"
+                         + (" (from base)" if self.cfg.from_base else " (continued)"))
+        return rows
+
+    def round(self, k: int) -> None:
+        c, rd = self.cfg, self.out / f"round-{k}"
+
+        def stage(name: str, fn: Callable[[Path], dict]) -> dict:
+            return run_stage(rd / name, fn, f"round {k} {name}")
+
+        if k > 0:
+            policy, prm = self.policy_path, self.prm_spec
+            stage("generate", lambda d: self._generate(d, policy, prm, c.train_pool, c.search, c.seed + k))
+            data = stage("sft_data", lambda d: self._sft_data(d, rd / "generate"))
+            if c.train_prm:
+                labels = stage("label", lambda d: self._label(d, rd / "generate", policy))
+                self.prm_spec = stage("prm", lambda d: self._train_prm(d, rd / "label", labels, prm))["prm"]
+            if read_marker(rd / "sft") is None:
+                self.models.release_policy()  # training needs the memory
+            start = c.model if c.from_base else policy
+            self.policy_path = stage("sft", lambda d: self._sft(d, rd / "sft_data", data, start, policy))["model"]
+        greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=c.search.max_tokens,
+                              step_delimiter=c.search.step_delimiter)
+        search = dataclasses.replace(c.search, n=c.eval_n)
+        policy, prm = self.policy_path, self.prm_spec
+        stage("eval_greedy", lambda d: self._generate(d, policy, None, c.eval_pool, greedy, c.seed))
+        stage("eval_search", lambda d: self._generate(d, policy, prm, c.eval_pool, search, c.seed))
+
+    def _sft_data(self, d: Path, gen_dir: Path) -> dict:
+        from synth.hub import write_dataset
+
+        rows = Journal(gen_dir / "rows.jsonl").read()
+        examples = sft_examples(rows, self.cfg.top_k, self.cfg.system_prompt)
+        if examples:
+            write_dataset(examples, d, {"name": "synth SFT data (verified traces)", "model": rows[0]["model"],
+                                        "summary": {"examples": len(examples)}, "load_path": str(d.resolve())})
+        return {"examples": len(examples), "problems": len({e["id"] for e in examples}), "pool_problems": len(rows),
+                "dataset": str(d) if examples else None}
+
+    def _sft(self, d: Path, data_dir: Path, data: dict, start: str, previous: str) -> dict:
+        if not data["examples"]:
+            log.warning("no verified traces this round: the policy stays %s", previous)
+            return {"skipped": "no verified traces", "model": previous}
+        cfg = dataclasses.replace(self.cfg.sft, model=start, dataset=str(data_dir), output_dir=str(d), resume=True)
+        return {**train_sft(cfg), "init": start}
+
+    def _label(self, d: Path, gen_dir: Path, policy: str) -> dict:
+        cfg = dataclasses.replace(self.cfg.label, dataset=str(gen_dir), model=policy, system_prompt=self.cfg.system_prompt,
+                                  batch_size=self.cfg.batch_size, output_dir=str(d), resume=True)
+        with private_datasets_cache():  # label reads gen_dir with load_dataset
+            return label(cfg, policy=self.models.policy(policy))
+
+    def _train_prm(self, d: Path, label_dir: Path, labels: dict, previous: str | None) -> dict:
+        if not labels.get("traces"):
+            log.warning("no labelled traces this round: the PRM stays %s", previous)
+            return {"skipped": "no labelled traces", "prm": previous}
+        cfg = dataclasses.replace(self.cfg.prm_train, dataset=str(label_dir), model=self.cfg.model, output_dir=str(d), resume=True)
+        with private_datasets_cache():  # train-prm reads label_dir with load_dataset
+            return {**train_prm(cfg), "prm": str(d / "final")}
+
+
+def _load_prm(spec: str):
+    from synth.prm.load import load_prm
+
+    return load_prm(spec)
+
+
+def run_rounds(cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None,
+               load_prm: Callable[[str], Any] | None = None) -> list[dict]:
+    """Run (or continue) every round; returns one summary per round (also in rounds.json)."""
+    try:
+        return Rounds(cfg, load_policy, load_prm).run()
+    except KeyboardInterrupt:
+        log.warning("interrupted: finished stages are kept in %s; rerun the same command to continue", cfg.output_dir)
+        raise
+
+
+Config = RoundsConfig
+
+
+def main(cfg: RoundsConfig) -> int:
+    rows = run_rounds(cfg)
+    print("\n" + (Path(cfg.output_dir) / "report.md").read_text())
+    print(json.dumps({"rounds": len(rows) - 1, "report": str(Path(cfg.output_dir) / "report.md")}))
+    return 0

@@ -1,0 +1,88 @@
+import shutil
+
+import pytest
+import yaml
+from datasets import load_dataset
+
+from fakes import AnswerPolicy
+from synth.cli import main
+from synth.eval_runs import load_rows
+from synth.generate.run import GenerateConfig, generate
+from synth.generate.search import SearchConfig
+from synth.hub import read_rows, write_dataset
+from synth.merge import MergeConfig, MergeError, merge
+from synth.problems import PoolConfig, load_pool
+
+
+def run_generate(out, shard=None, n=4):
+    pool = PoolConfig(source="reasoning_gym", tasks=["basic_arithmetic"], num_problems=7, seed=3)
+    cfg = GenerateConfig(output_dir=str(out), problems_per_batch=2, pool=pool, search=SearchConfig(n=n), shard=shard)
+    generate(cfg, policy=AnswerPolicy({p.problem: p.answer for p in load_pool(pool)}, correct=(0, 2)))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    return {"full": run_generate(root / "full"), **{i: run_generate(root / f"s{i}", f"{i}/3") for i in range(3)}}
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in ("generated_tokens", "prefill_tokens")} for r in rows]
+
+
+def test_merge_round_trip_equals_unsharded_run(shards, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert main(["merge", "--runs", f"{shards[2]},{shards[0]},{shards[1]}", "--output_dir", str(out)]) == 0
+    assert "merged 3 shards (7 problems)" in capsys.readouterr().out
+    merged, full = read_rows(out), read_rows(shards["full"])
+    assert [r["id"] for r in merged] == [r["id"] for r in full]  # pool order restored
+    assert _strip(merged) == _strip(full)
+    assert load_dataset(str(out), split="train").to_list() == merged
+    assert load_rows(out) == merged  # rows.jsonl: `synth eval` takes it like a generate run
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["shard"] is None and config["search"]["n"] == 4
+    assert "3 shards merged" in (out / "README.md").read_text()
+
+
+def test_missing_and_duplicate_shards_are_named(shards, tmp_path):
+    with pytest.raises(MergeError, match=r"missing shard\(s\) 1/3: .*have 0/3, 2/3"):
+        merge(MergeConfig(runs=[shards[0], shards[2]], output_dir=str(tmp_path / "m")))
+    with pytest.raises(MergeError, match=r"shard 0/3 is given twice: .*s0 and .*s0"):
+        merge(MergeConfig(runs=[shards[0], shards[1], shards[0], shards[2]], output_dir=str(tmp_path / "m")))
+    with pytest.raises(MergeError, match="not a sharded run"):
+        merge(MergeConfig(runs=[shards["full"]], output_dir=str(tmp_path / "m")))
+    assert not (tmp_path / "m").exists()
+
+
+def test_config_mismatch_unfinished_shard_and_duplicate_ids(shards, tmp_path):
+    other = run_generate(tmp_path / "other1", "1/3", n=2)
+    with pytest.raises(MergeError, match=r"other1 \(shard 1/3\) was made with another config.*search differ"):
+        merge(MergeConfig(runs=[shards[0], other, shards[2]], output_dir=str(tmp_path / "m")))
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(shards[1], unfinished)
+    shutil.rmtree(unfinished / "data")
+    with pytest.raises(MergeError, match=r"unfinished \(shard 1/3\) is not finished"):
+        merge(MergeConfig(runs=[shards[0], str(unfinished), shards[2]], output_dir=str(tmp_path / "m")))
+
+    dup = tmp_path / "dup"
+    shutil.copytree(shards[1], dup)
+    rows = read_rows(dup)
+    rows[0]["id"] = read_rows(shards[0])[0]["id"]
+    write_dataset(rows, dup, {"name": "dup"})
+    with pytest.raises(MergeError, match=r"problem 'basic_arithmetic-3-0' is in shard 0/3 .* and in shard 1/3"):
+        merge(MergeConfig(runs=[shards[0], str(dup), shards[2]], output_dir=str(tmp_path / "m")))
+
+
+def test_existing_output_needs_overwrite(shards, tmp_path, capsys):
+    out = str(tmp_path / "merged")
+    runs = ",".join(str(shards[i]) for i in range(3))
+    assert main(["merge", "--runs", runs, "--output_dir", out]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["merge", "--runs", runs, "--output_dir", out])
+    assert exc.value.code == 2 and "--overwrite true" in capsys.readouterr().err
+    assert main(["merge", "--runs", runs, "--output_dir", out, "--overwrite", "true"]) == 0
+    with pytest.raises(SystemExit):
+        main(["merge", "--runs", str(tmp_path / "nope"), "--output_dir", out])
+    assert "no config.yaml" in capsys.readouterr().err

@@ -1,0 +1,164 @@
+"""`synth rounds` end to end on a tiny random Llama (verification faked), resume, config validation."""
+
+import json
+import shutil
+
+import pytest
+
+import synth.generate.search as search
+import synth.train.rounds as rounds_mod
+from synth.config import ConfigError, from_dict
+from synth.generate.search import SearchConfig
+from synth.prm.label import LabelConfig
+from synth.prm.train import TrainPRMConfig
+from synth.problems import PoolConfig
+from synth.train.rounds import Rounds, RoundsConfig
+from synth.train.sft import TrainConfig
+
+STAGES_K = ("generate", "sft_data", "label", "prm", "sft", "eval_greedy", "eval_search")
+
+
+@pytest.fixture(scope="module")
+def stopping_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model, but every 5th token id ends a completion, so its random text often finishes."""
+    from transformers import GenerationConfig
+
+    out = tmp_path_factory.mktemp("tiny-stopping")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    gen = GenerationConfig.from_pretrained(out)
+    gen.eos_token_id = [2] + list(range(5, 49152, 5))
+    gen.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture
+def fake_verification(monkeypatch):
+    """Random text has no answers: every completion answers '7', and every other one counts as verified."""
+    alternate = lambda answers, problems: [i % 2 == 0 for i in range(len(answers))]  # noqa: E731
+    monkeypatch.setattr("synth.generate.search.extract_answer", lambda text: "7")
+    monkeypatch.setattr("synth.generate.run.verify_answers", alternate)
+    monkeypatch.setattr("synth.prm.label.extract_answer", lambda text: "7")
+    monkeypatch.setattr("synth.prm.label.verify_answers", alternate)
+
+def tiny_cfg(tmp_path, model, **kw) -> RoundsConfig:
+    args = dict(
+        model=model, rounds=2, output_dir=str(tmp_path / "rounds"), top_k=2, eval_n=2, batch_size=16,
+        problems_per_batch=4, train_prm=True,
+        train_pool=PoolConfig(tasks=["basic_arithmetic"], num_problems=4, seed=200),
+        eval_pool=PoolConfig(tasks=["basic_arithmetic"], num_problems=3, seed=1000),
+        search=SearchConfig(n=4, max_tokens=12, temperature=1.0),
+        sft=TrainConfig(learning_rate=1e-2, epochs=3, batch_size=2, logging_steps=1, eval_fraction=0.25, save_steps=1000),
+        label=LabelConfig(rollouts=2, max_tokens=6, traces_per_problem=2),
+        prm_train=TrainPRMConfig(epochs=1, batch_size=4, eval_fraction=0.0, save_steps=1000),
+    )
+    return RoundsConfig(**{**args, **kw})
+
+
+def markers(root):
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.glob("round-*/*/done.json"))}
+
+
+def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_verification, monkeypatch):
+    cfg = tiny_cfg(tmp_path, stopping_model_dir)
+    root = tmp_path / "rounds"
+    real_sft = rounds_mod.train_sft
+
+    def sft_interrupted_in_round_2(c, *a, **kw):
+        if "round-2" in c.output_dir:
+            raise KeyboardInterrupt
+        return real_sft(c, *a, **kw)
+
+    monkeypatch.setattr(rounds_mod, "train_sft", sft_interrupted_in_round_2)
+    first = Rounds(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    policies = [x for x in first.models.loads if x.startswith("policy:")]
+    assert len(policies) == len(set(policies)) == 2  # base, then round 1's model: each loaded once
+    before = markers(root)
+    assert "round-0/eval_search/done.json" in before and "round-2/prm/done.json" in before
+    assert all(f"round-1/{s}/done.json" in before for s in STAGES_K)
+    assert "round-2/sft/done.json" not in before
+    assert (root / "report.md").read_text().count("\n| 1 |") == 1  # rewritten after round 1
+
+    # round 1's SFT learnt something and left a plain checkpoint
+    sft1 = json.loads((root / "round-1/sft/metrics.json").read_text())
+    assert sft1["losses"][-1] < sft1["losses"][0] and sft1["eval_loss"] is not None
+    assert (root / "round-1/sft/final/config.json").exists() and not (root / "round-1/sft/final/adapter_config.json").exists()
+    assert (root / "round-1/prm/final/synth_prm.json").exists()
+    assert json.loads((root / "round-1/sft_data/done.json").read_text())["result"]["examples"] > 0
+
+    # rerun: only round 2's sft and evals run; nothing finished is recomputed
+    monkeypatch.setattr(rounds_mod, "train_sft", real_sft)
+    calls = []
+    real_generate = rounds_mod.generate
+    monkeypatch.setattr(rounds_mod, "generate", lambda c, **kw: calls.append(c.output_dir) or real_generate(c, **kw))
+    second = Rounds(cfg)
+    rows = second.run()
+    assert [c.split("rounds/")[1] for c in calls] == ["round-2/eval_greedy", "round-2/eval_search"]
+    assert [x for x in second.models.loads if x.startswith("policy:")] == [f"policy:{root}/round-2/sft/final"]
+    after = markers(root)
+    assert {k: after[k] for k in before} == before
+    assert set(after) - set(before) == {f"round-2/{s}/done.json" for s in ("sft", "eval_greedy", "eval_search")}
+
+    # every round trained on its own data (no stale `datasets` cache of an earlier round's dir)
+    for k in (1, 2):
+        sft = json.loads((root / f"round-{k}/sft/metrics.json").read_text())
+        data = json.loads((root / f"round-{k}/sft_data/done.json").read_text())["result"]
+        assert sft["examples"] + sft["eval_examples"] == data["examples"]
+    labels = [json.loads(x) for x in (root / "round-2/label/rows.jsonl").read_text().splitlines()]
+    gen2 = [json.loads(x) for x in (root / "round-2/generate/rows.jsonl").read_text().splitlines()]
+    assert labels and all(r["policy"].endswith("round-1/sft/final") for r in labels)
+    assert all(r["completions"] in [s for g in gen2 for s in g["steps"]] for r in labels)  # round 2's own traces
+    first_gen = (root / "round-1/generate/rows.jsonl").read_text()
+    assert json.loads((root / "round-2/sft_data/done.json").read_text())["result"]["pool_problems"] == len(first_gen.splitlines())
+
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert all(r["greedy"] is not None and r["maj"] is not None and r["pass"] is not None for r in rows)
+    assert rows[2]["policy"].endswith("round-2/sft/final")
+    report = (root / "report.md").read_text()
+    assert "greedy acc" in report and "maj@2" in report and "\n| 2 |" in report and "Held-out greedy accuracy" in report
+    assert (root / "rounds.png").stat().st_size > 0
+    # from_base: every round starts from the base model
+    assert json.loads((root / "round-2/sft/done.json").read_text())["result"]["init"] == stopping_model_dir
+
+
+def test_rerun_with_another_config_is_refused(tmp_path, stopping_model_dir, fake_verification):
+    cfg = tiny_cfg(tmp_path, stopping_model_dir, train_prm=False)
+    cfg.rounds = 0
+    rows = Rounds(cfg).run()
+    assert len(rows) == 1 and rows[0]["greedy"] is not None
+    cfg.rounds = 1  # growing the number of rounds is a continuation
+    cfg.eval_n = 4
+    with pytest.raises(ConfigError, match="different config"):
+        Rounds(cfg)
+
+
+def test_no_verified_traces_keeps_the_policy(tmp_path, stopping_model_dir, monkeypatch):
+    monkeypatch.setattr("synth.generate.run.verify_answers", lambda answers, problems: [False] * len(answers))
+    cfg = tiny_cfg(tmp_path, stopping_model_dir, train_prm=False)
+    cfg.rounds = 1
+    rows = Rounds(cfg).run()
+    assert rows[1]["sft_examples"] == 0 and rows[1]["policy"] == stopping_model_dir
+
+
+@pytest.mark.parametrize("data,msg", [
+    ({}, "held out"),
+    ({"train_pool": {"seed": 200}, "eval_pool": {"seed": 200}}, "held out"),
+    ({"eval_pool": {"seed": 1}, "search": {"strategy": "beam_search"}}, "needs a PRM"),
+    ({"eval_pool": {"seed": 1}, "prm": "default", "search": {"strategy": "beam_search", "n": 8, "beam_width": 4}, "eval_n": 6}, "eval_n 6"),
+    ({"eval_pool": {"seed": 1}, "sft": {"dataset": "x"}}, "sft.dataset is set by rounds"),
+    ({"eval_pool": {"seed": 1}, "prm_train": {"model": "y"}}, "prm_train.model is set by rounds"),
+    ({"eval_pool": {"seed": 1}, "rounds": -1}, "rounds must be"),
+    ({"eval_pool": {"seed": 1}, "sft": {"dtype": "int8"}}, "dtype"),
+    ({"eval_pool": {"seed": 1}, "sft": {"learning_rat": 1}}, "did you mean 'sft.learning_rate'"),
+])
+def test_config_validation(data, msg):
+    with pytest.raises(ConfigError, match=msg):
+        from_dict(RoundsConfig, data)
+
+
+def test_recipe_loads():
+    from synth.config import load_yaml
+
+    cfg = from_dict(RoundsConfig, load_yaml("configs/rounds-smollm2.yaml"))
+    assert cfg.rounds == 2 and cfg.train_pool.seed == 200 and cfg.eval_pool.seed == 1000
