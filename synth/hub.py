@@ -60,13 +60,36 @@ def load_local(data_dir: str | Path, split: str = "train"):
     files = sorted((Path(data_dir) / "data").glob(f"{split}-*.parquet"))
     if not files:
         return load_dataset(str(data_dir), split=split)
-    return Dataset.from_list(_rows(files))
-
-
-def _rows(files: list[Path]) -> list[dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+    return Dataset(pa.concat_tables([pq.read_table(f) for f in files], promote_options="default"))
+
+
+def load_source(source: str, split: str, error: type[Exception], what: str):
+    """A `datasets.Dataset` from a local dataset dir, a .jsonl/.json/.parquet/.csv file, or a Hub id.
+    Failures become `error` with a message naming `what` and the source, never a deep traceback."""
+    from datasets import load_dataset
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            return load_local(path, split)
+        if path.exists():
+            if path.stat().st_size == 0:
+                raise error(f"{path}: the file is empty")
+            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+            if kind is None:
+                raise error(f"{path}: unsupported file type (use .jsonl, .json, .parquet, .csv or a dataset dir)")
+            return load_dataset(kind, data_files=str(path), split="train")
+        if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+            return load_dataset(source, split=split)
+        raise error(f"{what} not found: {source}")
+    except error:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; name the source instead
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise error(f"could not load {what} {source!r}: {reason}") from None
 
 
 def dataset_card(info: dict[str, Any], split: str, num_rows: int, body: str | None = None) -> str:

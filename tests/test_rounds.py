@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-import synth.generate.search as search
 import synth.train.rounds as rounds_mod
 from synth.config import ConfigError, from_dict
 from synth.generate.search import SearchConfig

@@ -38,3 +38,14 @@ class Policy(Protocol):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         """For each prompt, `params.n` continuations."""
         ...
+
+
+def render_chat_prompt(tokenizer, system_prompt: str | None, problem: str) -> str:
+    """The problem in the tokenizer's chat template (plain text when it has none), ready to continue.
+    Every engine builds prompts here, so they see the same text."""
+    messages = [{"role": "user", "content": problem}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    if tokenizer.chat_template is None:
+        return (system_prompt + "\n\n" if system_prompt else "") + problem + "\n\n"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

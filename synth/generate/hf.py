@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
 
-from synth.generate.engine import Continuation, SamplingParams
+from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
 
 # None keeps the chat template's own default system prompt: SmolLM2-135M answers arithmetic best
 # that way (longer instructions about format lower its accuracy; measured on reasoning-gym).
@@ -46,12 +46,7 @@ class TransformersPolicy:
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
 
     def chat_prompt(self, problem: str) -> str:
-        messages = [{"role": "user", "content": problem}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        if self.tokenizer.chat_template is None:
-            return (self.system_prompt + "\n\n" if self.system_prompt else "") + problem + "\n\n"
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:

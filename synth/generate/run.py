@@ -24,7 +24,7 @@ from synth.hub import write_dataset
 from synth.journal import Journal
 from synth.prm.scorer import PRM
 from synth.problems import PoolConfig, load_pool, shard
-from synth.records import Problem, Trace
+from synth.records import Problem
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth.generate.engine import Continuation, SamplingParams
+from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +180,7 @@ class VLLMPolicy:
         self.system_prompt = system_prompt
 
     def chat_prompt(self, problem: str) -> str:
-        # as TransformersPolicy.chat_prompt: the same prompts whichever engine runs
-        messages = [{"role": "user", "content": problem}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        if self.tokenizer.chat_template is None:
-            return (self.system_prompt + "\n\n" if self.system_prompt else "") + problem + "\n\n"
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         if not prompts:

@@ -6,7 +6,6 @@ Loads synth's own label output, TRL-style datasets such as Math-Shepherd / PRM80
 
 from __future__ import annotations
 
-from pathlib import Path
 
 REQUIRED = ("prompt", "completions", "labels")
 
@@ -17,27 +16,9 @@ class StepwiseDataError(ValueError):
 
 def load_stepwise(source: str, split: str = "train"):
     """A `datasets.Dataset` with validated stepwise rows."""
-    from datasets import load_dataset
+    from synth.hub import load_source
 
-    from synth.hub import load_local
-
-    path = Path(source).expanduser()
-    try:
-        if path.is_dir():
-            ds = load_local(path, split)
-        elif path.exists():
-            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
-            if kind is None:
-                raise StepwiseDataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a dataset dir)")
-            ds = load_dataset(kind, data_files=str(path), split="train")
-        elif source.count("/") == 1:
-            ds = load_dataset(source, split=split)
-        else:
-            raise StepwiseDataError(f"stepwise dataset not found: {source}")
-    except StepwiseDataError:
-        raise
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; name the source instead
-        raise StepwiseDataError(f"could not load stepwise dataset {source!r}: {str(err).splitlines()[0]}") from None
+    ds = load_source(source, split, StepwiseDataError, "stepwise dataset")
     validate(ds, source)
     return ds
 

@@ -16,7 +16,6 @@ cut inherit the last score computed (0.5 if none).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch

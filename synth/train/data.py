@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 REQUIRED = ("prompt", "completion")
@@ -25,42 +24,10 @@ class SFTDataError(ValueError):
 
 def load_sft(source: str, split: str = "train"):
     """A validated conversational `datasets.Dataset` with only the prompt and completion columns."""
-    from datasets import load_dataset
+    from synth.hub import load_source
 
-    path = Path(source).expanduser()
-    try:
-        if path.is_dir() and list((path / "data").glob(f"{split}-*.parquet")):
-            ds = _read_parquet(sorted((path / "data").glob(f"{split}-*.parquet")))
-        elif path.is_dir():
-            ds = load_dataset(str(path), split=split)
-        elif path.exists():
-            if path.stat().st_size == 0:
-                raise SFTDataError(f"{path}: the file is empty (no verified traces to train on?)")
-            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
-            if kind is None:
-                raise SFTDataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a dataset dir)")
-            ds = load_dataset(kind, data_files=str(path), split="train")
-        elif source.count("/") == 1 and not source.startswith((".", "/", "~")):
-            ds = load_dataset(source, split=split)
-        else:
-            raise SFTDataError(f"SFT dataset not found: {source}")
-    except SFTDataError:
-        raise
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; name the source instead
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SFTDataError(f"could not load SFT dataset {source!r}: {reason}") from None
+    ds = load_source(source, split, SFTDataError, "SFT dataset")
     return validate(ds, source)
-
-
-def _read_parquet(files: list[Path]):
-    """The files as one in-memory Dataset. (`load_dataset(dir)` would do, but its cache keys a local
-    dir by its base name and the card's relative file patterns, so a second `sft_data/` dir elsewhere
-    would read back the first one's rows.)"""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from datasets import Dataset
-
-    return Dataset(pa.concat_tables([pq.read_table(f) for f in files], promote_options="default"))
 
 
 def validate(ds, name: str = "dataset"):
