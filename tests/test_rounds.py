@@ -161,3 +161,20 @@ def test_recipe_loads():
 
     cfg = from_dict(RoundsConfig, load_yaml("configs/rounds-smollm2.yaml"))
     assert cfg.rounds == 2 and cfg.train_pool.seed == 200 and cfg.eval_pool.seed == 1000
+
+
+def test_held_out_problems_never_reach_sft_data(tmp_path):
+    """A training row whose problem text is a held-out problem (planted) is dropped and counted."""
+    from synth.journal import Journal
+    from synth.problems import load_pool
+
+    cfg = tiny_cfg(tmp_path, "unused")
+    held = load_pool(cfg.eval_pool)[0]
+    row = lambda i, problem: {"id": f"p{i}", "problem": problem, "gold_answer": "7", "source": "t", "model": "m",  # noqa: E731
+                              "completions": ["x = 7"], "verified": [True], "finished": [True], "num_tokens": [3]}
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    journal = Journal(gen / "rows.jsonl")
+    journal.append([row(0, "What is 123456 + 654321?"), row(1, "  " + held.problem.upper() + " ")])
+    out = Rounds(cfg)._sft_data(tmp_path / "sft_data", gen)
+    assert out["examples"] == 1 and out["held_out_overlap"] == 1 and out["pool_problems"] == 2

@@ -1,4 +1,3 @@
-
 import pytest
 
 from fakes import StepPolicy, StepPRM

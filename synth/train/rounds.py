@@ -4,6 +4,7 @@ Round 0 evaluates the base policy. Round k >= 1:
 
     generate   policy_{k-1} (+ PRM_{k-1}) searches the training pool           round-k/generate
     sft_data   verified, finished traces, deduplicated, k shortest per problem   round-k/sft_data
+               (training problems that also appear in the held-out pool are dropped)
     label      (train_prm) Monte-Carlo step labels of those traces              round-k/label
     prm        (train_prm) a new PRM on the base backbone                       round-k/prm
     sft        SFT from the base (from_base, ReST-EM) or from policy_{k-1}      round-k/sft  -> policy_k
@@ -31,7 +32,8 @@ from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
 from synth.generate.run import GenerateConfig, generate
 from synth.generate.search import SearchConfig
 from synth.journal import Journal
-from synth.problems import PoolConfig
+from synth.filter.select import normalize
+from synth.problems import PoolConfig, load_pool
 from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
 from synth.train.data import sft_examples
@@ -186,11 +188,15 @@ class Rounds:
         from synth.hub import write_dataset
 
         rows = Journal(gen_dir / "rows.jsonl").read()
-        examples = sft_examples(rows, self.cfg.top_k, self.cfg.system_prompt)
+        # Held-out problems never reach training: small arithmetic pools of different seeds do overlap.
+        held_out = {normalize(p.problem) for p in load_pool(self.cfg.eval_pool)}
+        kept = [r for r in rows if normalize(r["problem"]) not in held_out]
+        examples = sft_examples(kept, self.cfg.top_k, self.cfg.system_prompt)
         if examples:
             write_dataset(examples, d, {"name": "synth SFT data (verified traces)", "model": rows[0]["model"],
                                         "summary": {"examples": len(examples)}, "load_path": str(d.resolve())})
         return {"examples": len(examples), "problems": len({e["id"] for e in examples}), "pool_problems": len(rows),
+                "held_out_overlap": len(rows) - len(kept),
                 "dataset": str(d) if examples else None}
 
     def _sft(self, d: Path, data_dir: Path, data: dict, start: str, previous: str) -> dict:
