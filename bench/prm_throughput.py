@@ -6,7 +6,9 @@ The PRM is the bundled default (`load_prm("default")`) when synth/prm/default ex
 TokenClassificationPRM over the real SmolLM2-135M backbone with an untrained one-logit head (fine for
 throughput). Work: `--pairs` (problem, steps) pairs from reasoning-gym problems with 2-4 synthetic
 steps each. Prints steps/s for one `score` call over all pairs (sorted by length, padded, one forward
-per batch) and for one `score` call per pair, and the ratio batched / one-by-one.
+per batch) and for one `score` call per pair, and the ratio batched / one-by-one, in the dtype
+`--dtype` (auto: bf16 where the CPU/GPU has native bf16); then batched float32 vs bfloat16 on the same
+pairs (ratio and the largest score difference).
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
     return texts, steps
 
 
-def make_prm(batch_size: int, device: str | None):
+def make_prm(batch_size: int, device: str | None, dtype: str = "auto"):
     if (BUNDLED_DIR / META).exists():
-        return "default", load_prm("default", batch_size=batch_size, device=device)
+        return "default", load_prm("default", batch_size=batch_size, device=device, dtype=dtype)
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from synth.models import resolve_model
@@ -57,7 +59,7 @@ def make_prm(batch_size: int, device: str | None):
     path = resolve_model("smollm2-135m")
     model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
-    return "smollm2-135m backbone, untrained head", TokenClassificationPRM(model, tok, batch_size=batch_size, device=device)
+    return "smollm2-135m backbone, untrained head", TokenClassificationPRM(model, tok, batch_size=batch_size, device=device, dtype=dtype)
 
 
 def main() -> None:
@@ -66,15 +68,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    name, prm = make_prm(args.batch_size, args.device)
+    name, prm = make_prm(args.batch_size, args.device, args.dtype)
     problems, steps = make_pairs(args.pairs)
     n_steps = sum(len(s) for s in steps)
     n_tokens = sum(len(prm.tokenizer.encode(p + " ".join(s))) for p, s in zip(problems, steps))
-    print(f"PRM: {name} on {prm.device}, {torch.get_num_threads()} threads; {len(problems)} pairs, "
+    print(f"PRM: {name} on {prm.device} in {prm.dtype}, {torch.get_num_threads()} threads; {len(problems)} pairs, "
           f"{n_steps} steps, ~{n_tokens} tokens; batch size {args.batch_size}")
 
     prm.score(problems[:2], steps[:2])  # warm-up
@@ -91,6 +94,17 @@ def main() -> None:
     print(f"{'batched':<12} {n_steps / batched_s:9.1f} steps/s  ({batched_s:.2f} s)")
     print(f"{'one-by-one':<12} {n_steps / single_s:9.1f} steps/s  ({single_s:.2f} s)")
     print(f"ratio batched / one-by-one: {single_s / batched_s:.2f}x   (max |score difference| {diff:.2e})")
+
+    timed = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        prm.model.to(dtype)
+        prm.score(problems[:2], steps[:2])
+        t = time.perf_counter()
+        timed[dtype] = (prm.score(problems, steps), time.perf_counter() - t)
+    (a, fp32_s), (b, bf16_s) = timed[torch.float32], timed[torch.bfloat16]
+    diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+    print(f"batched float32 {n_steps / fp32_s:9.1f} steps/s | bfloat16 {n_steps / bf16_s:9.1f} steps/s | "
+          f"ratio bf16 / fp32: {fp32_s / bf16_s:.2f}x   (max |score difference| {diff:.3f})")
 
 
 if __name__ == "__main__":

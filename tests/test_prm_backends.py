@@ -228,3 +228,30 @@ def test_load_prm_unknown_spec_names_it(monkeypatch):
         load_prm("some-org/some-prm")
     with pytest.raises(PRMError, match="no-such-prm"):
         load_prm("no-such-prm")
+
+
+def test_prm_dtype_resolution(monkeypatch):
+    import synth.prm.dtype as d
+
+    assert d.resolve_dtype("float32", "cpu") == torch.float32 and d.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    monkeypatch.setattr(d, "cpu_has_native_bf16", lambda: True)
+    assert d.resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(d, "cpu_has_native_bf16", lambda: False)
+    assert d.resolve_dtype("auto", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="int8"):
+        d.resolve_dtype("int8", "cpu")
+
+
+def test_token_classification_prm_scores_in_bf16_close_to_fp32(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForTokenClassification
+
+    from synth.prm.token_cls import TokenClassificationPRM
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    fp32 = TokenClassificationPRM(copy.deepcopy(model), tokenizer, device="cpu", dtype="float32")
+    bf16 = TokenClassificationPRM(model, tokenizer, device="cpu", dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and next(fp32.model.parameters()).dtype == torch.float32
+    a, b = fp32.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS]), bf16.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS])
+    assert [len(x) for x in a] == [len(x) for x in b] == [2, len(LONG_STEPS)]
+    assert max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys)) < 0.05

@@ -8,6 +8,7 @@ import pytest
 import synth.train.rounds as rounds_mod
 from synth.config import ConfigError, from_dict
 from synth.generate.search import SearchConfig
+from synth.hub import PushError
 from synth.prm.label import LabelConfig
 from synth.prm.train import TrainPRMConfig
 from synth.problems import PoolConfig
@@ -58,9 +59,19 @@ def markers(root):
 
 
 def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_verification, monkeypatch):
-    cfg = tiny_cfg(tmp_path, stopping_model_dir)
+    cfg = tiny_cfg(tmp_path, stopping_model_dir, n_per_round=[4, 2], push_to_hub="me/arith-rounds")
     root = tmp_path / "rounds"
     real_sft = rounds_mod.train_sft
+    pushes = []
+
+    def push_offline_once(local, repo_id, private=False, revision=None, **kw):
+        pushes.append(revision)
+        if len(pushes) == 1:
+            raise PushError("cannot reach the Hub")
+        assert "## Rounds report" in (local / "README.md").read_text() and repo_id == "me/arith-rounds"
+        return f"https://huggingface.co/datasets/{repo_id}/tree/{revision}"
+
+    monkeypatch.setattr("synth.hub.push_dataset", push_offline_once)
 
     def sft_interrupted_in_round_2(c, *a, **kw):
         if "round-2" in c.output_dir:
@@ -78,6 +89,9 @@ def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_ve
     assert all(f"round-1/{s}/done.json" in before for s in STAGES_K)
     assert "round-2/sft/done.json" not in before
     assert (root / "report.md").read_text().count("\n| 1 |") == 1  # rewritten after round 1
+    assert pushes == ["round-1"] and not (root / "round-1/push").exists()  # offline: logged, retried on rerun
+    card = (root / "round-1/sft_data/README.md").read_text()
+    assert card.count("## Rounds report") == 1 and "\n| 1 |" in card
 
     # round 1's SFT learnt something and left a plain checkpoint
     sft1 = json.loads((root / "round-1/sft/metrics.json").read_text())
@@ -97,7 +111,10 @@ def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_ve
     assert [x for x in second.models.loads if x.startswith("policy:")] == [f"policy:{root}/round-2/sft/final"]
     after = markers(root)
     assert {k: after[k] for k in before} == before
-    assert set(after) - set(before) == {f"round-2/{s}/done.json" for s in ("sft", "eval_greedy", "eval_search")}
+    assert set(after) - set(before) == {f"round-2/{s}/done.json" for s in ("sft", "eval_greedy", "eval_search", "push")} | {"round-1/push/done.json"}
+    assert pushes == ["round-1", "round-1", "round-2"]
+    assert (root / "round-1/sft_data/README.md").read_text().count("## Rounds report") == 1  # replaced, not appended
+    assert "\n| 2 |" in (root / "round-2/sft_data/README.md").read_text()
 
     # every round trained on its own data (no stale `datasets` cache of an earlier round's dir)
     for k in (1, 2):
@@ -106,6 +123,8 @@ def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_ve
         assert sft["examples"] + sft["eval_examples"] == data["examples"]
     labels = [json.loads(x) for x in (root / "round-2/label/rows.jsonl").read_text().splitlines()]
     gen2 = [json.loads(x) for x in (root / "round-2/generate/rows.jsonl").read_text().splitlines()]
+    assert all(len(g["completions"]) == 2 for g in gen2)  # n_per_round: round 2 searched at N=2 (round 1 at 4)
+    assert all(len(json.loads(x)["completions"]) == 4 for x in (root / "round-1/generate/rows.jsonl").read_text().splitlines())
     assert labels and all(r["policy"].endswith("round-1/sft/final") for r in labels)
     assert all(r["completions"] in [s for g in gen2 for s in g["steps"]] for r in labels)  # round 2's own traces
     first_gen = (root / "round-1/generate/rows.jsonl").read_text()
@@ -148,6 +167,9 @@ def test_no_verified_traces_keeps_the_policy(tmp_path, stopping_model_dir, monke
     ({"eval_pool": {"seed": 1}, "sft": {"dataset": "x"}}, "sft.dataset is set by rounds"),
     ({"eval_pool": {"seed": 1}, "prm_train": {"model": "y"}}, "prm_train.model is set by rounds"),
     ({"eval_pool": {"seed": 1}, "rounds": -1}, "rounds must be"),
+    ({"eval_pool": {"seed": 1}, "n_per_round": []}, "n_per_round"),
+    ({"eval_pool": {"seed": 1}, "prm": "default", "search": {"strategy": "beam_search", "n": 8, "beam_width": 4}, "n_per_round": [8, 6]}, "n_per_round 6"),
+    ({"eval_pool": {"seed": 1}, "push_to_hub": "no-slash"}, "push_to_hub"),
     ({"eval_pool": {"seed": 1}, "sft": {"dtype": "int8"}}, "dtype"),
     ({"eval_pool": {"seed": 1}, "sft": {"learning_rat": 1}}, "did you mean 'sft.learning_rate'"),
 ])

@@ -66,6 +66,21 @@ def test_completion_mapping():
         _continuation(out("abort", None), 9)
 
 
+def test_cpu_engine_never_splits_a_prefill(tmp_path, monkeypatch):
+    """vLLM 0.32 on CPU crashes when a seeded request's prefill is chunked: whole prefills, budget = model length."""
+    import synth.generate.vllm as v
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    monkeypatch.setattr(v, "_on_cpu", lambda: True)
+    kw = v.engine_kwargs(str(tmp_path), VLLMConfig())
+    assert kw["enable_chunked_prefill"] is False and kw["max_num_batched_tokens"] == kw["max_model_len"] == 8192
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 131072}))
+    assert v.engine_kwargs(str(tmp_path), VLLMConfig())["max_num_batched_tokens"] == v.CPU_MAX_MODEL_LEN
+    assert v.engine_kwargs(str(tmp_path), VLLMConfig(max_model_len=2048))["max_num_batched_tokens"] == 2048
+    monkeypatch.setattr(v, "_on_cpu", lambda: False)
+    assert "enable_chunked_prefill" not in v.engine_kwargs(str(tmp_path), VLLMConfig())
+
+
 # -- with vLLM, on the real bundled SmolLM2 -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def vllm_policy():
@@ -120,6 +135,14 @@ def test_vllm_policy_protocol(vllm_policy, hf_policy):
     assert cut.stop_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
     assert cut.num_tokens <= free.num_tokens
     assert vllm_policy.generate([], params) == []
+
+
+@pytest.mark.vllm
+def test_vllm_many_seeded_requests(vllm_policy):
+    """More prompt tokens than one step holds: vLLM 0.32's CPU worker crashed on chunked seeded prefills."""
+    prompts = [vllm_policy.chat_prompt(f"What is {i} + {i + 7}? " + "Think step by step. " * 20) for i in range(48)]
+    outs = vllm_policy.generate(prompts, SamplingParams(n=8, max_tokens=2, temperature=0.8, seed=1))
+    assert len(outs) == 48 and all(len(o) == 8 and all(1 <= c.num_tokens <= 2 for c in o) for o in outs)
 
 
 def _run(tmp_path, name, policy, strategy, prm=None):

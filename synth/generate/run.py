@@ -34,6 +34,8 @@ class GenerateConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "Policy: 'smollm2-135m' (bundled), a local checkpoint dir, or a Hub id."})
     system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt of the chat template (null for none)."})
     prm: str | None = field(default=None, metadata={"help": "Process reward model: 'default' (bundled), a PRM dir, or null. Needed by beam_search and dvts."})
+    prm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "dtype the PRM scores in: auto = bfloat16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else float32.")})
     engine: Literal["auto", "vllm", "transformers"] = field(default="auto", metadata={"help": (
         "Inference engine: vllm, transformers, or auto (vllm when it is installed, else transformers).")})
     dtype: str = field(default="float32", metadata={"help": "Policy weights dtype (float32, bfloat16, float16)."})
@@ -179,7 +181,7 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
     if prm is None and cfg.prm:
         from synth.prm.load import load_prm
 
-        prm = load_prm(cfg.prm)
+        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
     if cfg.search.strategy != "best_of_n" and prm is None:
         raise ConfigError(f"search.strategy {cfg.search.strategy} needs a PRM: set prm (e.g. --prm default)")
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{cfg.search.strategy} N={cfg.search.n}", unit="problem")

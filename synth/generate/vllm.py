@@ -24,8 +24,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 CPU_KV_CACHE_GIB = 4.0  # vLLM's CPU backend reads gpu_memory_utilization as a fraction of *RAM*: size the cache instead
+CPU_MAX_MODEL_LEN = 16384  # on CPU every prefill is whole (see engine_kwargs): this bounds the per-step token budget
 
 
 def vllm_available() -> bool:
@@ -83,6 +86,15 @@ def _on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def _model_max_len(model_path: str) -> int:
+    """The checkpoint's context length (config.json), 8192 when it does not say."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return 8192
+    return int(config.get("max_position_embeddings") or 8192)
+
+
 def engine_kwargs(model_path: str, options: VLLMConfig, dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
     """The ``vllm.LLM`` arguments for a model and our options (defaults resolved for this platform)."""
     cpu = _on_cpu()
@@ -98,6 +110,14 @@ def engine_kwargs(model_path: str, options: VLLMConfig, dtype: str = "float32", 
         kw["data_parallel_size"] = options.data_parallel_size
     if options.max_model_len is not None:
         kw["max_model_len"] = options.max_model_len
+    if cpu:
+        # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded request's prefill
+        # is split over steps: it rolls the request's generator back, which CPU generators cannot do.
+        # Whole prefills only; the step token budget then has to hold one full-length sequence.
+        # (A long-context model's full length would make that budget huge: capped unless max_model_len says.)
+        kw.setdefault("max_model_len", min(_model_max_len(model_path), CPU_MAX_MODEL_LEN))
+        kw["enable_chunked_prefill"] = False
+        kw["max_num_batched_tokens"] = kw["max_model_len"]
     kv_gib = options.kv_cache_gib
     if kv_gib is None and cpu and options.gpu_memory_utilization is None:
         kv_gib = CPU_KV_CACHE_GIB

@@ -14,8 +14,11 @@ class PRMError(ValueError):
     """A PRM spec that cannot be loaded."""
 
 
-def load_prm(spec: str, **kw) -> PRM:
+def load_prm(spec: str, dtype: str = "auto", **kw) -> PRM:
+    """A PRM scorer from `spec`; `dtype` (auto: bf16 where the hardware has native bf16) is what it scores in."""
     from synth.prm.token_cls import META, TokenClassificationPRM
+
+    kw["dtype"] = dtype
 
     if spec == "default":
         if not (BUNDLED_DIR / META).exists():
@@ -36,7 +39,7 @@ def load_prm(spec: str, **kw) -> PRM:
     if "/" in spec and not spec.startswith((".", "/", "~")):
         local = _hub_snapshot_with_meta(spec)
         if local is not None:
-            return load_prm(local, **kw)
+            return load_prm(local, **kw)  # dtype is in kw
         raise PRMError(f"PRM '{spec}' not recognised: a Hub PRM needs a {META} or to be one of "
                        f"{', '.join(sorted(KNOWN_HUB_IDS))}")
     raise PRMError(f"PRM '{spec}' not found: use 'default', or a directory written by `synth train-prm`")
@@ -64,7 +67,12 @@ def _known_hub_format(spec: str) -> tuple[str, dict] | None:
     return None
 
 
-def _load_format(fmt: str, where: str, meta: dict, spec: str, **kw) -> PRM:
+def _load_format(fmt: str, where: str, meta: dict, spec: str, dtype: str = "auto", **kw) -> PRM:
+    import torch
+
+    from synth.prm.dtype import resolve_dtype
+
+    kw["torch_dtype"] = resolve_dtype(dtype, kw.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         if fmt == "plus-minus":
             from synth.prm.plus_minus import PlusMinusPRM

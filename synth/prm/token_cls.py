@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from synth.prm.dtype import resolve_dtype
 from synth.prm.format import encode_steps
 
 META = "synth_prm.json"
@@ -20,11 +21,12 @@ META = "synth_prm.json"
 
 class TokenClassificationPRM:
     def __init__(self, model, tokenizer, step_separator: str = "\n\n", batch_size: int = 32, max_length: int = 2048,
-                 device: str | None = None):
+                 device: str | None = None, dtype: str = "auto"):
         self.model, self.tokenizer = model, tokenizer
         self.step_separator, self.batch_size, self.max_length = step_separator, batch_size, max_length
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model.to(self.device, self.dtype).eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
 
@@ -42,7 +44,14 @@ class TokenClassificationPRM:
             from peft import PeftModel
 
             base = resolve_model(meta.get("base_model") or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
-            model = AutoModelForTokenClassification.from_pretrained(base, num_labels=meta.get("num_labels", 1))
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the head is "newly initialized" here, then replaced by the adapter's
+            try:
+                model = AutoModelForTokenClassification.from_pretrained(base, num_labels=meta.get("num_labels", 1))
+            finally:
+                hf_logging.set_verbosity(verbosity)
             model = PeftModel.from_pretrained(model, path).merge_and_unload().float()
             if not (path / "tokenizer_config.json").exists():
                 tokenizer_dir = base  # packaged PRMs ship the adapter only

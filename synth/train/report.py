@@ -106,3 +106,14 @@ def write_report(out: Path, rows: list[dict[str, Any]], title: str) -> str:
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     (out / "report.md").write_text(text)
     return text
+
+
+REPORT_HEADING = "## Rounds report"
+
+
+def add_report_to_card(card: Path, report: str) -> None:
+    """Put the rounds report (table, greedy delta) into a dataset card, replacing an earlier one."""
+    text = card.read_text()
+    text = text.split("\n" + REPORT_HEADING + "\n")[0].rstrip("\n")
+    body = "\n".join(line for line in report.splitlines()[1:] if not line.startswith("![")).strip()  # no title, no image
+    card.write_text(f"{text}\n\n{REPORT_HEADING}\n\n{body}\n")

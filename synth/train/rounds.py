@@ -37,7 +37,7 @@ from synth.problems import PoolConfig, load_pool
 from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
 from synth.train.data import sft_examples
-from synth.train.report import round_summary, write_report
+from synth.train.report import add_report_to_card, round_summary, write_report
 from synth.train.sft import TrainConfig, train_sft
 from synth.train.stages import ModelCache, private_datasets_cache, read_marker, run_stage
 
@@ -50,7 +50,7 @@ OWNED = {
     "prm_train": ("model", "dataset", "output_dir", "resume"),
 }
 # Keys that may change between a run and its continuation.
-RUN_CONTROL = ("rounds", "output_dir", "batch_size")
+RUN_CONTROL = ("rounds", "output_dir", "batch_size", "push_to_hub", "push_private")
 
 
 @dataclass
@@ -63,6 +63,13 @@ class RoundsConfig:
     train_prm: bool = field(default=False, metadata={"help": "Also label each round's traces and train a new PRM for the next round's search."})
     top_k: int = field(default=4, metadata={"help": "Verified completions kept per problem for SFT (the shortest, exact duplicates dropped)."})
     eval_n: int = field(default=8, metadata={"help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."})
+    n_per_round: list[int] | None = field(default=None, metadata={"help": (
+        "N of the training-pool search per round (round k uses entry k-1; rounds past the end use the last); "
+        "null: search.n every round.")})
+    push_to_hub: str | None = field(default=None, metadata={"help": (
+        "Hub dataset repo (user/name): after each round its SFT data is pushed on branch round-{k}, with the "
+        "rounds report in its card. A failed push is logged and retried on the next rerun; nothing local is lost.")})
+    push_private: bool = field(default=False, metadata={"help": "Create the push_to_hub repo as private."})
     system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt for generation and SFT data (null: the chat template's own)."})
     dtype: str = field(default="float32", metadata={"help": "Inference weights dtype (float32, bfloat16, float16)."})
     batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
@@ -92,6 +99,15 @@ class RoundsConfig:
             dataclasses.replace(self.search, n=self.eval_n)
         except ValueError as err:
             raise ValueError(f"eval_n {self.eval_n}: {err}") from None
+        if self.n_per_round is not None and not self.n_per_round:
+            raise ValueError("n_per_round: give at least one N (or null for search.n every round)")
+        for n in self.n_per_round or []:
+            try:
+                dataclasses.replace(self.search, n=n)
+            except ValueError as err:
+                raise ValueError(f"n_per_round {n}: {err}") from None
+        if self.push_to_hub is not None and (self.push_to_hub.count("/") != 1 or not all(self.push_to_hub.split("/"))):
+            raise ValueError(f"push_to_hub {self.push_to_hub!r} must look like 'user/name' or 'org/name'")
         for section, keys in OWNED.items():
             sub = getattr(self, section)
             defaults = type(sub)()
@@ -151,14 +167,39 @@ class Rounds:
         cfg = self._gen_cfg(model, prm, pool, search, str(d), seed)
         return generate(cfg, policy=self.models.policy(model), prm=self.models.prm(prm))
 
+    def search_for_round(self, k: int) -> SearchConfig:
+        """The training-pool search of round k >= 1 (its N from n_per_round when given)."""
+        ns = self.cfg.n_per_round
+        return dataclasses.replace(self.cfg.search, n=ns[min(k, len(ns)) - 1]) if ns else self.cfg.search
+
     def run(self) -> list[dict]:
         rows = []
         for k in range(self.cfg.rounds + 1):
             self.round(k)
             rows.append(round_summary(self.out / f"round-{k}", k))
-            write_report(self.out, rows, f"synth rounds: {self.cfg.model}, {self.cfg.rounds} round(s)"
-                         + (" (from base)" if self.cfg.from_base else " (continued)"))
+            report = write_report(self.out, rows, f"synth rounds: {self.cfg.model}, {self.cfg.rounds} round(s)"
+                                  + (" (from base)" if self.cfg.from_base else " (continued)"))
+            data_dir = self.out / f"round-{k}" / "sft_data"
+            if k > 0 and (data_dir / "README.md").exists():
+                add_report_to_card(data_dir / "README.md", report)
+                if self.cfg.push_to_hub:
+                    self._push(k, data_dir)
         return rows
+
+    def _push(self, k: int, data_dir: Path) -> None:
+        """Round k's SFT data to the Hub on branch round-{k}; a failure is logged, and the next rerun retries."""
+        from synth.hub import PushError, push_dataset
+
+        marker = self.out / f"round-{k}" / "push" / "done.json"
+        if marker.exists():
+            return
+        try:
+            url = push_dataset(data_dir, self.cfg.push_to_hub, private=self.cfg.push_private, revision=f"round-{k}")
+        except PushError as err:
+            log.error("round %d: push to %s failed (%s); rerun the same command to retry", k, self.cfg.push_to_hub, err)
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"stage": "push", "result": {"url": url, "revision": f"round-{k}"}}, indent=2))
 
     def round(self, k: int) -> None:
         c, rd = self.cfg, self.out / f"round-{k}"
@@ -168,7 +209,7 @@ class Rounds:
 
         if k > 0:
             policy, prm = self.policy_path, self.prm_spec
-            stage("generate", lambda d: self._generate(d, policy, prm, c.train_pool, c.search, c.seed + k))
+            stage("generate", lambda d: self._generate(d, policy, prm, c.train_pool, self.search_for_round(k), c.seed + k))
             data = stage("sft_data", lambda d: self._sft_data(d, rd / "generate"))
             if c.train_prm:
                 labels = stage("label", lambda d: self._label(d, rd / "generate", policy))
