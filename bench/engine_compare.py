@@ -10,7 +10,7 @@ Needs both engines, so run it from .venv-vllm (`make install-vllm`). One run, on
      (and the transformers engine for reference); the time inside the policy is reported apart from
      the PRM's;
   3. the physical ceiling: model FLOPs per generated token (2 x params + attention over the average
-     context) vs the FLOP/s torch.matmul reaches here (large fp32 GEMM, all threads and 1 thread),
+     context) vs the FLOP/s torch.matmul reaches here (large GEMM in --dtype, default float32; all threads and 1 thread),
      and the fraction of it each engine achieves.
 Tokens are counted as the engines report them (EOS and stop-string tokens included).
 
@@ -68,14 +68,14 @@ class ConstantPRM:
         return [[0.5] * len(s) for s in steps]
 
 
-def matmul_flops(threads: int, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a size x size fp32 torch.matmul with `threads` threads (best of `repeats`)."""
+def matmul_flops(threads: int, size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a size x size torch.matmul in `dtype` with `threads` threads (best of `repeats`)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a = torch.randn(size, size, device=device)
-        b = torch.randn(size, size, device=device)
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
         a @ b  # warm-up
         best = float("inf")
         for _ in range(repeats):
@@ -160,6 +160,7 @@ def main() -> None:
                     help="PRM for DVTS: 'default' (the bundled one; the default when it exists), a PRM dir, "
                          "or 'constant' (every step 0.5: no PRM model, engine time only)")
     ap.add_argument("--hf-batch-size", type=int, default=64, help="TransformersPolicy batch_size (GenerateConfig's default)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights of both engines (and the ceiling GEMM)")
     ap.add_argument("--hf-threads", type=int, default=None,
                     help="torch threads of the transformers engine (default: torch's, i.e. all cores). On a busy "
                          "machine 1 is far more stable: OpenMP threads that wait on each other for a core thrash")
@@ -190,14 +191,14 @@ def main() -> None:
     ns = [int(x) for x in args.ns.split(",") if x.strip()]
     model_path = resolve_model("smollm2-135m")
     problems = load_pool(PoolConfig(tasks=["basic_arithmetic"], num_problems=args.problems, seed=123))
-    results: dict = {"problems": args.problems, "max_tokens": args.max_tokens, "ns": ns, "cores": cores,
+    results: dict = {"dtype": args.dtype, "problems": args.problems, "max_tokens": args.max_tokens, "ns": ns, "cores": cores,
                      "load_average_at_start": load, "best_of_n": {}, "dvts": {}}
 
     # -- engines ----------------------------------------------------------------------------------
-    hf = TransformersPolicy(model_path, batch_size=args.hf_batch_size)
+    hf = TransformersPolicy(model_path, batch_size=args.hf_batch_size, dtype=args.dtype)
     hf_threads = torch.get_num_threads()
     t = time.perf_counter()
-    vl = VLLMPolicy(model_path, options=VLLMConfig(enable_prefix_caching=True))
+    vl = VLLMPolicy(model_path, options=VLLMConfig(enable_prefix_caching=True), dtype=args.dtype)
     results["vllm_startup_s"] = time.perf_counter() - t
     vl_threads = vllm_threads(vl.llm)
     prompts = [hf.chat_prompt(p.problem) for p in problems]
@@ -223,7 +224,7 @@ def main() -> None:
         if not args.no_hf_dvts:
             results["dvts"]["transformers"] = dvts_run(hf, problems, cfg, prm)
         release_engines()  # one engine at a time; rebuild it without prefix caching
-        vl_off = VLLMPolicy(model_path, options=VLLMConfig(enable_prefix_caching=False))
+        vl_off = VLLMPolicy(model_path, options=VLLMConfig(enable_prefix_caching=False), dtype=args.dtype)
         vl_off.generate(prompts[:1], SamplingParams(n=2, max_tokens=4))
         results["dvts"]["vllm_prefix_cache_off"] = dvts_run(vl_off, problems, cfg, prm)
         release_engines()
@@ -236,7 +237,7 @@ def main() -> None:
     all_threads = cores
     ceiling = {}
     for k in sorted({1, all_threads, hf_threads, vl_threads or all_threads}):
-        ceiling[k] = matmul_flops(k)
+        ceiling[k] = matmul_flops(k, dtype=getattr(torch, args.dtype))
     results["ceiling"] = {"device": "cuda" if torch.cuda.is_available() else "cpu", "params": params,
                           "matmul_flop_s": {str(k): v for k, v in ceiling.items()},
                           "hf_threads": hf_threads, "vllm_threads": vl_threads}
@@ -251,10 +252,10 @@ def main() -> None:
                      ceiling_fraction_all_threads=achieved / ceiling[all_threads], ceiling_tok_s=ceiling[threads] / fpt)
 
     # -- report -----------------------------------------------------------------------------------
-    print(f"\nSmolLM2-135M ({params / 1e6:.1f}M params, fp32), {args.problems} basic_arithmetic problems, "
+    print(f"\nSmolLM2-135M ({params / 1e6:.1f}M params, {args.dtype}), {args.problems} basic_arithmetic problems, "
           f"max {args.max_tokens} tokens, T=0.8; vLLM {vllm.__version__} (startup {results['vllm_startup_s']:.0f} s)")
     print(f"threads: transformers {hf_threads}, vLLM worker {vl_threads or '?'}; "
-          f"matmul ceiling ({results['ceiling']['device']}, fp32 2048^3): "
+          f"matmul ceiling ({results['ceiling']['device']}, {args.dtype} 2048^3): "
           + ", ".join(f"{k} thread{'s' if k > 1 else ''} {v / 1e9:.1f} GFLOP/s" for k, v in sorted(ceiling.items())))
     print("(of ceiling: the model FLOP/s an engine reached / matmul FLOP/s at the thread count it ran on)")
     print(f"\nbest-of-N{'':9}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'GFLOP/s':>9}{'of ceiling':>11}{'ceiling tok/s':>14}")

@@ -314,3 +314,10 @@ def root_card(local_card: str, existing: str | None, name: str, prefix: str, spl
     configs = [c for c in old_meta.get("configs", []) if c.get("config_name") != name] + [entry]
     meta = {**meta, "configs": sorted(configs, key=lambda c: (c.get("config_name") != "default", c.get("config_name", "")))}
     return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n\n{body}"
+
+
+def push_run(local_dir: str | Path, repo_id: str, config_name: str, revision: str | None = None) -> str:
+    """`--push_to_hub` of the producing commands: push a dataset dir just written; prints and returns the URL."""
+    url = push_dataset(local_dir, repo_id, config_name=config_name, revision=revision)
+    print(f"pushed {local_dir} to {url} (config {config_name})")
+    return url

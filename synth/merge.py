@@ -35,6 +35,10 @@ class MergeConfig:
     runs: list[str] = field(default_factory=list, metadata={"help": "Output dirs of `synth generate --shard i/n` runs, one per shard (any order)."})
     output_dir: str = field(default="runs/merged", metadata={"help": "Where the merged run (rows.jsonl, parquet, card) goes."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing run in output_dir."})
+    push_to_hub: str | None = field(default=None, metadata={"help": (
+        "Hub dataset repo (user/name) to push the dataset to when the run finishes (config '<strategy>-n<N>'); "
+        "`synth push` gives full control (private, overwrite, config name).")})
+    push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
 
 
 Config = MergeConfig
@@ -145,4 +149,9 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
 def main(cfg: MergeConfig) -> int:
     summary = merge(cfg)
     print(f"merged {summary['shards']} shards ({summary['problems']} problems) into {cfg.output_dir}")
+    if cfg.push_to_hub:
+        from synth.hub import push_run
+
+        search = yaml.safe_load((Path(cfg.output_dir) / "config.yaml").read_text()).get("search") or {}
+        push_run(cfg.output_dir, cfg.push_to_hub, f"{search.get('strategy', 'merged')}-n{search.get('n')}", cfg.push_revision)
     return 0

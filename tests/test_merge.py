@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -86,3 +87,34 @@ def test_existing_output_needs_overwrite(shards, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["merge", "--runs", str(tmp_path / "nope"), "--output_dir", out])
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_push_to_hub_on_producing_commands(shards, tmp_path, monkeypatch, capsys):
+    """`--push_to_hub` on generate and merge: the dataset is written locally, then pushed (config per strategy)."""
+    import synth.generate.run as run
+    from synth.hub import PushError
+
+    pushes = []
+
+    def fake_push(local, repo_id, config_name=None, revision=None, **kw):
+        assert (Path(local) / "README.md").exists() and list((Path(local) / "data").glob("*.parquet"))
+        pushes.append((repo_id, config_name, revision))
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    monkeypatch.setattr("synth.hub.push_dataset", fake_push)
+    assert main(["merge", "--runs", ",".join(shards[i] for i in range(3)), "--output_dir", str(tmp_path / "m"),
+                 "--push_to_hub", "me/arith"]) == 0
+    pool = PoolConfig(source="reasoning_gym", tasks=["basic_arithmetic"], num_problems=3, seed=3)
+    monkeypatch.setattr(run, "load_policy", lambda cfg: AnswerPolicy({p.problem: p.answer for p in load_pool(pool)}))
+    cfg = GenerateConfig(output_dir=str(tmp_path / "g"), pool=pool, search=SearchConfig(n=2), push_to_hub="me/arith", push_revision="v1")
+    assert run.main(cfg) == 0
+    assert pushes == [("me/arith", "best_of_n-n4", None), ("me/arith", "best_of_n-n2", "v1")]
+    assert "pushed" in capsys.readouterr().out
+
+    def offline(*a, **kw):
+        raise PushError("cannot reach the Hub; the local copy is intact")
+
+    monkeypatch.setattr("synth.hub.push_dataset", offline)
+    with pytest.raises(PushError, match="intact"):
+        run.main(GenerateConfig(output_dir=str(tmp_path / "g2"), pool=pool, search=SearchConfig(n=2), push_to_hub="me/arith"))
+    assert len(read_rows(tmp_path / "g2")) == 3  # written before the push was tried

@@ -45,6 +45,10 @@ class GenerateConfig:
     output_dir: str = field(default="runs/generate", metadata={"help": "Where rows.jsonl, the parquet dataset and its card go."})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted run in output_dir, skipping finished problems."})
     overwrite: bool = field(default=False, metadata={"help": "Delete an existing run in output_dir first."})
+    push_to_hub: str | None = field(default=None, metadata={"help": (
+        "Hub dataset repo (user/name) to push the dataset to when the run finishes (config '<strategy>-n<N>'); "
+        "`synth push` gives full control (private, overwrite, config name).")})
+    push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
     shard: str | None = field(default=None, metadata={"help": "Run shard 'i/n' of the pool only (for job arrays)."})
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -161,7 +165,7 @@ def _comparable(cfg: GenerateConfig, saved: Path | None):
     import yaml
 
     data = yaml.safe_load(saved.read_text() if saved else dump_yaml(cfg))
-    for key in ("resume", "overwrite", "batch_size", "output_dir", "vllm"):  # vllm: engine memory/parallel knobs
+    for key in ("resume", "overwrite", "batch_size", "output_dir", "vllm", "push_to_hub", "push_revision"):  # vllm: engine memory/parallel knobs
         data.pop(key, None)
     return data
 
@@ -244,4 +248,8 @@ Config = GenerateConfig
 def main(cfg: GenerateConfig) -> int:
     summary = generate(cfg)
     print(f"\nwrote {cfg.output_dir}\n" + format_summary(summary))
+    if cfg.push_to_hub:
+        from synth.hub import push_run
+
+        push_run(cfg.output_dir, cfg.push_to_hub, f"{cfg.search.strategy}-n{cfg.search.n}", cfg.push_revision)
     return 0

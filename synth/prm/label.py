@@ -41,6 +41,10 @@ class LabelConfig:
     max_steps: int = field(default=8, metadata={"help": "Skip traces with more steps than this."})
     traces_per_batch: int = field(default=16, metadata={"help": "Traces whose prefixes share one engine call; the unit saved at once."})
     batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
+    push_to_hub: str | None = field(default=None, metadata={"help": (
+        "Hub dataset repo (user/name) to push the dataset to when the run finishes (config 'stepwise'); "
+        "`synth push` gives full control (private, overwrite, config name).")})
+    push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
     output_dir: str = field(default="runs/labels", metadata={"help": "Where the stepwise dataset goes."})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted labelling run."})
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
@@ -138,4 +142,8 @@ Config = LabelConfig
 
 def main(cfg: LabelConfig) -> int:
     print(json.dumps(label(cfg), indent=2))
+    if cfg.push_to_hub:
+        from synth.hub import push_run
+
+        push_run(cfg.output_dir, cfg.push_to_hub, "stepwise", cfg.push_revision)
     return 0
