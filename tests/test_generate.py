@@ -71,3 +71,17 @@ def test_resume_with_changed_config_is_refused(tmp_path):
     cfg2.search.n = 8
     with pytest.raises(ConfigError, match="differs"):
         generate(cfg2, policy=policy_for(cfg2))
+
+
+def test_resume_of_a_run_saved_before_a_field_existed(tmp_path):
+    """A config.yaml written by an older synth (without a field added since) still resumes."""
+    import yaml
+
+    cfg = make_cfg(tmp_path)
+    generate(cfg, policy=policy_for(cfg))
+    saved = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["prm_dtype"], old["push_to_hub"]
+    saved.write_text(yaml.safe_dump(old))
+    cfg.resume = True
+    assert generate(cfg, policy=policy_for(cfg))["problems"] == 6

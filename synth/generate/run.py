@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from synth.config import ConfigError, dump_yaml, to_dict
+from synth.config import ConfigError, dump_yaml, from_dict, to_dict
 from synth.evaluate import select_answers, summarize
 from synth.filter.verify import verify_answers
 from synth.generate.engine import Policy
@@ -164,7 +164,8 @@ def _comparable(cfg: GenerateConfig, saved: Path | None):
     """The parts of a config that must match for a resume (not the run-control flags)."""
     import yaml
 
-    data = yaml.safe_load(saved.read_text() if saved else dump_yaml(cfg))
+    # a saved config goes through the dataclasses, so fields added since it was written take their defaults
+    data = yaml.safe_load(dump_yaml(from_dict(GenerateConfig, yaml.safe_load(saved.read_text())) if saved else cfg))
     for key in ("resume", "overwrite", "batch_size", "output_dir", "vllm", "push_to_hub", "push_revision"):  # vllm: engine memory/parallel knobs
         data.pop(key, None)
     return data
