@@ -152,6 +152,11 @@ _CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NOT_UPLOADED = ["rows.jsonl", "data.tmp/*", ".cache/*"]  # the journal duplicates data/
 
 
+def is_repo_id(repo_id: str) -> bool:
+    """'user/name' or 'org/name': one slash, both parts non-empty."""
+    return repo_id.count("/") == 1 and all(repo_id.split("/"))
+
+
 def push_dataset(local_dir: str | Path, repo_id: str, private: bool = False, config_name: str | None = None,
                  revision: str | None = None, overwrite: bool = False, split: str = "train", api: Any = None) -> str:
     """Upload a dataset dir written by `write_dataset` to the Hub dataset repo `repo_id`; returns its URL.
@@ -169,7 +174,7 @@ def push_dataset(local_dir: str | Path, repo_id: str, private: bool = False, con
     name = config_name or "default"
     if not _CONFIG_NAME.fullmatch(name) or name == "data":
         raise PushError(f"config_name {name!r}: use letters, digits, '_', '-' or '.' (and not 'data')")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not is_repo_id(repo_id):
         raise PushError(f"repo id {repo_id!r} must look like 'user/name' or 'org/name'")
     intact = f"the local copy at {local} is intact; rerun the same command to retry"
     if api is None:

@@ -28,11 +28,12 @@ from typing import Any, Callable
 import yaml
 
 from synth.config import ConfigError, dump_yaml
+from synth.filter.select import normalize
 from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
 from synth.generate.run import GenerateConfig, generate
 from synth.generate.search import SearchConfig
+from synth.hub import is_repo_id
 from synth.journal import Journal
-from synth.filter.select import normalize
 from synth.problems import PoolConfig, load_pool
 from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
@@ -106,7 +107,7 @@ class RoundsConfig:
                 dataclasses.replace(self.search, n=n)
             except ValueError as err:
                 raise ValueError(f"n_per_round {n}: {err}") from None
-        if self.push_to_hub is not None and (self.push_to_hub.count("/") != 1 or not all(self.push_to_hub.split("/"))):
+        if self.push_to_hub is not None and not is_repo_id(self.push_to_hub):
             raise ValueError(f"push_to_hub {self.push_to_hub!r} must look like 'user/name' or 'org/name'")
         for section, keys in OWNED.items():
             sub = getattr(self, section)
