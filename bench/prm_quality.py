@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--prm", default="default")
+    ap.add_argument("--prm-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="dtype the PRM scores in (auto: bf16 where the hardware has native bf16)")
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--traces-per-problem", type=int, default=2)
     ap.add_argument("--out", default="runs/bench-prm-quality")
@@ -59,7 +61,7 @@ def main() -> None:
     pool = PoolConfig(**{**HELD_OUT.__dict__, "num_problems": args.problems})
     gen_cfg = GenerateConfig(pool=pool, prm=args.prm, output_dir=str(out / "traces"), problems_per_batch=8,
                              search=SearchConfig(strategy="best_of_n", n=args.n, temperature=0.8, max_tokens=160))
-    policy, prm = load_policy(gen_cfg), load_prm(args.prm)
+    policy, prm = load_policy(gen_cfg), load_prm(args.prm, dtype=args.prm_dtype)
     if not (out / "traces" / "summary.json").exists():
         gen_cfg.resume = (out / "traces" / "rows.jsonl").exists()
         generate(gen_cfg, policy=policy, prm=prm)

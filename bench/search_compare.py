@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=24)
     ap.add_argument("--ns", default="4,16")
     ap.add_argument("--prm", default="default")
+    ap.add_argument("--prm-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="dtype the PRM scores in (auto: bf16 where the hardware has native bf16)")
     ap.add_argument("--beam-width", type=int, default=4)
     ap.add_argument("--out", default="runs/bench-search")
     args = ap.parse_args()
@@ -37,7 +39,7 @@ def main() -> None:
                       task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
                                    "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
     base = GenerateConfig(pool=pool)
-    policy, prm = load_policy(base), load_prm(args.prm)
+    policy, prm = load_policy(base), load_prm(args.prm, dtype=args.prm_dtype)
     table = []
     for n in [int(x) for x in args.ns.split(",")]:
         walls = {}
