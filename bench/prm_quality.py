@@ -2,7 +2,8 @@
 
     python bench/prm_quality.py [--problems 32] [--n 16] [--prm default] [--out runs/bench-prm-quality]
 
-1. best-of-N (N=16) with the bundled SmolLM2, every completion scored by the PRM;
+1. best-of-N (N=16) with the bundled SmolLM2; every completion is then scored by the PRM under test
+   (samples and labels do not depend on the PRM, so PRMs are compared on the same samples);
 2. Monte-Carlo step labels (K rollouts per step prefix) for a few traces per problem, exactly as
    `synth label` makes them;
 3. prints step AUROC against those labels, trace AUROC (PRM score vs verified answer over all
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
@@ -26,6 +28,7 @@ from synth.problems import PoolConfig  # noqa: E402
 from synth.prm.evaluate import step_auroc  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
+from synth.prm.rescore import rescore_rows  # noqa: E402
 
 HELD_OUT = PoolConfig(tasks=["basic_arithmetic", "chain_sum"], seed=1000,
                       task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
@@ -59,14 +62,14 @@ def main() -> None:
 
     out = Path(args.out)
     pool = PoolConfig(**{**HELD_OUT.__dict__, "num_problems": args.problems})
-    gen_cfg = GenerateConfig(pool=pool, prm=args.prm, output_dir=str(out / "traces"), problems_per_batch=8,
+    gen_cfg = GenerateConfig(pool=pool, prm=None, output_dir=str(out / "traces"), problems_per_batch=8,
                              search=SearchConfig(strategy="best_of_n", n=args.n, temperature=0.8, max_tokens=160))
     policy, prm = load_policy(gen_cfg), load_prm(args.prm, dtype=args.prm_dtype)
     if not (out / "traces" / "summary.json").exists():
         gen_cfg.resume = (out / "traces" / "rows.jsonl").exists()
-        generate(gen_cfg, policy=policy, prm=prm)
-    summary = json.loads((out / "traces" / "summary.json").read_text())
-    rows = Journal(out / "traces" / "rows.jsonl").read()
+        generate(gen_cfg, policy=policy)
+    rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm)
+    summary = summarize(rows)
 
     label_dir = out / "labels"
     if not (label_dir / "summary.json").exists():

@@ -8,7 +8,8 @@ throughput). Work: `--pairs` (problem, steps) pairs from reasoning-gym problems 
 steps each. Prints steps/s for one `score` call over all pairs (sorted by length, padded, one forward
 per batch) and for one `score` call per pair, and the ratio batched / one-by-one, in the dtype
 `--dtype` (auto: bf16 where the CPU/GPU has native bf16); then batched float32 vs bfloat16 on the same
-pairs (ratio and the largest score difference).
+pairs (ratio and the largest score difference); then beam-search-like candidates (each pair's path
+with M=4 different last steps, as siblings of one parent) scored with shared prefixes vs without.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
         texts.append(p.problem)
         steps.append([s.format(**fill) for s in body] + [STEP_TEMPLATES[-1].format(**fill)])
     return texts, steps
+
+
+def make_siblings(problems: list[str], steps: list[list[str]], m: int = 4) -> tuple[list[str], list[list[str]]]:
+    """Each path as the parent of m candidates that differ only in their last step (a beam-search batch)."""
+    texts, cands = [], []
+    for p, s in zip(problems, steps):
+        for j in range(m):
+            texts.append(p)
+            cands.append(s[:-1] + [f"{STEP_TEMPLATES[j % (len(STEP_TEMPLATES) - 1)].format(head=p[:40])} ({j})"])
+    return texts, cands
 
 
 def make_prm(batch_size: int, device: str | None, dtype: str = "auto"):
@@ -105,6 +116,21 @@ def main() -> None:
     diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
     print(f"batched float32 {n_steps / fp32_s:9.1f} steps/s | bfloat16 {n_steps / bf16_s:9.1f} steps/s | "
           f"ratio bf16 / fp32: {fp32_s / bf16_s:.2f}x   (max |score difference| {diff:.3f})")
+
+    if not hasattr(prm, "share_prefixes"):
+        return
+    prm.model.to(prm.dtype)
+    texts, cands = make_siblings(problems[: max(1, len(problems) // 4)], steps[: max(1, len(problems) // 4)])
+    timed = {}
+    for share in (False, True, False, True):  # twice each, the second time counts
+        prm.share_prefixes = share
+        t = time.perf_counter()
+        timed[share] = (prm.score(texts, cands), time.perf_counter() - t)
+    (a, plain_s), (b, shared_s) = timed[False], timed[True]
+    diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+    n = sum(len(c) for c in cands)
+    print(f"beam-like siblings ({len(cands)} candidates, M=4, {prm.dtype}): without prefix sharing {n / plain_s:.1f} steps/s | "
+          f"shared {n / shared_s:.1f} steps/s | ratio {plain_s / shared_s:.2f}x   (max |score difference| {diff:.3f})")
 
 
 if __name__ == "__main__":

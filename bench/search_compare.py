@@ -3,7 +3,8 @@
     python bench/search_compare.py [--problems 24] [--ns 4,16] [--prm default] [--out runs/bench-search]
 
 For each N: accuracy of majority, best-of-N naive/weighted, beam search and DVTS (weighted selection),
-and per problem: tokens generated, tokens prefilled, PRM step scores, wall time relative to best-of-N.
+and per problem: tokens generated, prompt tokens (per sample) and how many of them reused kept KV
+instead of being prefilled, PRM step scores, wall time relative to best-of-N.
 The held-out pool uses seed 1000 (the default PRM was trained on seed 100).
 """
 
@@ -57,10 +58,11 @@ def main() -> None:
             table.append({"N": n, "strategy": strategy, "majority": summary[f"maj@{n}"], "naive": summary.get(f"naive@{n}"),
                           "weighted": summary.get(f"weighted@{n}"), "pass": summary[f"pass@{n}"],
                           "gen_tok/problem": per("generated_tokens"), "prefill_tok/problem": per("prefill_tokens"),
+                          "kv_reused_tok/problem": sum(r.get("cached_tokens") or 0 for r in rows) / len(rows),
                           "prm_steps/problem": per("prm_steps"), "wall_s": walls[strategy],
                           "wall_vs_bon": walls[strategy] / walls["best_of_n"]})
     print(f"\n{args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}")
-    head = ["N", "strategy", "majority", "naive", "weighted", "pass", "gen_tok/problem", "prefill_tok/problem", "prm_steps/problem", "wall_s", "wall_vs_bon"]
+    head = ["N", "strategy", "majority", "naive", "weighted", "pass", "gen_tok/problem", "prefill_tok/problem", "kv_reused_tok/problem", "prm_steps/problem", "wall_s", "wall_vs_bon"]
     print(" | ".join(head))
     for r in table:
         print(" | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head))

@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
 # Regenerate the bundled default PRM (synth/prm/default) end to end on this CPU:
-# generate traces -> label steps with rollouts -> train-prm -> copy the adapter + head into the package.
+# generate traces (two shards side by side, one core each) -> merge -> label steps with rollouts
+# (two shards) -> train-prm -> copy the adapter + head into the package.
 # Each stage resumes where it stopped when rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SYNTH=${SYNTH:-.venv/bin/synth}
+RUN=runs/prm-smollm2
+LANES=${LANES:-2}
 resume() { [ -f "$1/rows.jsonl" ] && echo "--resume true" || true; }
-[ -f runs/prm-smollm2/traces/summary.json ] || $SYNTH generate --config configs/prm-smollm2-generate.yaml $(resume runs/prm-smollm2/traces)
-[ -f runs/prm-smollm2/labels/summary.json ] || $SYNTH label --config configs/prm-smollm2-label.yaml $(resume runs/prm-smollm2/labels)
+# Two one-thread processes use a 2-core CPU better than one two-thread process.
+lanes() {  # lanes <stage> <config> <output prefix>: run LANES shards of a stage in parallel
+  local pids=()
+  for ((i = 0; i < LANES; i++)); do
+    local out=$3-shard$i
+    [ -f "$out/summary.json" ] && continue
+    OMP_NUM_THREADS=$((LANES > 1 ? 1 : 2)) $SYNTH "$1" --config "$2" --output_dir "$out" --shard "$i/$LANES" $(resume "$out") \
+      >"$out.log" 2>&1 & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+}
+mkdir -p $RUN
+[ -f $RUN/traces/summary.json ] || {
+  lanes generate configs/prm-smollm2-generate.yaml $RUN/traces
+  $SYNTH merge --runs "$(ls -d $RUN/traces-shard* | grep -v log | paste -sd,)" --output_dir $RUN/traces --overwrite true
+}
+[ -f $RUN/labels/summary.json ] || {
+  lanes label configs/prm-smollm2-label.yaml $RUN/labels
+  # The shards' journals together hold every labelled trace: a resumed run only writes the dataset.
+  mkdir -p $RUN/labels && cat $RUN/labels-shard*/rows.jsonl >$RUN/labels/rows.jsonl
+  $SYNTH label --config configs/prm-smollm2-label.yaml --resume true
+}
 $SYNTH train-prm --config configs/prm-smollm2.yaml
-.venv/bin/python -m synth.prm.package runs/prm-smollm2/prm/final synth/prm/default
+.venv/bin/python -m synth.prm.package $RUN/prm/final synth/prm/default

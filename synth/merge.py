@@ -110,10 +110,7 @@ def merge_rows(shards: list[Shard]) -> list[dict[str, Any]]:
                                  f"and in shard {s.index}/{s.count} ({s.path})")
             owner[r["id"]] = s
         by_index[s.index] = rows
-    merged = []
-    for pos in range(max(len(rows) for rows in by_index.values())):
-        merged += [by_index[i][pos] for i in sorted(by_index) if pos < len(by_index[i])]
-    return merged
+    return [r for i in sorted(by_index) for r in by_index[i]]  # shards are contiguous blocks of the pool
 
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:

@@ -223,7 +223,11 @@ def load_pool(cfg: PoolConfig) -> list[Problem]:
 
 
 def shard(problems: list[Problem], index: int, count: int) -> list[Problem]:
-    """Problem j goes to shard j % count: deterministic, disjoint, complete."""
+    """Contiguous block `index` of `count`: deterministic, disjoint, complete, in pool order.
+
+    Blocks rather than every n-th problem: multi-task pools interleave their tasks, so every n-th
+    problem would give each shard one task (and very unequal run times).
+    """
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"bad shard {index}/{count}: need 0 <= i < n")
-    return problems[index::count]
+    return problems[index * len(problems) // count : (index + 1) * len(problems) // count]

@@ -53,3 +53,57 @@ def test_stop_strings_ignore_the_prompt(tokenizer):
     rows = [prompt + gen_plain + [pad] * (len(gen_stop) - len(gen_plain)), prompt + gen_stop]
     # both rows are checked once they have the same length; only the second has "\n\n" in its own text
     assert stop(torch.tensor(rows), None).tolist() == [False, True]
+
+
+def test_kept_kv_gives_the_same_continuations_as_a_fresh_prefill(tiny_policy):
+    """keep_cache: the next call prefills only the tokens its prompts add to kept sequences, and
+    decodes exactly what a full prefill would (greedy, fp32)."""
+    import torch
+
+    from synth.generate.kv_stash import KVStash
+
+    prompts = [tiny_policy.chat_prompt(q) for q in ("2+2?", "What is the sum of 17 and 25, step by step?")]
+    first = tiny_policy.generate(prompts, SamplingParams(n=3, max_tokens=6, temperature=1.0, seed=3, keep_cache=True))
+    assert len(tiny_policy.stash.entries) == 6
+    # like beam search: each continuation (text re-tokenised) plus a delimiter becomes a prompt
+    extended = [p + c.text + "\n\n" for p, cs in zip(prompts, first) for c in cs] + [tiny_policy.chat_prompt("unrelated")]
+    ids = [tiny_policy.tokenizer(p, add_special_tokens=False).input_ids for p in extended]
+    matches = [tiny_policy.stash.match(x) for x in ids]
+    with torch.inference_mode():
+        spliced = tiny_policy._prefill(ids, matches)[0]
+        full = tiny_policy._prefill(ids, [(None, 0)] * len(ids))[0]
+    assert torch.allclose(spliced, full, atol=1e-4), (spliced - full).abs().max()
+    greedy = SamplingParams(n=1, max_tokens=8, temperature=0)
+    reused = tiny_policy.generate(extended, greedy)
+    tiny_policy.stash = KVStash()
+    fresh = tiny_policy.generate(extended, greedy)
+    assert [c[0].text for c in reused] == [c[0].text for c in fresh]
+    prompt_len = [len(tiny_policy.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts for _ in range(3)]
+    assert all(c[0].cached_tokens >= n - 2 for c, n in zip(reused[:6], prompt_len)), [c[0].cached_tokens for c in reused]
+    # an unrelated problem reuses exactly the chat template's shared head (system prompt, role tags)
+    ids = [tiny_policy.tokenizer(p, add_special_tokens=False).input_ids for p in (prompts[0], extended[-1])]
+    head = next(i for i, (a, b) in enumerate(zip(*ids)) if a != b)
+    assert reused[-1][0].cached_tokens == head and all(c[0].cached_tokens == 0 for c in fresh)
+    # a call without keep_cache leaves the kept KV alone (lookahead rollouts sit between expansions)
+    tiny_policy.generate(prompts, SamplingParams(n=1, max_tokens=6, temperature=1.0, seed=3, keep_cache=True))
+    kept = tiny_policy.stash
+    tiny_policy.generate(prompts, greedy)
+    assert tiny_policy.stash is kept
+
+
+def test_kv_stash_longest_prefix_and_byte_budget():
+    import torch
+
+    from synth.generate.kv_stash import Entry, KVStash
+
+    def entry(n):  # one layer, 2 heads, n tokens, head dim 4 (fp32): 64 bytes per token for K and V
+        return Entry([torch.zeros(2, n, 4)], [torch.zeros(2, n, 4)])
+
+    stash = KVStash(max_bytes=64 * 10)
+    assert stash.put([1, 2, 3, 4], entry(4)) and stash.put([1, 2, 9], entry(3))
+    assert not stash.put([5, 6, 7, 8], entry(4))  # 11 tokens > 10: refused, nothing half-stored
+    assert stash.bytes == 64 * 7 and len(stash.entries) == 2
+    found, n = stash.match([1, 2, 3, 4, 5])
+    assert found is stash.entries[0] and n == 4
+    assert stash.match([1, 2, 3, 4]) == (stash.entries[0], 3)  # the last prompt token always runs
+    assert stash.match([1, 2, 9, 9])[1] == 3 and stash.match([5, 6, 7])[0] is None

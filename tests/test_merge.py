@@ -39,7 +39,8 @@ def test_merge_round_trip_equals_unsharded_run(shards, tmp_path, capsys):
     merged, full = read_rows(out), read_rows(shards["full"])
     assert [r["id"] for r in merged] == [r["id"] for r in full]  # pool order restored
     assert _strip(merged) == _strip(full)
-    assert load_dataset(str(out), split="train").to_list() == merged
+    # a fresh cache dir: datasets caches a local dir by its base name, so an older "merged" would be read back
+    assert load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache")).to_list() == merged
     assert load_rows(out) == merged  # rows.jsonl: `synth eval` takes it like a generate run
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["shard"] is None and config["search"]["n"] == 4

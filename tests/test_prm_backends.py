@@ -255,3 +255,47 @@ def test_token_classification_prm_scores_in_bf16_close_to_fp32(tiny_model_dir, t
     a, b = fp32.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS]), bf16.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS])
     assert [len(x) for x in a] == [len(x) for x in b] == [2, len(LONG_STEPS)]
     assert max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys)) < 0.05
+
+
+def test_group_by_prefix_groups_siblings_and_keeps_strangers_apart():
+    from synth.prm.prefix import group_by_prefix
+
+    parent_a, parent_b = list(range(100, 130)), list(range(100, 112)) + list(range(200, 218))
+    seqs = [parent_a + [1, 2], parent_b + [3], parent_a + [4], parent_b + [5, 6], parent_a + [7, 8, 9], [9] * 20, list(range(100, 105))]
+    groups = {tuple(sorted(g.members)): g.prefix_len for g in group_by_prefix(seqs, min_shared=8)}
+    # the two parents share only 12 tokens: grouping all five would save less than two groups do
+    assert groups == {(0, 2, 4): 30, (1, 3): 30, (5,): 20, (6,): 5}
+
+
+def test_shared_prefix_scoring_matches_one_sequence_per_row(tiny_model_dir, tokenizer):
+    """Beam-search-like candidates (siblings share their parent's path): every step score equals the
+    score of that sequence run alone through the model, and shared prefixes are really shared."""
+    from transformers import AutoModelForTokenClassification
+
+    from synth.prm.format import encode_steps
+    from synth.prm.token_cls import TokenClassificationPRM
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    prm = TokenClassificationPRM(model, tokenizer, device="cpu", dtype="float32", batch_size=4)
+    problems, steps = [], []
+    for k in range(3):  # three parents of LONG_PROBLEM, each with siblings of different lengths
+        for child in ["Done.", f"So the answer is {20 + k}.", "Let me check this again: " + "4 * 6 = 24, " * (k + 1)]:
+            problems.append(LONG_PROBLEM)
+            steps.append(LONG_STEPS[: k + 1] + [child])
+    problems += [PROBLEM, PROBLEM]
+    steps += [STEPS, STEPS[:1]]  # one sequence is a prefix of another
+    calls = []
+    forward = prm.model.forward
+    prm.model.forward = lambda **kw: calls.append(kw["input_ids"].numel()) or forward(**kw)
+    shared = prm.score(problems, steps)
+    shared_slots, calls[:] = sum(calls), []
+    prm.share_prefixes = False
+    unshared = prm.score(problems, steps)
+    assert shared_slots < 0.75 * sum(calls)
+    with torch.inference_mode():
+        for p, s, got, got_unshared in zip(problems, steps, shared, unshared):
+            e = encode_steps(tokenizer, p, s)
+            logits = forward(input_ids=torch.tensor([e.input_ids])).logits[0, :, 0]
+            want = torch.sigmoid(logits[e.label_positions]).tolist()
+            assert got == pytest.approx(want, abs=1e-5) and got_unshared == pytest.approx(want, abs=1e-5)

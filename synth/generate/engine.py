@@ -15,7 +15,8 @@ class Continuation:
     text: str  # generated text, without the stop string
     num_tokens: int  # tokens generated (the stop string's tokens included)
     stop_reason: StopReason  # eos: the model ended; stop: a stop string; length: max_tokens
-    prompt_tokens: int = 0  # tokens of the prompt this sample was continued from (prefill cost)
+    prompt_tokens: int = 0  # tokens of the prompt this sample was continued from
+    cached_tokens: int = 0  # of those, tokens whose KV the engine reused instead of prefilling them
 
 
 @dataclass
@@ -26,6 +27,9 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] | None = None  # e.g. ["\n\n"] to generate one step at a time
     seed: int = 0
+    # A hint that the next call will extend these continuations (beam search, DVTS): an engine may
+    # keep their KV cache until then. vLLM ignores it (its prefix caching does the same).
+    keep_cache: bool = False
 
 
 class Policy(Protocol):

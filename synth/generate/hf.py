@@ -3,14 +3,19 @@
 The decode loop is ours rather than ``model.generate``: each prompt is prefilled once and its KV
 cache shared by its n samples, and finished rows leave the batch at once (``model.generate`` keeps
 computing them until the longest row ends). Stop strings are matched on generated text only.
+With ``SamplingParams.keep_cache`` the KV of every continuation is kept until the next such call,
+which prefills only what its prompts add to a kept sequence (beam search and DVTS extend last
+iteration's continuations; without this each iteration prefills every path again).
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
+from transformers.cache_utils import DynamicLayer
 
 from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
+from synth.generate.kv_stash import Entry, KVStash
 
 # None keeps the chat template's own default system prompt: SmolLM2-135M answers arithmetic best
 # that way (longer instructions about format lower its accuracy; measured on reasoning-gym).
@@ -44,6 +49,8 @@ class TransformersPolicy:
         self.system_prompt = system_prompt
         self.batch_size = batch_size
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        # KV reuse needs plain full-attention layers (sliding-window caches cannot be spliced)
+        self.stash = KVStash() if all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers) else None
 
     def chat_prompt(self, problem: str) -> str:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
@@ -52,31 +59,57 @@ class TransformersPolicy:
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         gen = torch.Generator(device=self.device).manual_seed(params.seed)
         ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        reused = [self.stash.match(x) if self.stash is not None else (None, 0) for x in ids]
+        new_stash = KVStash() if params.keep_cache and self.stash is not None else None
         # chunks of (prompt index, samples): a prompt's samples share one prefill
         chunks = [(i, min(self.batch_size, params.n - s)) for i in range(len(prompts)) for s in range(0, params.n, self.batch_size)]
-        chunks.sort(key=lambda c: len(ids[c[0]]))
+        chunks.sort(key=lambda c: len(ids[c[0]]) - reused[c[0]][1])
         results: list[list[Continuation]] = [[] for _ in prompts]
         batch: list[tuple[int, int]] = []
         for chunk in chunks + [None]:
             if chunk is None or (batch and sum(c for _, c in batch) + chunk[1] > self.batch_size):
-                outs = self._decode([ids[i] for i, _ in batch], [c for _, c in batch], params, gen)
+                outs = self._decode([ids[i] for i, _ in batch], [c for _, c in batch], params, gen,
+                                    [reused[i] for i, _ in batch], new_stash)
                 for (i, _), conts in zip(batch, outs):
                     results[i].extend(conts)
                 batch = []
             if chunk is not None:
                 batch.append(chunk)
+        if new_stash is not None:
+            self.stash = new_stash
         return results
 
-    def _decode(self, prompt_ids: list[list[int]], counts: list[int], params: SamplingParams, gen) -> list[list[Continuation]]:
-        """Prefill each prompt once, fan it out to its samples, decode until every row stops."""
-        width = max(len(p) for p in prompt_ids)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]]):
+        """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
+        [pad | reused KV | pad | new tokens]). Returns last-token logits, cache, 2D mask, positions."""
         cache = DynamicCache(config=self.model.config)
+        kept = max(n for _, n in reused)
+        if kept:
+            for layer in range(len(cache.layers)):
+                ref = next(e for e, n in reused if n).keys[layer]
+                k = ref.new_zeros((len(prompt_ids), ref.shape[0], kept, ref.shape[2]))
+                v = torch.zeros_like(k)
+                for row, (entry, n) in enumerate(reused):
+                    if n:
+                        k[row, :, kept - n :] = entry.keys[layer][:, :n]
+                        v[row, :, kept - n :] = entry.values[layer][:, :n]
+                cache.update(k, v, layer)
+        new = [p[n:] for p, (_, n) in zip(prompt_ids, reused)]
+        width = max(len(x) for x in new)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(x)) + x for x in new], device=self.device)
+        new_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in new], device=self.device)
+        kept_mask = torch.tensor([[0] * (kept - n) + [1] * n for _, n in reused], device=self.device, dtype=new_mask.dtype)
+        mask = torch.cat([kept_mask.view(len(new), kept), new_mask], dim=1)
+        pos = torch.tensor([[n] for _, n in reused], device=self.device) + (new_mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
+        return logits, cache, mask, pos
+
+    def _decode(self, prompt_ids: list[list[int]], counts: list[int], params: SamplingParams, gen,
+                reused: list[tuple[Entry | None, int]], stash: KVStash | None) -> list[list[Continuation]]:
+        """Prefill each prompt once, fan it out to its samples, decode until every row stops."""
+        logits, cache, mask, pos = self._prefill(prompt_ids, reused)
         fan = torch.repeat_interleave(torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device))
         cache.batch_select_indices(fan)
         logits, mask, next_pos = logits[fan], mask[fan], pos[fan, -1] + 1
@@ -100,6 +133,10 @@ class TransformersPolicy:
                     reasons[r] = "length"
                 else:
                     keep.append(j)
+            if stash is not None and len(keep) < len(rows):
+                kept_rows = set(keep)
+                done = [j for j in range(len(rows)) if j not in kept_rows]
+                self._stash_rows(stash, cache, mask, done, rows, owner, prompt_ids, tokens, reasons)
             if not keep:
                 break
             if len(keep) < len(rows):
@@ -113,8 +150,20 @@ class TransformersPolicy:
             next_pos = next_pos + 1
         out: list[list[Continuation]] = [[] for _ in prompt_ids]
         for r, toks in enumerate(tokens):
-            out[owner[r]].append(self._continuation(toks, reasons[r] or "length", params, len(prompt_ids[owner[r]])))
+            i = owner[r]
+            out[i].append(self._continuation(toks, reasons[r] or "length", params, len(prompt_ids[i]), reused[i][1]))
         return out
+
+    @staticmethod
+    def _stash_rows(stash: KVStash, cache, mask, finished: list[int], rows, owner, prompt_ids, tokens, reasons) -> None:
+        """Keep the KV of rows that just finished, under the tokens fed so far (the token that ended
+        a row by a stop string or the length limit was sampled but never fed; EOS is not kept)."""
+        for j in finished:
+            r = rows[j]
+            fed = tokens[r] if reasons[r] == "eos" else tokens[r][:-1]
+            valid = mask[j].bool()
+            stash.put(prompt_ids[owner[r]] + fed, Entry([layer.keys[j][:, valid].clone() for layer in cache.layers],
+                                                        [layer.values[j][:, valid].clone() for layer in cache.layers]))
 
     @staticmethod
     def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
@@ -129,14 +178,14 @@ class TransformersPolicy:
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
 
-    def _continuation(self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int) -> Continuation:
+    def _continuation(self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int, cached: int) -> Continuation:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if reason == "stop":
             cut = min((text.find(s) for s in params.stop or [] if s in text), default=-1)
             if cut >= 0:
-                return Continuation(text[:cut], len(tokens), "stop", prompt_tokens)
+                return Continuation(text[:cut], len(tokens), "stop", prompt_tokens, cached)
         n = len(tokens) + (1 if reason == "eos" else 0)
-        return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens)
+        return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens, cached)
 
 
 class StopOnStrings(StoppingCriteria):

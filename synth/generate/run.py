@@ -128,6 +128,7 @@ def problem_row(problem: Problem, result: SearchResult, cfg: GenerateConfig) -> 
         **{f"{how}_verified": bool(verified[i]) if i is not None else False for how, i in picks.items()},
         "generated_tokens": result.cost.generated_tokens,
         "prefill_tokens": result.cost.prefill_tokens,
+        "cached_tokens": result.cost.cached_tokens,
         "prm_steps": result.cost.prm_steps,
         "tree": json.dumps(result.tree) if result.tree is not None else None,
         "strategy": cfg.search.strategy,

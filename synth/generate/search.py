@@ -95,7 +95,8 @@ class Tree:
 @dataclass
 class Cost:
     generated_tokens: int = 0
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # prompt tokens behind every sample (a prompt with n samples counts n times)
+    cached_tokens: int = 0  # of those, tokens whose KV the engine reused from an earlier call
     prm_steps: int = 0  # steps scored by the PRM
     engine_calls: int = 0
 
@@ -132,7 +133,8 @@ def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: 
     steps_scored = score_traces(prm, problems, traces, cfg.aggregation)
     results = []
     for outs, ts in zip(outputs, traces):
-        cost = Cost(sum(c.num_tokens for c in outs), sum(c.prompt_tokens for c in outs), sum(len(t.step_scores or []) for t in ts), 1)
+        cost = Cost(generated_tokens=sum(c.num_tokens for c in outs), prefill_tokens=sum(c.prompt_tokens for c in outs),
+                    cached_tokens=sum(c.cached_tokens for c in outs), prm_steps=sum(len(t.step_scores or []) for t in ts), engine_calls=1)
         results.append(SearchResult(ts, cost))
     assert steps_scored == sum(r.cost.prm_steps for r in results)
     return results
@@ -154,12 +156,13 @@ class _Expander:
         if not requests:
             return []
         params = SamplingParams(n=n, max_tokens=self.cfg.step_max_tokens, temperature=temperature, top_p=self.cfg.top_p,
-                                stop=[self.cfg.step_delimiter], seed=self.seed + self.calls)
+                                stop=[self.cfg.step_delimiter], seed=self.seed + self.calls, keep_cache=True)
         self.calls += 1
         outs = self.policy.generate([self.trees[t].prefix(node, self.cfg.step_delimiter) for t, node in requests], params)
         for (t, _), cs in zip(requests, outs):
             self.costs[t].generated_tokens += sum(c.num_tokens for c in cs)
             self.costs[t].prefill_tokens += sum(c.prompt_tokens for c in cs)
+            self.costs[t].cached_tokens += sum(c.cached_tokens for c in cs)
             self.costs[t].engine_calls += 1
         return outs
 
@@ -200,6 +203,7 @@ class _Expander:
         for (t, _), cs in zip(reqs, outs):
             self.costs[t].generated_tokens += cs[0].num_tokens
             self.costs[t].prefill_tokens += cs[0].prompt_tokens
+            self.costs[t].cached_tokens += cs[0].cached_tokens
         return [cs[0] for cs in outs]
 
 

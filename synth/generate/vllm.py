@@ -228,11 +228,12 @@ class VLLMPolicy:
             completions = sorted(out.outputs, key=lambda c: c.index)
             if len(completions) != params.n:
                 raise RuntimeError(f"vLLM returned {len(completions)} samples for a prompt, expected {params.n}")
-            results.append([_continuation(c, len(x)) for c in completions])
+            cached = getattr(out, "num_cached_tokens", None) or 0  # prefix-cache hits of this prompt
+            results.append([_continuation(c, len(x), cached) for c in completions])
         return results
 
 
-def _continuation(c, prompt_tokens: int) -> Continuation:
+def _continuation(c, prompt_tokens: int, cached_tokens: int = 0) -> Continuation:
     """A vLLM CompletionOutput as a Continuation (stop string already removed from c.text by vLLM)."""
     reason = c.finish_reason
     if reason == "length":
@@ -244,4 +245,4 @@ def _continuation(c, prompt_tokens: int) -> Continuation:
     else:
         raise RuntimeError(f"vLLM request ended with finish_reason={reason!r} (stop_reason={c.stop_reason!r})")
     # token_ids hold the EOS token (as TransformersPolicy counts it) and the stop string's tokens
-    return Continuation(c.text, len(c.token_ids), stop, prompt_tokens)
+    return Continuation(c.text, len(c.token_ids), stop, prompt_tokens, cached_tokens)

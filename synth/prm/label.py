@@ -46,8 +46,17 @@ class LabelConfig:
         "`synth push` gives full control (private, overwrite, config name).")})
     push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
     output_dir: str = field(default="runs/labels", metadata={"help": "Where the stepwise dataset goes."})
+    shard: str | None = field(default=None, metadata={"help": (
+        "Label shard 'i/n' of the problems only (parallel lanes); `synth label --resume true` on the shards' "
+        "concatenated rows.jsonl then writes the whole dataset without relabelling.")})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted labelling run."})
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
+
+    def __post_init__(self) -> None:
+        if self.shard is not None:
+            from synth.generate.run import parse_shard
+
+            parse_shard(self.shard)
 
 
 def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int) -> list[dict]:
@@ -105,9 +114,16 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
     (out / "config.yaml").write_text(dump_yaml(cfg))
     rows = read_rows(cfg.dataset)
     items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed)
+    if cfg.shard:
+        from synth.generate.run import parse_shard
+        from synth.problems import shard
+
+        # Traces are picked from the whole dataset first so every shard agrees with an unsharded run.
+        ids = {r["id"] for r in shard(rows, *parse_shard(cfg.shard))}
+        items = [it for it in items if it["problem"].id in ids]
     done = {r["id"] for r in journal.read()}
     todo = [it for it in items if it["key"] not in done]
-    if policy is None:
+    if policy is None and todo:
         from synth.generate.hf import TransformersPolicy
         from synth.models import resolve_model
 

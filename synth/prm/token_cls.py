@@ -8,20 +8,23 @@ softmax(...)[1] (TRL's stepwise PRMs), so a PRM trained with TRL's format loads 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache
 
 from synth.prm.dtype import resolve_dtype
 from synth.prm.format import encode_steps
+from synth.prm.prefix import Group, group_by_prefix
 
 META = "synth_prm.json"
 
 
 class TokenClassificationPRM:
     def __init__(self, model, tokenizer, step_separator: str = "\n\n", batch_size: int = 32, max_length: int = 2048,
-                 device: str | None = None, dtype: str = "auto"):
+                 device: str | None = None, dtype: str = "auto", share_prefixes: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.step_separator, self.batch_size, self.max_length = step_separator, batch_size, max_length
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -29,6 +32,7 @@ class TokenClassificationPRM:
         self.model.to(self.device, self.dtype).eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
+        self.share_prefixes = share_prefixes  # see synth.prm.prefix
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kw) -> "TokenClassificationPRM":
@@ -63,22 +67,77 @@ class TokenClassificationPRM:
     @torch.inference_mode()
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
         encoded = [encode_steps(self.tokenizer, p, s, self.step_separator, self.max_length) for p, s in zip(problems, steps)]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-        out: list[list[float]] = [[] for _ in encoded]
-        for start in range(0, len(order), self.batch_size):
-            chunk = [encoded[i] for i in order[start : start + self.batch_size]]
-            width = max(len(e.input_ids) for e in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, e in enumerate(chunk):  # right padding: positions stay as in training
-                ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-                mask[row, : len(e.input_ids)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-            probs = torch.sigmoid(logits[..., 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[..., 1]
-            for row, i in enumerate(order[start : start + self.batch_size]):
-                e = encoded[i]
-                scores = probs[row, e.label_positions].tolist()
-                # steps cut by max_length inherit the last score we could compute
-                scores += [scores[-1] if scores else 0.5] * (len(steps[i]) - len(scores))
-                out[i] = scores
+        probs = self.token_probs([e.input_ids for e in encoded])
+        out = []
+        for e, p, s in zip(encoded, probs, steps):
+            scores = [p[i] for i in e.label_positions]
+            # steps cut by max_length inherit the last score we could compute
+            out.append(scores + [scores[-1] if scores else 0.5] * (len(s) - len(scores)))
         return out
+
+    def token_probs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """The PRM's probability at every token of every sequence; shared prefixes are read once."""
+        groups = group_by_prefix(sequences) if self.share_prefixes else [Group(len(s), [i]) for i, s in enumerate(sequences)]
+        groups.sort(key=lambda g: g.prefix_len)
+        out: list[list[float]] = [[] for _ in sequences]
+        batch: list[Group] = []
+        for g in groups + [None]:
+            if g is None or (batch and sum(len(b.members) for b in batch) + len(g.members) > self.batch_size):
+                self._forward(batch, sequences, out)
+                batch = []
+            if g is not None:
+                batch.append(g)
+        return out
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return torch.sigmoid(logits[..., 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[..., 1]
+
+    def _forward(self, groups: list[Group], sequences: list[list[int]], out: list[list[float]]) -> None:
+        """Prefixes (left padded) in one pass, then every member's suffix on its group's cache."""
+        if not groups:
+            return
+        dev = self.device
+        prefixes = [sequences[g.members[0]][: g.prefix_len] for g in groups]
+        width = max(len(p) for p in prefixes)
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prefixes], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        suffixed = [(gi, m) for gi, g in enumerate(groups) for m in g.members if len(sequences[m]) > g.prefix_len]
+        cache = DynamicCache(config=self.model.config) if suffixed else None
+        prefix_probs = self._probs(self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
+                                              use_cache=cache is not None).logits).tolist()
+        for gi, (g, p) in enumerate(zip(groups, prefixes)):
+            for m in g.members:
+                out[m] = prefix_probs[gi][width - len(p) :]
+        # Suffixes of similar length share a pass, so little of it is padding; each pass gets its own
+        # copy of the prefix cache, fanned out to its members.
+        suffixed.sort(key=lambda x: len(sequences[x[1]]) - groups[x[0]].prefix_len)
+        for chunk in _similar_lengths([len(sequences[m]) - groups[gi].prefix_len for gi, m in suffixed]):
+            members = [suffixed[k] for k in chunk]
+            fan = torch.tensor([gi for gi, _ in members], device=dev)
+            chunk_cache = cache if chunk[-1] == len(suffixed) - 1 else copy.deepcopy(cache)
+            chunk_cache.batch_select_indices(fan)
+            suffixes = [sequences[m][groups[gi].prefix_len :] for gi, m in members]
+            swidth = max(len(s) for s in suffixes)
+            sids = torch.tensor([s + [self.pad_id] * (swidth - len(s)) for s in suffixes], device=dev)
+            smask = torch.tensor([[1] * len(s) + [0] * (swidth - len(s)) for s in suffixes], device=dev)
+            spos = torch.tensor([[groups[gi].prefix_len + k for k in range(swidth)] for gi, _ in members], device=dev)
+            logits = self.model(input_ids=sids, attention_mask=torch.cat([mask[fan], smask], dim=1), position_ids=spos,
+                                cache=chunk_cache, use_cache=True).logits
+            for row, ((_, m), s) in enumerate(zip(members, suffixes)):
+                out[m] = out[m] + self._probs(logits[row, : len(s)]).tolist()
+
+
+def _similar_lengths(lengths: list[int], slack: float = 1.25, min_rows: int = 4) -> list[list[int]]:
+    """Split ascending lengths into runs whose padded size stays within `slack` of their tokens."""
+    chunks: list[list[int]] = []
+    tokens = 0
+    for k, n in enumerate(lengths):
+        if chunks and (len(chunks[-1]) < min_rows or (len(chunks[-1]) + 1) * n <= slack * (tokens + n)):
+            chunks[-1].append(k)
+            tokens += n
+        else:
+            chunks.append([k])
+            tokens = n
+    return chunks

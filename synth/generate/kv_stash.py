@@ -1,0 +1,62 @@
+"""KV caches kept from one engine call to the next, found by longest token prefix.
+
+Beam search and DVTS extend last iteration's continuations: the new prompt is the old prompt
+plus a step (re-tokenised, so the last few tokens may differ). Reusing the KV of the longest
+stored token prefix skips prefilling the whole path again; only the new tokens run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Entry:
+    keys: list[torch.Tensor]  # per layer: (kv heads, tokens, head dim)
+    values: list[torch.Tensor]
+
+
+# What a stash may hold: SmolLM2-135M keeps 46 KB of fp32 KV per token, so ~46k tokens (one
+# beam-search iteration of 256 beams over ~180-token paths). Sequences past the budget are not kept.
+DEFAULT_MAX_BYTES = 2 << 30
+
+
+class KVStash:
+    """Per-sequence KV caches under a token trie; `match` finds the longest stored prefix of a prompt."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self.clear()
+
+    def clear(self) -> None:
+        self._trie: dict = {}
+        self.entries: list[Entry] = []
+        self.tokens = 0
+        self.bytes = 0
+
+    def put(self, ids: list[int], entry: Entry) -> bool:
+        """Keep entry under ids; False (not kept) when it would exceed the byte budget."""
+        size = sum(x.numel() * x.element_size() for x in entry.keys + entry.values)
+        if self.bytes + size > self.max_bytes:
+            return False
+        self.bytes += size
+        node = self._trie
+        for tok in ids:
+            node = node.setdefault(tok, {})
+            node.setdefault(None, len(self.entries))  # any entry passing through holds this prefix's KV
+        self.entries.append(entry)
+        self.tokens += len(ids)
+        return True
+
+    def match(self, ids: list[int]) -> tuple[Entry | None, int]:
+        """The entry sharing the longest prefix with ids, and that prefix's length (< len(ids):
+        at least one token must run to give the next token's logits)."""
+        node, best, length = self._trie, None, 0
+        for depth, tok in enumerate(ids[:-1]):
+            node = node.get(tok)
+            if node is None:
+                break
+            best, length = node[None], depth + 1
+        return (self.entries[best], length) if best is not None else (None, 0)

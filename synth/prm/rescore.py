@@ -1,0 +1,28 @@
+"""Score the completions of an existing `synth generate` run with another PRM.
+
+Best-of-N samples do not depend on the PRM, so comparing PRMs on the same samples needs no new
+generation: every completion's steps are rescored and the PRM-based picks (naive, weighted) redone.
+"""
+
+from __future__ import annotations
+
+from synth.evaluate import row_traces, select_answers
+from synth.prm.scorer import PRM, Aggregation, aggregate
+
+
+def rescore_rows(rows: list[dict], prm: PRM, aggregation: Aggregation = "last") -> list[dict]:
+    """Copies of best-of-N rows with `step_scores`, `scores` and the naive / weighted picks from `prm`."""
+    flat = [(r, k) for r in rows for k in range(len(r["completions"]))]
+    step_scores = prm.score([r["problem"] for r, _ in flat], [r["steps"][k] or [r["completions"][k]] for r, k in flat])
+    out, at = [], 0
+    for r in rows:
+        n = len(r["completions"])
+        new = dict(r, step_scores=step_scores[at : at + n], scores=[aggregate(s, aggregation) for s in step_scores[at : at + n]])
+        at += n
+        picks = select_answers(row_traces(new))
+        for how in ("naive", "weighted"):
+            i = picks.get(how)
+            new[f"{how}_answer"] = r["answers"][i] if i is not None else None
+            new[f"{how}_verified"] = bool(r["verified"][i]) if i is not None else False
+        out.append(new)
+    return out

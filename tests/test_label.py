@@ -1,0 +1,103 @@
+"""`synth label`: Monte-Carlo step labels on a fake policy whose rollout outcomes are known."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synth.generate.engine import Continuation
+from synth.hub import write_dataset
+from synth.journal import Journal
+from synth.prm.label import LabelConfig, label
+
+K = 4
+
+
+class RolloutPolicy:
+    """A rollout from a prefix whose last step is `ok{c}` is correct for samples 0..c-1 (c of K);
+    after a step `bad` no rollout is correct. Records every prompt it continues."""
+
+    def __init__(self, gold: dict[str, str]):
+        self.gold, self.prompts = gold, []
+
+    def chat_prompt(self, problem: str) -> str:
+        return f"Q: {problem}\n"
+
+    def generate(self, prompts, params):
+        self.prompts.extend(prompts)
+        out = []
+        for p in prompts:
+            problem = p.split("\n", 1)[0][3:]
+            last = p.rstrip("\n").split("\n")[-1]
+            good = int(last[2:]) if last.startswith("ok") else 0
+            out.append([Continuation(f"so \\boxed{{{self.gold[problem] if i < good else 'x'}}}", 3, "eos") for i in range(params.n)])
+        return out
+
+
+def run_dir(tmp_path, traces: dict[str, list[tuple[list[str], bool]]]):
+    """A generate-style dataset: one row per problem, its traces as (steps, verified)."""
+    rows = []
+    for k, (problem, ts) in enumerate(traces.items()):
+        rows.append({"id": f"p{k}", "problem": problem, "gold_answer": "7", "source": "test", "metadata": "{}",
+                     "completions": ["\n\n".join(s) for s, _ in ts], "steps": [s for s, _ in ts],
+                     "answers": ["7" if ok else "8" for _, ok in ts], "verified": [ok for _, ok in ts],
+                     "finished": [True] * len(ts)})
+    write_dataset(rows, tmp_path / "traces", {"name": "test traces"})
+    return tmp_path / "traces"
+
+
+def test_soft_and_hard_labels_from_known_rollouts(tmp_path):
+    data = run_dir(tmp_path, {"What is 3+4?": [(["ok3", "ok1", "The answer is 7"], True), (["ok2", "bad", "The answer is 8"], False)]})
+    policy = RolloutPolicy({"What is 3+4?": "7"})
+    stats = label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "labels")), policy=policy)
+    rows = {r["id"]: r for r in Journal(tmp_path / "labels" / "rows.jsonl").read()}
+    good, bad = rows["p0#0"], rows["p0#1"]
+    # prefixes 1..k-1 get rollouts; the last step carries the trace's own verification
+    assert good["labels"] == [3 / K, 1 / K, 1.0] and good["hard_labels"] == [1.0, 1.0, 1.0]
+    assert bad["labels"] == [2 / K, 0.0, 0.0] and bad["hard_labels"] == [1.0, 0.0, 0.0]
+    assert good["completions"] == ["ok3", "ok1", "The answer is 7"] and good["prompt"] == "What is 3+4?"
+    assert len(policy.prompts) == 4 and all(p.endswith("\n\n") for p in policy.prompts)
+    assert stats["steps"] == 6 and stats["rollouts_per_labelled_step"] == pytest.approx(K * 4 / 6)
+
+
+def test_sharded_labels_concatenate_to_the_unsharded_dataset(tmp_path):
+    problems = {f"What is {k}+1?": [([f"ok{k % 3}", "The answer is 7"], k % 2 == 0), (["bad", "The answer is 8"], False)] for k in range(5)}
+    data = run_dir(tmp_path, problems)
+    gold = {p: "7" for p in problems}
+    whole = label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "all")), policy=RolloutPolicy(gold))
+    parts = []
+    for i in range(2):
+        label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / f"s{i}"), shard=f"{i}/2"),
+              policy=RolloutPolicy(gold))
+        parts.append(Journal(tmp_path / f"s{i}" / "rows.jsonl").read())
+    assert {r["problem_id"] for r in parts[0]}.isdisjoint({r["problem_id"] for r in parts[1]}) and all(parts)
+    (tmp_path / "joined").mkdir()
+    (tmp_path / "joined" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for p in parts for r in p))
+    policy = RolloutPolicy(gold)
+    joined = label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "joined"), resume=True),
+                   policy=policy)
+    assert policy.prompts == []  # nothing left to label
+    key = lambda rows: sorted((r["id"], r["labels"]) for r in rows)  # noqa: E731
+    assert key(Journal(tmp_path / "joined" / "rows.jsonl").read()) == key(Journal(tmp_path / "all" / "rows.jsonl").read())
+    assert joined["steps"] == whole["steps"]
+    with pytest.raises(ValueError, match="shard"):
+        LabelConfig(dataset=str(data), shard="2/2")
+
+
+def test_rescore_redoes_prm_picks_on_the_same_samples():
+    from synth.prm.rescore import rescore_rows
+
+    class LengthPRM:  # prefers short last steps
+        def score(self, problems, steps):
+            return [[1.0 / len(s) for s in path] for path in steps]
+
+    row = {"id": "p", "problem": "q", "completions": ["a\n\nlong wrong", "b\n\nok", "c\n\nlong wrong"],
+           "steps": [["a", "long wrong"], ["b", "ok"], ["c", "long wrong"]], "answers": ["8", "7", "8"],
+           "verified": [False, True, False], "finished": [True, True, True], "majority_verified": False,
+           "naive_verified": False, "weighted_verified": False}
+    new = rescore_rows([row], LengthPRM())[0]
+    assert new["scores"] == [0.1, 0.5, 0.1] and new["step_scores"][1] == [1.0, 0.5]
+    assert new["naive_verified"] and new["naive_answer"] == "7"
+    assert new["weighted_verified"]  # 0.5 for "7" beats 0.1 + 0.1 for "8"
+    assert row["naive_verified"] is False  # the input row is left as it was
