@@ -190,9 +190,10 @@ def test_filter_command_writes_loadable_dataset_and_card(gen_dir, tmp_path, caps
                  "--system_prompt", "Think."]) == 0
     printed = capsys.readouterr().out
     assert "| decontaminate eval.jsonl | 4 | 1 |" in printed and "wrote 3 sft rows" in printed
-    ds = load_dataset(str(out), split="train")
+    ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     cfg = FilterConfig(dataset=str(gen_dir), system_prompt="Think.", decontaminate=[str(evals)])
-    expected, _ = select(flatten(load_dataset(str(gen_dir), split="train").to_list()), cfg, build_index(cfg.decontaminate, 13))
+    gen = load_dataset(str(gen_dir), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    expected, _ = select(flatten(gen.to_list()), cfg, build_index(cfg.decontaminate, 13))
     assert ds.to_list() == expected
     assert [(r["id"], r["completion"][0]["content"]) for r in expected] == [
         ("a", GOOD), ("a", "Ünïcödé reasoning ✓ then $\\boxed{5}$"), ("b", GOOD + "\n\nDone.")]
@@ -226,11 +227,11 @@ def test_filter_command_errors(gen_dir, tmp_path, capsys):
 
 def test_filter_stepwise_output_is_a_valid_prm_dataset(gen_dir, tmp_path):
     run(FilterConfig(dataset=str(gen_dir), output_dir=str(tmp_path / "st"), format="stepwise"))
-    ds = load_dataset(str(tmp_path / "st"), split="train")
+    ds = load_dataset(str(tmp_path / "st"), split="train", cache_dir=str(tmp_path / "hf-cache"))
     validate(ds)
     assert sorted({tuple(set(r["labels"])) for r in ds}) == [(False,), (True,)]
     run(FilterConfig(dataset=str(gen_dir), output_dir=str(tmp_path / "pref"), format="preference"))
-    pref = load_dataset(str(tmp_path / "pref"), split="train")
+    pref = load_dataset(str(tmp_path / "pref"), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert pref.column_names[:3] == ["prompt", "chosen", "rejected"] and len(pref) == 2
 
 

@@ -17,7 +17,7 @@ def test_quickstart_on_real_model(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "maj@4" in printed and "pass@4" in printed
-    ds = load_dataset(str(out), split="train")
+    ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(ds) == 4 and all(len(r["completions"]) == 4 for r in ds)
     assert all(any(c.strip() for c in r["completions"]) for r in ds)  # the real model wrote text
     summary = json.loads((out / "summary.json").read_text())
@@ -32,7 +32,7 @@ def test_search_with_default_prm_on_real_model(tmp_path, strategy):
                "--pool.num_problems", "2", "--search.strategy", strategy, "--search.n", "4",
                "--search.beam_width", "2", "--search.max_iterations", "3", "--search.step_max_tokens", "48"])
     assert rc == 0
-    ds = load_dataset(str(out), split="train")
+    ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(ds) == 2
     for row in ds:
         assert len(row["completions"]) == 4 and row["prm_steps"] > 0
