@@ -23,7 +23,7 @@ lanes() {  # lanes <stage> <config> <output prefix>: run LANES shards of a stage
 mkdir -p $RUN
 [ -f $RUN/traces/summary.json ] || {
   lanes generate configs/prm-smollm2-generate.yaml $RUN/traces
-  $SYNTH merge --runs "$(ls -d $RUN/traces-shard* | grep -v log | paste -sd,)" --output_dir $RUN/traces --overwrite true
+  $SYNTH merge --runs "$(ls -d $RUN/traces-shard*/ | paste -sd,)" --output_dir $RUN/traces --overwrite true
 }
 [ -f $RUN/labels/summary.json ] || {
   lanes label configs/prm-smollm2-label.yaml $RUN/labels

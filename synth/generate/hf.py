@@ -85,8 +85,9 @@ class TransformersPolicy:
         cache = DynamicCache(config=self.model.config)
         kept = max(n for _, n in reused)
         if kept:
+            some = next(e for e, n in reused if n)
             for layer in range(len(cache.layers)):
-                ref = next(e for e, n in reused if n).keys[layer]
+                ref = some.keys[layer]
                 k = ref.new_zeros((len(prompt_ids), ref.shape[0], kept, ref.shape[2]))
                 v = torch.zeros_like(k)
                 for row, (entry, n) in enumerate(reused):

@@ -33,7 +33,6 @@ class KVStash:
     def clear(self) -> None:
         self._trie: dict = {}
         self.entries: list[Entry] = []
-        self.tokens = 0
         self.bytes = 0
 
     def put(self, ids: list[int], entry: Entry) -> bool:
@@ -47,7 +46,6 @@ class KVStash:
             node = node.setdefault(tok, {})
             node.setdefault(None, len(self.entries))  # any entry passing through holds this prefix's KV
         self.entries.append(entry)
-        self.tokens += len(ids)
         return True
 
     def match(self, ids: list[int]) -> tuple[Entry | None, int]:

@@ -100,6 +100,12 @@ class Cost:
     prm_steps: int = 0  # steps scored by the PRM
     engine_calls: int = 0
 
+    def add(self, continuations: list[Continuation]) -> None:
+        """Count the tokens of an engine call's continuations."""
+        self.generated_tokens += sum(c.num_tokens for c in continuations)
+        self.prefill_tokens += sum(c.prompt_tokens for c in continuations)
+        self.cached_tokens += sum(c.cached_tokens for c in continuations)
+
 
 @dataclass
 class SearchResult:
@@ -133,8 +139,8 @@ def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: 
     steps_scored = score_traces(prm, problems, traces, cfg.aggregation)
     results = []
     for outs, ts in zip(outputs, traces):
-        cost = Cost(generated_tokens=sum(c.num_tokens for c in outs), prefill_tokens=sum(c.prompt_tokens for c in outs),
-                    cached_tokens=sum(c.cached_tokens for c in outs), prm_steps=sum(len(t.step_scores or []) for t in ts), engine_calls=1)
+        cost = Cost(prm_steps=sum(len(t.step_scores or []) for t in ts), engine_calls=1)
+        cost.add(outs)
         results.append(SearchResult(ts, cost))
     assert steps_scored == sum(r.cost.prm_steps for r in results)
     return results
@@ -160,9 +166,7 @@ class _Expander:
         self.calls += 1
         outs = self.policy.generate([self.trees[t].prefix(node, self.cfg.step_delimiter) for t, node in requests], params)
         for (t, _), cs in zip(requests, outs):
-            self.costs[t].generated_tokens += sum(c.num_tokens for c in cs)
-            self.costs[t].prefill_tokens += sum(c.prompt_tokens for c in cs)
-            self.costs[t].cached_tokens += sum(c.cached_tokens for c in cs)
+            self.costs[t].add(cs)
             self.costs[t].engine_calls += 1
         return outs
 
@@ -201,9 +205,7 @@ class _Expander:
         params = SamplingParams(n=1, max_tokens=self.cfg.step_max_tokens, temperature=0.0, stop=[self.cfg.step_delimiter], seed=self.seed)
         outs = self.policy.generate([v.prefix(self.cfg.step_delimiter) for _, v in reqs], params)
         for (t, _), cs in zip(reqs, outs):
-            self.costs[t].generated_tokens += cs[0].num_tokens
-            self.costs[t].prefill_tokens += cs[0].prompt_tokens
-            self.costs[t].cached_tokens += cs[0].cached_tokens
+            self.costs[t].add(cs)
         return [cs[0] for cs in outs]
 
 
