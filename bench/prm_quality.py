@@ -6,7 +6,8 @@
    (samples and labels do not depend on the PRM, so PRMs are compared on the same samples);
 2. Monte-Carlo step labels (K rollouts per step prefix) for a few traces per problem, exactly as
    `synth label` makes them;
-3. prints step AUROC against those labels, trace AUROC (PRM score vs verified answer over all
+3. prints step AUROC against those labels (pooled, and within problems for partial and final steps:
+   tree search ranks siblings of one problem), trace AUROC (PRM score vs verified answer over all
    completions), weighted@N and naive@N vs maj@N on the same samples, and the label cost.
 Stages are cached in --out (delete it to start over).
 """
@@ -84,6 +85,10 @@ def main() -> None:
     print(f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}")
     print(f"step AUROC (MC labels, K={args.rollouts}, {steps['eval_steps']} steps, "
           f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}   (target >= 0.75)")
+    print(f"within-problem step AUROC (a good and a bad step of one problem; what tree search ranks): "
+          f"all {steps['within_problem_auroc']:.3f} ({steps['within_problem_pairs']} pairs) | "
+          f"partial steps {steps['within_problem_auroc_partial']:.3f} ({steps['within_problem_pairs_partial']}) | "
+          f"final steps {steps['within_problem_auroc_final']:.3f} ({steps['within_problem_pairs_final']})")
     print(f"trace AUROC (score vs verified answer, all finished completions): {trace_auroc(rows):.3f}")
     print(f"maj@{n} {summary[f'maj@{n}']:.3f} | naive@{n} {summary[f'naive@{n}']:.3f} | "
           f"weighted@{n} {summary[f'weighted@{n}']:.3f} | pass@{n} {summary[f'pass@{n}']:.3f} | "

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -107,3 +108,39 @@ def test_train_prm_end_to_end_loss_falls_and_roundtrips(tmp_path, tiny_model_dir
     results = beam_search(StepPolicy(finish_depth=2), [Problem("p", "2+5?", "7", "t")],
                           SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3), seed=0, prm=prm)
     assert len(results[0].traces) == 4
+
+
+def test_within_problem_auroc_ignores_difficulty():
+    from synth.prm.evaluate import within_group_auroc
+
+    # The PRM scores problem "easy" high and "hard" low: pooled it looks good, within problems it is a coin flip.
+    groups = ["easy"] * 4 + ["hard"] * 4
+    scores = [0.9, 0.8, 0.9, 0.8, 0.2, 0.1, 0.2, 0.1]
+    truths = [True, True, False, False, False, False, True, False]
+    auc, pairs = within_group_auroc(groups, scores, truths)
+    assert pairs == 2 * 2 + 1 * 3
+    # easy: (0.9 vs 0.9 tie, 0.9>0.8, 0.8<0.9, 0.8 tie) = 2 of 4; hard: 0.2 vs (0.2 tie, 0.1, 0.1) = 2.5 of 3
+    assert auc == (2 + 2.5) / 7
+    auc, pairs = within_group_auroc(["a", "b"], [0.1, 0.9], [True, False])  # no problem has both kinds
+    assert pairs == 0 and math.isnan(auc)
+
+
+def test_step_auroc_reports_partial_and_final_steps_within_problems():
+    from datasets import Dataset
+
+    from synth.prm.evaluate import step_auroc
+
+    class LengthPRM:  # longer step text = higher score
+        def score(self, problems, steps):
+            return [[len(s) / 10 for s in path] for path in steps]
+
+    ds = Dataset.from_list([
+        {"prompt": "q1", "problem_id": "p1", "completions": ["long good", "x"], "hard_labels": [1.0, 0.0]},
+        {"prompt": "q1", "problem_id": "p1", "completions": ["bad", "right answer"], "hard_labels": [0.0, 1.0]},
+        {"prompt": "q2", "problem_id": "p2", "completions": ["y"], "hard_labels": [1.0]},
+    ])
+    out = step_auroc(LengthPRM(), ds)
+    assert out["eval_steps"] == 5
+    assert out["within_problem_auroc_partial"] == 1.0 and out["within_problem_pairs_partial"] == 1  # "long good" > "bad"
+    assert out["within_problem_auroc_final"] == 1.0 and out["within_problem_pairs_final"] == 1  # "right answer" > "x"
+    assert out["within_problem_pairs"] == 4  # p1: 2 good x 2 bad; p2 has no bad step

@@ -9,21 +9,48 @@ from synth.prm.scorer import PRM
 
 
 def step_auroc(prm: PRM, ds, batch: int = 64) -> dict[str, float]:
-    """AUROC of step scores against binary step labels (`hard_labels` if present, else labels >= 0.5)."""
+    """AUROC of step scores against binary step labels (`hard_labels` if present, else labels >= 0.5).
+
+    Besides the pooled AUROC, reports it *within problems* (pairs of a good and a bad step of the same
+    problem) for all steps, for partial steps (not a trace's last) and for final steps. Tree search
+    ranks siblings of one problem, so that is the number it depends on: a PRM can reach a good pooled
+    AUROC by recognising easy problems alone.
+    """
     from sklearn.metrics import roc_auc_score
 
     truth_key = "hard_labels" if "hard_labels" in ds.column_names else "labels"
-    scores, truths = [], []
+    group_key = "problem_id" if "problem_id" in ds.column_names else "prompt"
+    scores, truths, groups, final = [], [], [], []
     for start in range(0, len(ds), batch):
         rows = ds[start : start + batch]
         out = prm.score(rows["prompt"], rows["completions"])
-        for s, labels in zip(out, rows[truth_key]):
+        for s, labels, group in zip(out, rows[truth_key], rows[group_key]):
             scores += s
             truths += [float(x) >= 0.5 for x in labels]
+            groups += [group] * len(s)
+            final += [i == len(s) - 1 for i in range(len(s))]
     positives = sum(truths)
     result = {"eval_steps": len(truths), "eval_positive_rate": positives / max(len(truths), 1)}
     result["step_auroc"] = roc_auc_score(truths, scores) if 0 < positives < len(truths) else float("nan")
+    for name, keep in (("", None), ("_partial", False), ("_final", True)):
+        idx = [i for i in range(len(scores)) if keep is None or final[i] == keep]
+        auc, pairs = within_group_auroc([groups[i] for i in idx], [scores[i] for i in idx], [truths[i] for i in idx])
+        result[f"within_problem_auroc{name}"], result[f"within_problem_pairs{name}"] = auc, pairs
     return result
+
+
+def within_group_auroc(groups: list, scores: list[float], truths: list[bool]) -> tuple[float, int]:
+    """AUROC over (positive, negative) pairs from the same group (ties count half), and the pair count."""
+    by_group: dict = {}
+    for g, s, t in zip(groups, scores, truths):
+        by_group.setdefault(g, ([], []))[0 if t else 1].append(s)
+    wins, pairs = 0.0, 0
+    for pos, neg in by_group.values():
+        for a in pos:
+            for b in neg:
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+        pairs += len(pos) * len(neg)
+    return (wins / pairs if pairs else float("nan")), pairs
 
 
 def first_error(scores: list[float], threshold: float = 0.5) -> int:
