@@ -145,7 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         base = _strip_optional(tp)
         choices = f" Choices: {', '.join(map(str, typing.get_args(base)))}." if typing.get_origin(base) is typing.Literal else ""
         helptext = f"{f.metadata.get('help', '')}{choices} (default: {_default_repr(f)})"
-        parser.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=name.split(".")[-1].upper(), help=helptext)
+        many = {"nargs": "+"} if typing.get_origin(base) is list else {}  # `--runs a b c` as well as `--runs a,b,c`
+        parser.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=name.split(".")[-1].upper(), help=helptext, **many)
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -173,6 +174,8 @@ def build_config(cls: type[T], args: argparse.Namespace) -> T:
     data = load_yaml(args.config) if getattr(args, "config", None) else {}
     for key, value in vars(args).items():
         if key.startswith("cfg:") and value is not None:
+            if isinstance(value, list):
+                value = value[0] if len(value) == 1 else value
             _set_dotted(data, key[4:], yaml.safe_load(value) if isinstance(value, str) and value[:1] in "[{" else value)
     return from_dict(cls, data)
 
