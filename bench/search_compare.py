@@ -1,6 +1,7 @@
 """Best-of-N vs beam search vs DVTS with the bundled SmolLM2 and the default PRM, one run, same pool.
 
-    python bench/search_compare.py [--problems 24] [--ns 4,16] [--prm default] [--out runs/bench-search]
+    python bench/search_compare.py [--problems 24] [--ns 4,16] [--prm default|random|PATH] [--out runs/bench-search]
+        [--beam-width 4] [--aggregation last] [--lookahead 0] [--filter-duplicates] [--temperature 0.8]
 
 For each N: accuracy of majority, best-of-N naive/weighted, beam search and DVTS (weighted selection),
 and per problem: tokens generated, prompt tokens (per sample) and how many of them reused kept KV
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -25,14 +27,29 @@ from synth.problems import PoolConfig  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 
 
+class RandomPRM:
+    """A control: every step gets a seeded uniform random score (guidance no better than chance)."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = random.Random(seed)
+
+    def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
+        return [[self.rng.random() for _ in path] for path in steps]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", type=int, default=24)
     ap.add_argument("--ns", default="4,16")
-    ap.add_argument("--prm", default="default")
+    ap.add_argument("--prm", default="default", help="'default', a PRM dir, or 'random' (a control: random step scores)")
     ap.add_argument("--prm-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                     help="dtype the PRM scores in (auto: bf16 where the hardware has native bf16)")
     ap.add_argument("--beam-width", type=int, default=4)
+    ap.add_argument("--aggregation", default="last", choices=["last", "min", "prod", "mean"],
+                    help="step-score aggregation for ranking beams and for the final weighted selection")
+    ap.add_argument("--lookahead", type=int, default=0)
+    ap.add_argument("--filter-duplicates", action="store_true")
+    ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--out", default="runs/bench-search")
     args = ap.parse_args()
 
@@ -40,14 +57,17 @@ def main() -> None:
                       task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
                                    "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
     base = GenerateConfig(pool=pool)
-    policy, prm = load_policy(base), load_prm(args.prm, dtype=args.prm_dtype)
+    policy = load_policy(base)
+    prm = RandomPRM() if args.prm == "random" else load_prm(args.prm, dtype=args.prm_dtype)
     table = []
     for n in [int(x) for x in args.ns.split(",")]:
         walls = {}
         for strategy in ("best_of_n", "beam_search", "dvts"):
             out = Path(args.out) / f"{strategy}-n{n}"
             search = SearchConfig(strategy=strategy, n=n, beam_width=min(args.beam_width, n), max_tokens=160,
-                                  step_max_tokens=64, max_iterations=6)
+                                  step_max_tokens=64, max_iterations=6, temperature=args.temperature,
+                                  aggregation=args.aggregation, lookahead=args.lookahead,
+                                  filter_duplicates=args.filter_duplicates)
             cfg = GenerateConfig(pool=pool, search=search, prm=args.prm, output_dir=str(out), overwrite=True,
                                  problems_per_batch=args.problems)
             t = time.perf_counter()
@@ -61,7 +81,8 @@ def main() -> None:
                           "kv_reused_tok/problem": sum(r.get("cached_tokens") or 0 for r in rows) / len(rows),
                           "prm_steps/problem": per("prm_steps"), "wall_s": walls[strategy],
                           "wall_vs_bon": walls[strategy] / walls["best_of_n"]})
-    print(f"\n{args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}")
+    print(f"\n{args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}, "
+          f"aggregation {args.aggregation}, lookahead {args.lookahead}, filter_duplicates {args.filter_duplicates}, T={args.temperature}")
     head = ["N", "strategy", "majority", "naive", "weighted", "pass", "gen_tok/problem", "prefill_tok/problem", "kv_reused_tok/problem", "prm_steps/problem", "wall_s", "wall_vs_bon"]
     print(" | ".join(head))
     for r in table:
