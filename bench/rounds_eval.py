@@ -34,6 +34,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-rounds-eval")
     args = ap.parse_args()
 
+    missing = [r for r in args.runs if not (Path(r) / "config.yaml").exists()]
+    if missing:
+        sys.exit(f"not a `synth rounds` run dir (no config.yaml): {', '.join(missing)}; run bench/rounds.py "
+                 "(--config configs/rounds-smollm2-256.yaml for the second default) first, or pass --runs")
     runs = [(Path(r), from_dict(RoundsConfig, load_yaml(Path(r) / "config.yaml"))) for r in args.runs]
     first = runs[0][1]
     pool = dataclasses.replace(first.eval_pool, num_problems=args.problems)
