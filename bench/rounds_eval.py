@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -67,8 +68,7 @@ def main() -> None:
     for name, _ in models:
         acc = sum(correct[name].values()) / len(keep)
         diffs = [int(correct[name][i]) - int(base[i]) for i in keep]
-        mean = sum(diffs) / len(diffs)
-        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+        mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
         print(f"| {name} | {acc:.3f} | {mean * 100:+.1f} points | {se * 100:.1f} |")
 
 
