@@ -36,17 +36,23 @@ HELD_OUT = PoolConfig(tasks=["basic_arithmetic", "chain_sum"], seed=1000,
                                    "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
 
 
-def trace_auroc(rows: list[dict]) -> float:
-    """AUROC of each finished completion's aggregated PRM score against its verified flag."""
+def trace_auroc(rows: list[dict]) -> tuple[float, float, int]:
+    """AUROC of each finished completion's aggregated PRM score against its verified flag: pooled, and
+    within problems (a right and a wrong completion of one problem: what the final pick ranks), with
+    the number of within-problem pairs."""
     from sklearn.metrics import roc_auc_score
 
-    scores, truth = [], []
+    from synth.prm.evaluate import within_group_auroc
+
+    groups, scores, truth = [], [], []
     for r in rows:
         for s, ok, done in zip(r["scores"] or [], r["verified"], r["finished"]):
             if done and s is not None:
+                groups.append(r["id"])
                 scores.append(s)
                 truth.append(bool(ok))
-    return roc_auc_score(truth, scores) if 0 < sum(truth) < len(truth) else float("nan")
+    pooled = roc_auc_score(truth, scores) if 0 < sum(truth) < len(truth) else float("nan")
+    return (pooled, *within_group_auroc(groups, scores, truth))
 
 
 def main() -> None:
@@ -89,13 +95,15 @@ def main() -> None:
           f"all {steps['within_problem_auroc']:.3f} ({steps['within_problem_pairs']} pairs) | "
           f"partial steps {steps['within_problem_auroc_partial']:.3f} ({steps['within_problem_pairs_partial']}) | "
           f"final steps {steps['within_problem_auroc_final']:.3f} ({steps['within_problem_pairs_final']})")
-    print(f"trace AUROC (score vs verified answer, all finished completions): {trace_auroc(rows):.3f}")
+    traces = trace_auroc(rows)
+    print(f"trace AUROC (score vs verified answer, all finished completions): {traces[0]:.3f} pooled | "
+          f"{traces[1]:.3f} within problems ({traces[2]} pairs)")
     print(f"maj@{n} {summary[f'maj@{n}']:.3f} | naive@{n} {summary[f'naive@{n}']:.3f} | "
           f"weighted@{n} {summary[f'weighted@{n}']:.3f} | pass@{n} {summary[f'pass@{n}']:.3f} | "
           f"weighted - maj = {summary[f'weighted@{n}'] - summary[f'maj@{n}']:+.3f}")
     print(f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
           f"{label_stats['seconds_per_100_steps']} s per 100 steps")
-    result = {"step": steps, "trace_auroc": trace_auroc(rows), "summary": summary, "label": label_stats}
+    result = {"step": steps, "trace_auroc": traces[0], "trace_auroc_within_problem": traces[1], "summary": summary, "label": label_stats}
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
 
 

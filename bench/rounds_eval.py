@@ -1,11 +1,12 @@
 """Held-out greedy accuracy of each round's model on a larger pool than the rounds run evaluates on.
 
-    python bench/rounds_eval.py [--runs runs/rounds-smollm2 runs/rounds-smollm2-256] [--problems 320]
+    python bench/rounds_eval.py [--runs runs/rounds-smollm2 runs/rounds-smollm2-256] [--problems 320] [--seeds 1000 3000]
 
 `synth rounds` evaluates on 64 held-out problems (one problem = 1.6 points, standard error ~6 points).
 This re-evaluates the base model and every round's SFT model of the given runs greedily on a larger
-pool of the held-out seed, with every problem that also occurs in a run's training pool removed, and
-prints accuracy and the gain over the base model per round, with its standard error (paired over problems).
+pool of the held-out seed (and of further seeds: --seeds), with every problem that also occurs in a run's
+training pool removed (and repeats across seeds kept once), and prints accuracy and the gain over the base
+model per round, per seed and over all of them, with its standard error (paired over problems).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="+", default=["runs/rounds-smollm2", "runs/rounds-smollm2-256"])
     ap.add_argument("--problems", type=int, default=320, help="held-out pool size before removing training problems")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="held-out pool seeds (default: the run's eval seed)")
     ap.add_argument("--out", default="runs/bench-rounds-eval")
     args = ap.parse_args()
 
@@ -41,11 +43,22 @@ def main() -> None:
                  "(--config configs/rounds-smollm2-256.yaml for the second default) first, or pass --runs")
     runs = [(Path(r), from_dict(RoundsConfig, load_yaml(Path(r) / "config.yaml"))) for r in args.runs]
     first = runs[0][1]
-    pool = dataclasses.replace(first.eval_pool, num_problems=args.problems)
+    seeds = args.seeds or [first.eval_pool.seed]
+    train_seeds = {cfg.train_pool.seed for _, cfg in runs}
+    if train_seeds & set(seeds):
+        sys.exit(f"--seeds {sorted(train_seeds & set(seeds))}: that is a training pool seed")
     seen = {normalize(p.problem) for _, cfg in runs for p in load_pool(cfg.train_pool)}
-    held_out = [p for p in load_pool(pool) if normalize(p.problem) not in seen]
-    keep = {p.id for p in held_out}
-    print(f"held-out pool: {args.problems} problems (seed {pool.seed}), {len(held_out)} after removing training problems")
+    pools, keep = {}, {}  # seed -> pool config; seed -> ids of its held-out problems
+    for seed in seeds:
+        pools[seed] = dataclasses.replace(first.eval_pool, seed=seed, num_problems=args.problems)
+        held_out = []
+        for p in load_pool(pools[seed]):
+            if normalize(p.problem) not in seen:
+                seen.add(normalize(p.problem))
+                held_out.append(p.id)
+        keep[seed] = set(held_out)
+        print(f"held-out pool: {args.problems} problems (seed {seed}), {len(held_out)} after removing training "
+              "problems (and problems of an earlier seed)")
 
     models = [("base", first.model)]
     for run, cfg in runs:
@@ -54,22 +67,30 @@ def main() -> None:
             if final.exists():
                 models.append((f"{run.name} round {k}", str(final)))
     greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=first.search.max_tokens)
-    correct: dict[str, dict[str, bool]] = {}
-    for name, model in models:
-        out = Path(args.out) / name.replace(" ", "-")
-        cfg = GenerateConfig(model=model, pool=pool, search=greedy, output_dir=str(out), resume=True,
-                             problems_per_batch=64, batch_size=first.batch_size, seed=first.seed)
-        generate(cfg)
-        correct[name] = {r["id"]: bool(r["verified"][0]) for r in Journal(out / "rows.jsonl").read() if r["id"] in keep}
+    correct: dict[str, dict[tuple[int, str], bool]] = {name: {} for name, _ in models}
+    for seed in seeds:
+        for name, model in models:
+            out = Path(args.out) / ("" if seed == first.eval_pool.seed else f"seed-{seed}") / name.replace(" ", "-")
+            cfg = GenerateConfig(model=model, pool=pools[seed], search=greedy, output_dir=str(out), resume=True,
+                                 problems_per_batch=64, batch_size=first.batch_size, seed=first.seed)
+            generate(cfg)
+            correct[name].update({(seed, r["id"]): bool(r["verified"][0]) for r in Journal(out / "rows.jsonl").read()
+                                  if r["id"] in keep[seed]})
 
-    base = correct["base"]
-    print(f"\n| model | greedy accuracy ({len(keep)} problems) | gain over base | standard error of the gain |")
-    print("|---|---|---|---|")
+    def row(name: str, ids: list) -> str:
+        diffs = [int(correct[name][i]) - int(correct["base"][i]) for i in ids]
+        acc = sum(correct[name][i] for i in ids) / len(ids)
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        return f"{acc:.3f} | {statistics.fmean(diffs) * 100:+.1f} ± {se * 100:.1f}"
+
+    groups = [(f"seed {s}", [(s, i) for i in sorted(keep[s])]) for s in seeds]
+    if len(seeds) > 1:
+        groups.append(("all seeds", [i for _, ids in groups for i in ids]))
+    print("\ngreedy accuracy | gain over the base model in points ± one standard error (paired over problems)")
+    print("| model | " + " | ".join(f"{g} ({len(ids)} problems) | gain" for g, ids in groups) + " |")
+    print("|---|" + "---|---|" * len(groups))
     for name, _ in models:
-        acc = sum(correct[name].values()) / len(keep)
-        diffs = [int(correct[name][i]) - int(base[i]) for i in keep]
-        mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
-        print(f"| {name} | {acc:.3f} | {mean * 100:+.1f} points | {se * 100:.1f} |")
+        print(f"| {name} | " + " | ".join(row(name, ids) for _, ids in groups) + " |")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,17 @@ def test_sharded_labels_concatenate_to_the_unsharded_dataset(tmp_path):
         LabelConfig(dataset=str(data), shard="2/2")
 
 
+def test_one_step_traces_are_labelled_without_a_policy(tmp_path):
+    """max_steps 1: every label is the trace's own verification, so no model is loaded (the name is bogus)."""
+    data = run_dir(tmp_path, {"What is 3+4?": [(["The answer is 7"], True), (["The answer is 8"], False),
+                                               (["ok1", "The answer is 7"], True)]})
+    stats = label(LabelConfig(dataset=str(data), model="no/such-model", traces_per_problem=8, max_steps=1,
+                              output_dir=str(tmp_path / "final")))
+    rows = sorted(Journal(tmp_path / "final" / "rows.jsonl").read(), key=lambda r: r["id"])
+    assert [(r["id"], r["labels"]) for r in rows] == [("p0#0", [1.0]), ("p0#1", [0.0])]
+    assert stats["new_rollout_tokens"] == 0
+
+
 def test_rescore_redoes_prm_picks_on_the_same_samples():
     from synth.prm.rescore import rescore_rows
 

@@ -144,3 +144,68 @@ def test_step_auroc_reports_partial_and_final_steps_within_problems():
     assert out["within_problem_auroc_partial"] == 1.0 and out["within_problem_pairs_partial"] == 1  # "long good" > "bad"
     assert out["within_problem_auroc_final"] == 1.0 and out["within_problem_pairs_final"] == 1  # "right answer" > "x"
     assert out["within_problem_pairs"] == 4  # p1: 2 good x 2 bad; p2 has no bad step
+
+
+def test_several_stepwise_datasets_concatenate_and_drop_repeated_traces(tmp_path):
+    from synth.prm.data import load_stepwise_many
+
+    rows = stepwise_rows(6)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(json.dumps(r) for r in rows[:4]))
+    # b repeats rows 2-3 (same prompt and steps), adds 4-5, and lacks the hard_labels column
+    b.write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "hard_labels"}) for r in rows[2:]))
+    ds = load_stepwise_many([str(a), str(b)])
+    assert ds["prompt"] == [r["prompt"] for r in rows]
+    assert "hard_labels" not in ds.column_names
+    assert len(load_stepwise_many([str(a)])) == 4
+    with pytest.raises(StepwiseDataError, match="not found"):
+        load_stepwise_many([str(a), str(tmp_path / "missing.jsonl")])
+    assert TrainPRMConfig(dataset=str(a)).dataset == [str(a)]
+    with pytest.raises(ValueError, match="dtype"):
+        TrainPRMConfig(dataset=str(a), dtype="int8")
+
+
+def test_pairwise_loss_ranks_right_over_wrong_within_a_problem_only():
+    from synth.prm.train import pairwise_loss
+
+    # 4 traces: problem 0 has a right (row 0) and a wrong (row 1) one; problem 1 only wrong ones (rows 2, 3).
+    labels = torch.full((4, 5), IGNORE)
+    labels[0, 2], labels[0, 4] = 0.5, 1.0  # two steps: the final one at position 4
+    labels[1, 3], labels[2, 1], labels[3, 4] = 0.0, 0.0, 0.0
+    logits = torch.zeros(4, 5, 1)
+    logits[0, 4, 0], logits[1, 3, 0] = 2.0, 0.5  # only the last labelled position of each row counts
+    logits[0, 2, 0] = -9.0
+    group, final = torch.tensor([0, 0, 1, 1]), torch.tensor([1.0, 0.0, 0.0, 0.0])
+    loss = pairwise_loss(logits, labels, group, final)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-(2.0 - 0.5))))
+    # the same scores across problems make no pair; a truncated trace (final -1) is never paired
+    assert pairwise_loss(logits, labels, torch.tensor([0, 1, 2, 3]), final) is None
+    assert pairwise_loss(logits, labels, group, torch.tensor([-1.0, 0.0, 0.0, 0.0])) is None
+
+
+def test_grouped_order_keeps_each_problems_traces_together():
+    from synth.prm.train import grouped_order
+
+    prompts = ["a", "b", "a", "c", "b", "a"]
+    order = grouped_order(prompts, seed=0)
+    assert sorted(order) == list(range(6))
+    runs = [prompts[i] for i in order]
+    assert len([p for k, p in enumerate(runs) if k == 0 or runs[k - 1] != p]) == 3  # one run per problem
+
+
+def test_train_prm_with_a_pairwise_loss_runs_and_scores(tmp_path, tiny_model_dir):
+    from synth.prm.load import load_prm
+
+    data = tmp_path / "steps.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in stepwise_rows(8)))
+    with pytest.raises(ValueError, match="pairwise_weight"):
+        TrainPRMConfig(dataset=str(data), pairwise_weight=-1)
+    # two traces per problem: a right and a wrong one, so every problem forms a pair
+    rows = [dict(r, prompt=f"What is {i // 2}+1?") for i, r in enumerate(stepwise_rows(8))]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), epochs=2,
+                         batch_size=4, learning_rate=3e-3, eval_fraction=0.0, save_steps=1000, pairwise_weight=1.0)
+    metrics = train_prm(cfg)
+    assert metrics["steps"] == 4 and math.isfinite(metrics["train_loss"])
+    scores = load_prm(str(tmp_path / "prm" / "final")).score(["q"], [["a", "b"]])
+    assert len(scores[0]) == 2

@@ -102,6 +102,14 @@ def test_completion_only_loss_masks_exactly_the_prompt(tmp_path, tiny_model_dir,
         assert tokenizer.decode(ids[n_prompt:n_full]) == row["completion"][0]["content"] + "<|im_end|>\n"
 
 
+def test_bf16_mixed_precision_trains_without_a_gpu(tmp_path, tiny_model_dir):
+    """transformers refuses bf16 without an accelerator unless told to use the CPU."""
+    trainer = build_trainer(TrainConfig(model=tiny_model_dir, output_dir=str(tmp_path / "o"), eval_fraction=0.0, dtype="bfloat16",
+                                        epochs=1, batch_size=4), Dataset.from_list(sft_rows(4)))
+    assert trainer.args.bf16
+    trainer.train()
+
+
 # ---------------------------------------------------------------- training
 
 

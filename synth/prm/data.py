@@ -23,6 +23,26 @@ def load_stepwise(source: str, split: str = "train"):
     return ds
 
 
+def load_stepwise_many(sources: list[str], split: str = "train"):
+    """Several stepwise datasets as one: shared columns kept, a trace (prompt + steps) seen twice kept once."""
+    from datasets import concatenate_datasets
+
+    if not sources:
+        raise StepwiseDataError("no stepwise dataset given")
+    parts = [load_stepwise(s, split) for s in sources]
+    if len(parts) == 1:
+        return parts[0]
+    shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts[1:])]
+    ds = concatenate_datasets([p.select_columns(shared) for p in parts])
+    seen: set = set()
+    keep = []
+    for i, (prompt, steps) in enumerate(zip(ds["prompt"], ds["completions"])):
+        if (prompt, tuple(steps)) not in seen:
+            seen.add((prompt, tuple(steps)))
+            keep.append(i)
+    return ds.select(keep)
+
+
 def validate(ds, name: str = "dataset") -> None:
     missing = [c for c in REQUIRED if c not in ds.column_names]
     if missing:

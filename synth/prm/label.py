@@ -123,7 +123,7 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         items = [it for it in items if it["problem"].id in ids]
     done = {r["id"] for r in journal.read()}
     todo = [it for it in items if it["key"] not in done]
-    if policy is None and todo:
+    if policy is None and any(len(it["steps"]) > 1 for it in todo):  # last steps need no rollout
         from synth.generate.hf import TransformersPolicy
         from synth.models import resolve_model
 

@@ -24,7 +24,9 @@ IGNORE = -100.0
 
 @dataclass
 class TrainPRMConfig:
-    dataset: str = field(default="", metadata={"help": "Stepwise dataset (prompt/completions/labels): a local dir or file, or a Hub id."})
+    dataset: list[str] = field(default_factory=list, metadata={"help": (
+        "Stepwise dataset(s) (prompt/completions/labels): local dirs or files, or Hub ids; several are "
+        "concatenated, a trace that occurs in more than one kept once.")})
     model: str = field(default="smollm2-135m", metadata={"help": "Backbone: 'smollm2-135m', a local checkpoint, or a Hub id."})
     output_dir: str = field(default="runs/prm", metadata={"help": "Where checkpoints and the final PRM go."})
     label: str = field(default="soft", metadata={"help": "Which labels to train on: 'soft' (fraction of correct rollouts) or 'hard' (any correct)."})
@@ -41,12 +43,23 @@ class TrainPRMConfig:
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
     seed: int = field(default=0, metadata={"help": "Seed for the split, init and data order."})
+    dtype: str = field(default="float32", metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."})
+    pairwise_weight: float = field(default=0.0, metadata={"help": (
+        "Weight of a within-problem ranking loss: a logistic loss on the final-step score of a right minus "
+        "a wrong trace of the same problem, added to the BCE. Batches then hold the traces of one or two "
+        "problems (problems shuffled, their traces kept together). 0 = BCE only.")})
 
     def __post_init__(self):
+        if isinstance(self.dataset, str):
+            self.dataset = [self.dataset] if self.dataset else []
         if self.label not in ("soft", "hard"):
             raise ValueError(f"label must be 'soft' or 'hard', got {self.label!r}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError("eval_fraction must be in [0, 1)")
+        if self.pairwise_weight < 0:
+            raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
 
 def tokenize_row(tokenizer, row: dict, separator: str, max_length: int, label_key: str = "labels") -> dict:
@@ -55,7 +68,36 @@ def tokenize_row(tokenizer, row: dict, separator: str, max_length: int, label_ke
     labels = [IGNORE] * len(enc.input_ids)
     for pos, lab in zip(enc.label_positions, row[label_key]):
         labels[pos] = float(lab)
-    return {"input_ids": enc.input_ids, "labels": labels}
+    # The final label is the trace's outcome, used for within-problem pairs; -1 when truncation cut the last step.
+    final = float(row[label_key][-1]) if len(enc.label_positions) == len(row["completions"]) else -1.0
+    return {"input_ids": enc.input_ids, "labels": labels, "final": final}
+
+
+def grouped_order(prompts: list[str], seed: int) -> list[int]:
+    """Row indices with problems in random order and each problem's traces next to each other."""
+    import random
+
+    rows: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        rows.setdefault(p, []).append(i)
+    order = list(rows)
+    random.Random(seed).shuffle(order)
+    return [i for p in order for i in rows[p]]
+
+
+def pairwise_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor, final: torch.Tensor) -> torch.Tensor | None:
+    """Mean softplus(wrong - right) over pairs of a right (final >= 0.5) and a wrong (final < 0.5, >= 0)
+    trace of the same problem in the batch, on each trace's last labelled score; None without pairs."""
+    positions = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    last = torch.where(labels != IGNORE, positions, -1).max(dim=1).values
+    z = logits[..., 0].float()[torch.arange(len(last), device=labels.device), last.clamp(min=0)]
+    right = (final >= 0.5) & (last >= 0)
+    wrong = (final >= 0) & (final < 0.5) & (last >= 0)
+    pairs = (group[:, None] == group[None, :]) & right[:, None] & wrong[None, :]
+    if not pairs.any():
+        return None
+    margin = z[:, None] - z[None, :]
+    return F.softplus(-margin[pairs]).mean()
 
 
 class StepCollator:
@@ -70,7 +112,11 @@ class StepCollator:
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             ids[i, :n], mask[i, :n], labels[i, :n] = torch.tensor(f["input_ids"]), 1, torch.tensor(f["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if "group" in features[0]:
+            batch["group"] = torch.tensor([f["group"] for f in features], dtype=torch.long)
+            batch["final"] = torch.tensor([f["final"] for f in features], dtype=torch.float)
+        return batch
 
 
 def step_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -84,15 +130,27 @@ def step_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -(target * logp[:, 1] + (1 - target) * logp[:, 0]).mean()
 
 
-def _trainer_class():
+def _trainer_class(pairwise_weight: float = 0.0):
+    from torch.utils.data import SequentialSampler
     from transformers import Trainer
 
     class PRMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
+            group, final = inputs.pop("group", None), inputs.pop("final", None)
             outputs = model(**inputs)
             loss = step_loss(outputs.logits, labels)
+            if pairwise_weight and group is not None:
+                ranking = pairwise_loss(outputs.logits, labels, group, final)
+                if ranking is not None:
+                    loss = loss + pairwise_weight * ranking
             return (loss, outputs) if return_outputs else loss
+
+        def _get_train_sampler(self, *args, **kwargs):
+            # the dataset is already in grouped_order: keep it, so a batch holds traces of the same problems
+            if pairwise_weight:
+                return SequentialSampler(self.train_dataset)
+            return super()._get_train_sampler(*args, **kwargs)
 
     return PRMTrainer
 
@@ -111,13 +169,13 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
     from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments, set_seed
 
     from synth.models import resolve_model
-    from synth.prm.data import load_stepwise
+    from synth.prm.data import load_stepwise_many
     from synth.prm.token_cls import META
 
     if not cfg.dataset:
         raise ValueError("train-prm needs --dataset (a stepwise dataset: prompt/completions/labels)")
     set_seed(cfg.seed)
-    ds = load_stepwise(cfg.dataset)
+    ds = load_stepwise_many(cfg.dataset)
     label_key = "labels" if cfg.label == "soft" or "hard_labels" not in ds.column_names else "hard_labels"
     base = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -132,7 +190,14 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
                                                  target_modules="all-linear", modules_to_save=["score"]))
     train_ds, eval_ds = split_by_prompt(ds, cfg.eval_fraction, cfg.seed) if cfg.eval_fraction > 0 else (ds, None)
     cols = ds.column_names
-    tok = lambda r: tokenize_row(tokenizer, r, cfg.step_separator, cfg.max_length, label_key)  # noqa: E731
+    group_of = {p: i for i, p in enumerate(dict.fromkeys(ds["prompt"]))}
+
+    def tok(row):
+        out = tokenize_row(tokenizer, row, cfg.step_separator, cfg.max_length, label_key)
+        return {**out, "group": group_of[row["prompt"]]} if cfg.pairwise_weight else out
+
+    if cfg.pairwise_weight:
+        train_ds = train_ds.select(grouped_order(train_ds["prompt"], cfg.seed))
     train_tok = train_ds.map(tok, remove_columns=cols)
     eval_tok = eval_ds.map(tok, remove_columns=cols) if eval_ds is not None and len(eval_ds) else None
     args = TrainingArguments(
@@ -141,8 +206,10 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
         save_steps=cfg.save_steps, save_total_limit=2, eval_strategy="epoch" if eval_tok is not None else "no",
         report_to="none", seed=cfg.seed, remove_unused_columns=False, disable_tqdm=False,
+        bf16=cfg.dtype == "bfloat16", fp16=cfg.dtype == "float16",
+        use_cpu=cfg.dtype != "float32" and not torch.cuda.is_available(),  # else transformers refuses bf16 on a CPU
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
+    trainer = _trainer_class(cfg.pairwise_weight)(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
                                data_collator=StepCollator(tokenizer.pad_token_id))
     last = None
     if cfg.resume:
@@ -155,7 +222,8 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
     tokenizer.save_pretrained(final)
     (final / META).write_text(json.dumps({"format": "token-classification", "step_separator": cfg.step_separator,
                                           "base_model": cfg.model, "num_labels": 1}, indent=2))
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step}
+    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
+               "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1)}
     if eval_ds is not None and len(eval_ds):
         from synth.prm.evaluate import step_auroc
         from synth.prm.load import load_prm

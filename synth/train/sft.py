@@ -103,6 +103,7 @@ def build_trainer(cfg: TrainConfig, dataset=None, callbacks: list | None = None)
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         eval_strategy="epoch" if eval_ds is not None else "no", max_length=cfg.max_length,
         completion_only_loss=True, assistant_only_loss=False, bf16=cfg.dtype == "bfloat16", fp16=cfg.dtype == "float16",
+        use_cpu=cfg.dtype != "float32" and not torch.cuda.is_available(),  # else transformers refuses bf16 on a CPU
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=False,
     )
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
