@@ -2,7 +2,10 @@
 
 Each step's label sits on the last token of its separator (see `synth.prm.format`); every other
 token is ignored. Soft labels (fraction of correct rollouts) are trained with BCE as they are,
-not rounded. Full fine-tuning or LoRA (peft; the head is trained and saved with the adapter).
+not rounded. Optionally (`pairwise_weight`) a ranking loss pushes a right trace's final score above a
+wrong trace's of the same problem: best-of-N's pick and tree search rank within a problem, while
+BCE alone can lower its loss by telling easy problems from hard ones. Full fine-tuning or LoRA (peft; the head is
+trained and saved with the adapter).
 Multi-GPU: `accelerate launch -m synth.cli train-prm ...`.
 """
 
