@@ -158,6 +158,10 @@ def test_several_stepwise_datasets_concatenate_and_drop_repeated_traces(tmp_path
     assert ds["prompt"] == [r["prompt"] for r in rows]
     assert "hard_labels" not in ds.column_names
     assert len(load_stepwise_many([str(a)])) == 4
+    # bool labels (TRL's Math-Shepherd style) combine with float ones
+    c = tmp_path / "c.jsonl"
+    c.write_text(json.dumps({"prompt": "new?", "completions": ["x"], "labels": [True]}))
+    assert load_stepwise_many([str(a), str(c)])["labels"][-1] == [1.0]
     with pytest.raises(StepwiseDataError, match="not found"):
         load_stepwise_many([str(a), str(tmp_path / "missing.jsonl")])
     assert TrainPRMConfig(dataset=str(a)).dataset == [str(a)]

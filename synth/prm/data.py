@@ -33,7 +33,11 @@ def load_stepwise_many(sources: list[str], split: str = "train"):
     if len(parts) == 1:
         return parts[0]
     shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts[1:])]
-    ds = concatenate_datasets([p.select_columns(shared) for p in parts])
+    features = parts[0].select_columns(shared).features
+    try:  # e.g. bool labels in one dataset, floats in another: cast to the first one's types
+        ds = concatenate_datasets([p.select_columns(shared).cast(features) for p in parts])
+    except (ValueError, TypeError) as err:
+        raise StepwiseDataError(f"cannot combine {sources}: their columns {shared} have different types ({err})") from None
     seen: set = set()
     keep = []
     for i, (prompt, steps) in enumerate(zip(ds["prompt"], ds["completions"])):
