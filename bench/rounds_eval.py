@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heldout import greedy_correct, paired_gain  # noqa: E402
 from synth.config import from_dict, load_yaml  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
-from synth.generate.run import GenerateConfig, generate  # noqa: E402
-from synth.generate.search import SearchConfig  # noqa: E402
-from synth.journal import Journal  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
 from synth.train.rounds import RoundsConfig  # noqa: E402
 
@@ -66,22 +62,16 @@ def main() -> None:
             final = run / f"round-{k}" / "sft" / "final"
             if final.exists():
                 models.append((f"{run.name} round {k}", str(final)))
-    greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=first.search.max_tokens)
     correct: dict[str, dict[tuple[int, str], bool]] = {name: {} for name, _ in models}
     for seed in seeds:
         for name, model in models:
             out = Path(args.out) / ("" if seed == first.eval_pool.seed else f"seed-{seed}") / name.replace(" ", "-")
-            cfg = GenerateConfig(model=model, pool=pools[seed], search=greedy, output_dir=str(out), resume=True,
-                                 problems_per_batch=64, batch_size=first.batch_size, seed=first.seed)
-            generate(cfg)
-            correct[name].update({(seed, r["id"]): bool(r["verified"][0]) for r in Journal(out / "rows.jsonl").read()
-                                  if r["id"] in keep[seed]})
+            ok = greedy_correct(model, pools[seed], out, keep[seed], first.search.max_tokens, first.batch_size, first.seed)
+            correct[name].update({(seed, i): v for i, v in ok.items()})
 
     def row(name: str, ids: list) -> str:
-        diffs = [int(correct[name][i]) - int(correct["base"][i]) for i in ids]
         acc = sum(correct[name][i] for i in ids) / len(ids)
-        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-        return f"{acc:.3f} | {statistics.fmean(diffs) * 100:+.1f} ± {se * 100:.1f}"
+        return "{:.3f} | {:+.1f} ± {:.1f}".format(acc, *paired_gain(correct[name], correct["base"], ids))
 
     groups = [(f"seed {s}", [(s, i) for i in sorted(keep[s])]) for s in seeds]
     if len(seeds) > 1:

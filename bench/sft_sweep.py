@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heldout import greedy_correct, paired_gain  # noqa: E402
 from synth.config import from_dict, load_yaml  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
-from synth.generate.run import GenerateConfig, generate  # noqa: E402
-from synth.generate.search import SearchConfig  # noqa: E402
-from synth.journal import Journal  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
 from synth.train.rounds import RoundsConfig  # noqa: E402
 from synth.train.sft import train_sft  # noqa: E402
@@ -85,13 +81,8 @@ def main() -> None:
     if args.train_only:
         return
 
-    greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=cfg.search.max_tokens)
-    correct: dict[str, dict[str, bool]] = {}
-    for name, model in models.items():
-        d = out / name / "dev_greedy"
-        generate(GenerateConfig(model=model, pool=pool, search=greedy, output_dir=str(d), resume=True,
-                                problems_per_batch=64, batch_size=cfg.batch_size, seed=cfg.seed))
-        correct[name] = {r["id"]: bool(r["verified"][0]) for r in Journal(d / "rows.jsonl").read() if r["id"] in keep}
+    correct = {name: greedy_correct(model, pool, out / name / "dev_greedy", keep, cfg.search.max_tokens, cfg.batch_size, cfg.seed)
+               for name, model in models.items()}
 
     print(f"\nround {args.round} of {run}: SFT variants, greedy accuracy on {len(keep)} development problems "
           "(gains paired over problems, ± one standard error)")
@@ -101,8 +92,7 @@ def main() -> None:
     def gain(name: str, ref: str) -> str:
         if ref not in correct or name == ref:
             return "-"
-        diffs = [int(correct[name][i]) - int(correct[ref][i]) for i in keep]
-        return f"{statistics.fmean(diffs) * 100:+.1f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)) * 100:.1f} points"
+        return "{:+.1f} ± {:.1f} points".format(*paired_gain(correct[name], correct[ref], list(keep)))
 
     for name in models:
         acc = sum(correct[name].values()) / len(keep)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from synth.prm.format import encode_steps
+from synth.train.sft import DTYPES, precision_args
 
 log = logging.getLogger(__name__)
 IGNORE = -100.0
@@ -61,8 +62,8 @@ class TrainPRMConfig:
             raise ValueError("eval_fraction must be in [0, 1)")
         if self.pairwise_weight < 0:
             raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
 
 
 def tokenize_row(tokenizer, row: dict, separator: str, max_length: int, label_key: str = "labels") -> dict:
@@ -193,14 +194,15 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
                                                  target_modules="all-linear", modules_to_save=["score"]))
     train_ds, eval_ds = split_by_prompt(ds, cfg.eval_fraction, cfg.seed) if cfg.eval_fraction > 0 else (ds, None)
     cols = ds.column_names
-    group_of = {p: i for i, p in enumerate(dict.fromkeys(ds["prompt"]))}
+    group_of: dict[str, int] = {}
+    if cfg.pairwise_weight:
+        group_of = {p: i for i, p in enumerate(dict.fromkeys(ds["prompt"]))}
+        train_ds = train_ds.select(grouped_order(train_ds["prompt"], cfg.seed))
 
     def tok(row):
         out = tokenize_row(tokenizer, row, cfg.step_separator, cfg.max_length, label_key)
-        return {**out, "group": group_of[row["prompt"]]} if cfg.pairwise_weight else out
+        return {**out, "group": group_of[row["prompt"]]} if group_of else out
 
-    if cfg.pairwise_weight:
-        train_ds = train_ds.select(grouped_order(train_ds["prompt"], cfg.seed))
     train_tok = train_ds.map(tok, remove_columns=cols)
     eval_tok = eval_ds.map(tok, remove_columns=cols) if eval_ds is not None and len(eval_ds) else None
     args = TrainingArguments(
@@ -209,8 +211,7 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
         save_steps=cfg.save_steps, save_total_limit=2, eval_strategy="epoch" if eval_tok is not None else "no",
         report_to="none", seed=cfg.seed, remove_unused_columns=False, disable_tqdm=False,
-        bf16=cfg.dtype == "bfloat16", fp16=cfg.dtype == "float16",
-        use_cpu=cfg.dtype != "float32" and not torch.cuda.is_available(),  # else transformers refuses bf16 on a CPU
+        **precision_args(cfg.dtype),
     )
     trainer = _trainer_class(cfg.pairwise_weight)(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
                                data_collator=StepCollator(tokenizer.pad_token_id))

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def precision_args(dtype: str) -> dict[str, bool]:
+    """TrainingArguments flags for `dtype` (one of DTYPES): mixed precision, on the CPU when there is no GPU."""
+    import torch
+
+    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16",
+            "use_cpu": dtype != "float32" and not torch.cuda.is_available()}  # else transformers refuses bf16 on a CPU
+
+
 @dataclass
 class TrainConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "Policy to fine-tune: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."})
@@ -102,8 +110,7 @@ def build_trainer(cfg: TrainConfig, dataset=None, callbacks: list | None = None)
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
         eval_strategy="epoch" if eval_ds is not None else "no", max_length=cfg.max_length,
-        completion_only_loss=True, assistant_only_loss=False, bf16=cfg.dtype == "bfloat16", fp16=cfg.dtype == "float16",
-        use_cpu=cfg.dtype != "float32" and not torch.cuda.is_available(),  # else transformers refuses bf16 on a CPU
+        completion_only_loss=True, assistant_only_loss=False, **precision_args(cfg.dtype),
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=False,
     )
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,

@@ -1,0 +1,30 @@
+"""Shared by bench/rounds_eval.py and bench/sft_sweep.py: greedy correctness on a pool, paired gains."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synth.generate.run import GenerateConfig, generate  # noqa: E402
+from synth.generate.search import SearchConfig  # noqa: E402
+from synth.journal import Journal  # noqa: E402
+from synth.problems import PoolConfig  # noqa: E402
+
+
+def greedy_correct(model: str, pool: PoolConfig, out: Path, keep: set[str], max_tokens: int, batch_size: int,
+                   seed: int) -> dict[str, bool]:
+    """Greedy answer verified, per problem id in `keep` (a resumable `synth generate` run in `out`)."""
+    greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=max_tokens)
+    generate(GenerateConfig(model=model, pool=pool, search=greedy, output_dir=str(out), resume=True,
+                            problems_per_batch=64, batch_size=batch_size, seed=seed))
+    return {r["id"]: bool(r["verified"][0]) for r in Journal(out / "rows.jsonl").read() if r["id"] in keep}
+
+
+def paired_gain(new: dict, old: dict, ids: list) -> tuple[float, float]:
+    """Mean gain of `new` over `old` on `ids` and its standard error (paired over problems), in points."""
+    diffs = [int(new[i]) - int(old[i]) for i in ids]
+    return statistics.fmean(diffs) * 100, statistics.stdev(diffs) / math.sqrt(len(diffs)) * 100
