@@ -6,7 +6,8 @@
    (samples and labels do not depend on the PRM, so PRMs are compared on the same samples);
 2. Monte-Carlo step labels (K rollouts per step prefix) for a few traces per problem, exactly as
    `synth label` makes them;
-3. prints step AUROC against those labels (pooled, and within problems for partial and final steps:
+3. prints how much the true values of one problem's steps differ (label spread, rollout noise removed),
+   step AUROC against those labels (pooled, and within problems for partial and final steps:
    tree search ranks siblings of one problem), trace AUROC (PRM score vs verified answer over all
    completions), weighted@N and naive@N vs maj@N on the same samples, and the label cost.
 Stages are cached in --out (delete it to start over).
@@ -26,7 +27,7 @@ from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E4
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.problems import PoolConfig  # noqa: E402
-from synth.prm.evaluate import step_auroc  # noqa: E402
+from synth.prm.evaluate import step_auroc, within_problem_value_spread  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 from synth.prm.rescore import rescore_rows  # noqa: E402
@@ -85,7 +86,9 @@ def main() -> None:
     label_stats = json.loads((label_dir / "summary.json").read_text())
     from datasets import Dataset
 
-    steps = step_auroc(prm, Dataset.from_list(Journal(label_dir / "rows.jsonl").read()))
+    label_rows = Journal(label_dir / "rows.jsonl").read()
+    steps = step_auroc(prm, Dataset.from_list(label_rows))
+    spread = within_problem_value_spread(label_rows)
 
     n = args.n
     print(f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}")
@@ -95,6 +98,9 @@ def main() -> None:
           f"all {steps['within_problem_auroc']:.3f} ({steps['within_problem_pairs']} pairs) | "
           f"partial steps {steps['within_problem_auroc_partial']:.3f} ({steps['within_problem_pairs_partial']}) | "
           f"final steps {steps['within_problem_auroc_final']:.3f} ({steps['within_problem_pairs_final']})")
+    print(f"value spread within a problem (sd of step labels, rollout noise removed; the most any ranking of "
+          f"siblings can exploit): partial steps {spread['partial_sd']:.3f} ({spread['partial_problems']} problems) | "
+          f"final steps {spread['final_sd']:.3f} ({spread['final_problems']})")
     traces = trace_auroc(rows)
     print(f"trace AUROC (score vs verified answer, all finished completions): {traces[0]:.3f} pooled | "
           f"{traces[1]:.3f} within problems ({traces[2]} pairs)")
@@ -103,7 +109,7 @@ def main() -> None:
           f"weighted - maj = {summary[f'weighted@{n}'] - summary[f'maj@{n}']:+.3f}")
     print(f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
           f"{label_stats['seconds_per_100_steps']} s per 100 steps")
-    result = {"step": steps, "trace_auroc": traces[0], "trace_auroc_within_problem": traces[1], "summary": summary, "label": label_stats}
+    result = {"step": steps, "value_spread": spread, "trace_auroc": traces[0], "trace_auroc_within_problem": traces[1], "summary": summary, "label": label_stats}
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
 
 

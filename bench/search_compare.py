@@ -1,12 +1,14 @@
 """Best-of-N vs beam search vs DVTS with the bundled SmolLM2 and the default PRM, one run, same pool.
 
-    python bench/search_compare.py [--problems 24] [--ns 4,16] [--prm default|random|PATH] [--out runs/bench-search]
-        [--beam-width 4] [--aggregation last] [--lookahead 0] [--filter-duplicates] [--temperature 0.8]
+    python bench/search_compare.py [--problems 24] [--seeds 1000] [--ns 4,16] [--prm default|random|PATH] [--out runs/bench-search]
+        [--beam-width 4] [--aggregation last] [--lookahead 0] [--filter-duplicates] [--complete-leaves] [--temperature 0.8]
 
 For each N: accuracy of majority, best-of-N naive/weighted, beam search and DVTS (weighted selection),
+with each strategy's paired gain over majority (± standard error over problems),
 and per problem: tokens generated, prompt tokens (per sample) and how many of them reused kept KV
 instead of being prefilled, PRM step scores, wall time relative to best-of-N.
-The held-out pool uses seed 1000 (the default PRM was trained on seed 100). Small arithmetic pools
+The held-out pools use seeds 1000+ (the default PRM was trained on seed 100); several --seeds pool
+their distinct problems. Small arithmetic pools
 repeat problems across seeds: accuracy is also printed on the problems that are not in the PRM's
 training pool (--prm-train-pool, a `synth generate` recipe). --reuse reads finished runs of --out
 instead of running them again (wall times from its table.json).
@@ -24,12 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth.config import from_dict, load_yaml  # noqa: E402
+from synth.evaluate import compute_optimal, difficulty_buckets  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
-from synth.generate.search import SearchConfig  # noqa: E402
+from synth.generate.search import STRATEGIES, SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.problems import PoolConfig, load_pool  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
+
+from heldout import paired_gain  # noqa: E402
 
 
 class RandomPRM:
@@ -42,9 +47,17 @@ class RandomPRM:
         return [[self.rng.random() for _ in path] for path in steps]
 
 
+def held_out_pool(seed: int, problems: int) -> PoolConfig:
+    return PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=problems, seed=seed,
+                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--problems", type=int, default=24)
+    ap.add_argument("--problems", type=int, default=24, help="problems per held-out seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1000],
+                    help="held-out pool seeds (problems repeated across seeds count once)")
     ap.add_argument("--ns", default="4,16")
     ap.add_argument("--prm", default="default", help="'default', a PRM dir, or 'random' (a control: random step scores)")
     ap.add_argument("--prm-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
@@ -54,71 +67,103 @@ def main() -> None:
                     help="step-score aggregation for ranking beams and for the final weighted selection")
     ap.add_argument("--lookahead", type=int, default=0)
     ap.add_argument("--filter-duplicates", action="store_true")
+    ap.add_argument("--complete-leaves", action="store_true",
+                    help="beam search / DVTS sample unfinished final candidates on to their end (search.complete_leaves)")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--prm-train-pool", default="configs/prm-smollm2-generate.yaml",
                     help="generate recipe whose pool the PRM was trained on ('' for none)")
     ap.add_argument("--reuse", action="store_true", help="read finished runs in --out instead of rerunning them")
-    ap.add_argument("--out", default="runs/bench-search")
+    ap.add_argument("--out", default="runs/bench-search", help="runs go to OUT/seed{S}/{strategy}-n{N}")
     args = ap.parse_args()
 
-    pool = PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=args.problems, seed=1000,
-                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
-    base = GenerateConfig(pool=pool)
     seen = set()
     if args.prm_train_pool:
         train_pool = from_dict(GenerateConfig, load_yaml(args.prm_train_pool)).pool
         seen = {normalize(p.problem) for p in load_pool(train_pool)}
-    old_walls = {}
-    if args.reuse and (Path(args.out) / "table.json").exists():
-        old_walls = {(r["N"], r["strategy"]): r["wall_s"] for r in json.loads((Path(args.out) / "table.json").read_text())}
+    ns = [int(x) for x in args.ns.split(",")]
     policy = prm = None
+    rows: dict[tuple[int, str], list[dict]] = {}  # (N, strategy) -> rows of all seeds
+    walls: dict[tuple[int, str], float] = {}  # summed over seeds
+    for seed in args.seeds:
+        seed_out = Path(args.out) / f"seed{seed}"
+        old_walls = {}
+        if args.reuse and (seed_out / "table.json").exists():
+            old_walls = {(r["N"], r["strategy"]): r["wall_s"] for r in json.loads((seed_out / "table.json").read_text())}
+        seed_table = []
+        for n in ns:
+            for strategy in STRATEGIES:
+                out = seed_out / f"{strategy}-n{n}"
+                search = SearchConfig(strategy=strategy, n=n, beam_width=min(args.beam_width, n), max_tokens=160,
+                                      step_max_tokens=64, max_iterations=6, temperature=args.temperature,
+                                      aggregation=args.aggregation, lookahead=args.lookahead,
+                                      filter_duplicates=args.filter_duplicates, complete_leaves=args.complete_leaves)
+                cfg = GenerateConfig(pool=held_out_pool(seed, args.problems), search=search, prm=args.prm, output_dir=str(out),
+                                     overwrite=True, problems_per_batch=args.problems)
+                if (n, strategy) in old_walls and (out / "summary.json").exists():
+                    wall = old_walls[(n, strategy)]
+                else:
+                    if policy is None:
+                        policy = load_policy(GenerateConfig())
+                        prm = RandomPRM() if args.prm == "random" else load_prm(args.prm, dtype=args.prm_dtype)
+                    t = time.perf_counter()
+                    generate(cfg, policy=policy, prm=prm)
+                    wall = time.perf_counter() - t
+                seed_table.append({"N": n, "strategy": strategy, "wall_s": wall})
+                walls[(n, strategy)] = walls.get((n, strategy), 0.0) + wall
+                rows.setdefault((n, strategy), []).extend(Journal(out / "rows.jsonl").read())
+        seed_out.mkdir(parents=True, exist_ok=True)
+        (seed_out / "table.json").write_text(json.dumps(seed_table, indent=2))
+
+    # Count every distinct problem once (small arithmetic pools repeat problems across seeds).
+    first_id: dict[str, str] = {}
+    for r in rows[(ns[0], "best_of_n")]:
+        first_id.setdefault(normalize(r["problem"]), r["id"])
+    ids = sorted(first_id.values())
+    clean = sorted(i for key, i in first_id.items() if key not in seen)
     table = []
-    for n in [int(x) for x in args.ns.split(",")]:
-        walls = {}
-        for strategy in ("best_of_n", "beam_search", "dvts"):
-            out = Path(args.out) / f"{strategy}-n{n}"
-            search = SearchConfig(strategy=strategy, n=n, beam_width=min(args.beam_width, n), max_tokens=160,
-                                  step_max_tokens=64, max_iterations=6, temperature=args.temperature,
-                                  aggregation=args.aggregation, lookahead=args.lookahead,
-                                  filter_duplicates=args.filter_duplicates)
-            cfg = GenerateConfig(pool=pool, search=search, prm=args.prm, output_dir=str(out), overwrite=True,
-                                 problems_per_batch=args.problems)
-            if (n, strategy) in old_walls and (out / "summary.json").exists():
-                summary, walls[strategy] = json.loads((out / "summary.json").read_text()), old_walls[(n, strategy)]
-            else:
-                if policy is None:
-                    policy = load_policy(base)
-                    prm = RandomPRM() if args.prm == "random" else load_prm(args.prm, dtype=args.prm_dtype)
-                t = time.perf_counter()
-                summary = generate(cfg, policy=policy, prm=prm)
-                walls[strategy] = time.perf_counter() - t
-            rows = Journal(out / "rows.jsonl").read()
-            clean = [r for r in rows if normalize(r["problem"]) not in seen]
-            share = lambda key: sum(bool(r[key]) for r in clean) / max(len(clean), 1)  # noqa: E731
-            per = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-            table.append({"N": n, "strategy": strategy, "majority": summary[f"maj@{n}"], "naive": summary.get(f"naive@{n}"),
-                          "weighted": summary.get(f"weighted@{n}"), "pass": summary[f"pass@{n}"],
-                          "gen_tok/problem": per("generated_tokens"), "prefill_tok/problem": per("prefill_tokens"),
-                          "kv_reused_tok/problem": sum(r.get("cached_tokens") or 0 for r in rows) / len(rows),
-                          "prm_steps/problem": per("prm_steps"), "wall_s": walls[strategy],
-                          "wall_vs_bon": walls[strategy] / walls["best_of_n"], "clean_problems": len(clean),
-                          "clean_majority": share("majority_verified"), "clean_weighted": share("weighted_verified")})
-    print(f"\n{args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}, "
-          f"aggregation {args.aggregation}, lookahead {args.lookahead}, filter_duplicates {args.filter_duplicates}, T={args.temperature}")
+    for (n, strategy), rs in rows.items():
+        by_id = {r["id"]: r for r in rs}
+        kept = [by_id[i] for i in ids]
+        share = lambda key: sum(bool(r[key]) for r in kept) / len(kept)  # noqa: E731
+        per = lambda key: sum(r.get(key) or 0 for r in kept) / len(kept)  # noqa: E731
+        table.append({"N": n, "strategy": strategy, "majority": share("majority_verified"), "naive": share("naive_verified"),
+                      "weighted": share("weighted_verified"), "pass": sum(any(r["verified"]) for r in kept) / len(kept),
+                      "gen_tok/problem": per("generated_tokens"), "prefill_tok/problem": per("prefill_tokens"),
+                      "kv_reused_tok/problem": per("cached_tokens"), "prm_steps/problem": per("prm_steps"),
+                      "wall_s": walls[(n, strategy)], "wall_vs_bon": walls[(n, strategy)] / walls[(n, "best_of_n")]})
+    print(f"\n{len(ids)} distinct held-out problems (reasoning-gym seeds {', '.join(map(str, args.seeds))}, {args.problems} each), "
+          f"SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}, aggregation {args.aggregation}, lookahead {args.lookahead}, "
+          f"filter_duplicates {args.filter_duplicates}, complete_leaves {args.complete_leaves}, T={args.temperature}")
     head = ["N", "strategy", "majority", "naive", "weighted", "pass", "gen_tok/problem", "prefill_tok/problem", "kv_reused_tok/problem", "prm_steps/problem", "wall_s", "wall_vs_bon"]
     print(" | ".join(head))
     for r in table:
         print(" | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head))
-    for n in sorted({r["N"] for r in table}):
+    for n in ns:
         rs = {r["strategy"]: r for r in table if r["N"] == n}
-        maj = rs["best_of_n"]["majority"]
-        print(f"N={n}: majority {maj:.3f} | best-of-N weighted {rs['best_of_n']['weighted']:.3f} | beam {rs['beam_search']['weighted']:.3f} "
-              f"| DVTS {rs['dvts']['weighted']:.3f} | beam wall {rs['beam_search']['wall_vs_bon']:.2f}x, DVTS wall {rs['dvts']['wall_vs_bon']:.2f}x best-of-N")
-        if args.prm_train_pool:
-            print(f"N={n}, the {rs['best_of_n']['clean_problems']} problems not in the PRM's training pool: majority "
-                  f"{rs['best_of_n']['clean_majority']:.3f} | best-of-N weighted {rs['best_of_n']['clean_weighted']:.3f} | "
-                  f"beam {rs['beam_search']['clean_weighted']:.3f} | DVTS {rs['dvts']['clean_weighted']:.3f}")
+        print(f"N={n}: majority {rs['best_of_n']['majority']:.3f} | best-of-N weighted {rs['best_of_n']['weighted']:.3f} | "
+              f"beam {rs['beam_search']['weighted']:.3f} | DVTS {rs['dvts']['weighted']:.3f} | beam wall "
+              f"{rs['beam_search']['wall_vs_bon']:.2f}x, DVTS wall {rs['dvts']['wall_vs_bon']:.2f}x best-of-N")
+        for name, subset in (("all", ids), ("not in the PRM's training pool", clean if args.prm_train_pool else [])):
+            if len(subset) < 2:
+                continue
+            majority = {r["id"]: r["majority_verified"] for r in rows[(n, "best_of_n")]}
+            gains = []
+            for strategy, label in (("best_of_n", "best-of-N weighted"), ("beam_search", "beam"), ("dvts", "DVTS")):
+                weighted = {r["id"]: r["weighted_verified"] for r in rows[(n, strategy)]}
+                gain, se = paired_gain(weighted, majority, subset)
+                gains.append(f"{label} {gain:+.1f} ± {se:.1f}")
+            print(f"N={n}, search - majority in points (paired, ± standard error), {len(subset)} problems {name}: " + " | ".join(gains))
+        # The blog's compute-optimal strategy: per difficulty bucket (model-based: the mean PRM score of the
+        # best-of-N completions), the strategy that is best there, chosen on the other folds' problems.
+        keep = set(ids)
+        results = {s: [r for r in rows[(n, s)] if r["id"] in keep] for s in STRATEGIES}
+        buckets = difficulty_buckets(results["best_of_n"], 3, "prm")
+        opt = compute_optimal(results, "weighted", buckets, folds=5)
+        majority = {r["id"]: r["majority_verified"] for r in rows[(n, "best_of_n")]}
+        gain, se = paired_gain(opt["correct"], majority, ids)
+        print(f"N={n}, compute-optimal (3 buckets by mean PRM score, 5-fold cross-fitted): {opt['cross_fitted_accuracy']:.3f} "
+              f"({gain:+.1f} ± {se:.1f} over majority; in-sample {opt['accuracy']:.3f}; choice on all problems "
+              f"{', '.join(f'{b}: {c}' for b, c in opt['choice'].items())})")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "table.json").write_text(json.dumps(table, indent=2))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from synth.evaluate import (accuracy_by_bucket, accuracy_curves, compute_optimal, curves_table, difficulty_buckets,
+from synth.evaluate import (EvalError, accuracy_by_bucket, accuracy_curves, compute_optimal, curves_table, difficulty_buckets,
                             first_n_reaching, plot_curves)
 from synth.journal import Journal
 
@@ -17,7 +18,15 @@ class EvalConfig:
     output_dir: str = field(default="runs/eval", metadata={"help": "Where eval.md, eval.json and accuracy_vs_n.png go."})
     samples: int = field(default=16, metadata={"help": "Random subsets per N when subsampling completions."})
     reference: str = field(default="best_of_n", metadata={"help": "Strategy whose accuracy at its largest N the others must reach."})
-    selector: str = field(default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."})
+    selector: Literal["majority", "naive", "weighted"] = field(default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."})
+    difficulty: Literal["auto", "pool", "prm", "oracle"] = field(default="auto", metadata={"help": "Difficulty estimate for the buckets: pool, prm (mean PRM score, known "
+                                                              "without gold answers), oracle (pass@1), auto (pool, else prm, else oracle)."})
+    buckets: int = field(default=3, metadata={"help": "Difficulty buckets."})
+    folds: int = field(default=5, metadata={"help": "Folds for the cross-fitted compute-optimal accuracy."})
+
+    def __post_init__(self):
+        if self.buckets < 1 or self.folds < 1 or self.samples < 1:
+            raise ValueError(f"buckets ({self.buckets}), folds ({self.folds}) and samples ({self.samples}) must be >= 1")
 
 
 def run_label(run_dir: Path, rows: list[dict]) -> str:
@@ -28,13 +37,13 @@ def run_label(run_dir: Path, rows: list[dict]) -> str:
 def load_rows(run_dir: str | Path) -> list[dict]:
     rows = Journal(Path(run_dir) / "rows.jsonl").read()
     if not rows:
-        raise ValueError(f"{run_dir}: no rows (is it a `synth generate` output dir?)")
+        raise EvalError(f"{run_dir}: no rows (is it a `synth generate` output dir?)")
     return rows
 
 
 def evaluate_runs(cfg: EvalConfig) -> dict:
     if not cfg.runs:
-        raise ValueError("eval needs --runs: one or more `synth generate` output dirs")
+        raise EvalError("eval needs --runs: one or more `synth generate` output dirs")
     results: dict[str, list[dict]] = {}
     for run in cfg.runs:
         rows = load_rows(run)
@@ -60,15 +69,16 @@ def evaluate_runs(cfg: EvalConfig) -> dict:
         lines += [f"- {k}: {v if v is not None else 'not reached'}" + (f" (compute ratio {n_ref / v:.1f}x)" if v else "")
                   for k, v in reach.items()]
         lines.append("")
-    buckets = difficulty_buckets(next(iter(results.values())))
+    buckets = difficulty_buckets(next(iter(results.values())), cfg.buckets, cfg.difficulty)
     report["by_difficulty"] = {k: accuracy_by_bucket(v, buckets, cfg.selector) for k, v in results.items()}
-    lines += ["Accuracy by difficulty bucket (0 = easiest):", ""]
+    lines += [f"Accuracy by difficulty bucket (0 = easiest, difficulty estimate: {cfg.difficulty}):", ""]
     lines += [f"- {k}: " + ", ".join(f"{b}: {a:.3f}" for b, a in v.items()) for k, v in report["by_difficulty"].items()]
     if len(results) > 1:
-        opt = compute_optimal(results, cfg.selector, buckets)
-        report["compute_optimal"] = opt
-        lines += ["", f"Compute-optimal ({cfg.selector}; best strategy per difficulty bucket): accuracy {opt['accuracy']:.3f}, "
-                  f"choice {opt['choice']}"]
+        opt = compute_optimal(results, cfg.selector, buckets, cfg.folds)
+        report["compute_optimal"] = {k: v for k, v in opt.items() if k != "correct"}
+        lines += ["", f"Compute-optimal ({cfg.selector}; best strategy per difficulty bucket): accuracy "
+                  f"{opt['cross_fitted_accuracy']:.3f} cross-fitted ({cfg.folds} folds: each problem's strategy chosen on the "
+                  f"others), {opt['accuracy']:.3f} in-sample; choice {opt['choice']}"]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     (out / "eval.json").write_text(json.dumps(report, indent=2, default=str))
     return report

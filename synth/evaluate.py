@@ -132,20 +132,47 @@ def first_n_reaching(curve: dict[int, float], target: float) -> int | None:
     return next((n for n in sorted(curve) if curve[n] >= target - 1e-9), None)
 
 
-def difficulty_buckets(rows: list[dict], buckets: int = 3) -> dict[str, int]:
-    """Problem id -> bucket (0 = easiest), by the pool's difficulty or, without one, the pass@1 estimate."""
+DIFFICULTY_ESTIMATES = ("auto", "pool", "prm", "oracle")
+
+
+class EvalError(ValueError):
+    """Rows that cannot be evaluated as asked (the CLI prints it without a traceback)."""
+
+
+def difficulty_buckets(rows: list[dict], buckets: int = 3, estimate: str = "auto") -> dict[str, int]:
+    """Problem id -> bucket (0 = easiest) by a difficulty estimate:
+    pool: the pool's own difficulty field; prm: the mean PRM score of the row's completions (the
+    blog's model-based estimate: known without the gold answer); oracle: pass@1 against the gold
+    answer (the blog's oracle: in-sample only); auto: pool where every row has one, else prm, else oracle."""
+    if estimate not in DIFFICULTY_ESTIMATES:
+        raise EvalError(f"unknown difficulty estimate {estimate!r}: choose one of {', '.join(DIFFICULTY_ESTIMATES)}")
+    has_scores = all(r.get("scores") and any(s is not None for s in r["scores"]) for r in rows)
+    if estimate == "auto":
+        estimate = "pool" if all(r.get("difficulty") is not None for r in rows) else "prm" if has_scores else "oracle"
+    if estimate == "pool" and not all(r.get("difficulty") is not None for r in rows):
+        raise EvalError("difficulty estimate 'pool' needs a difficulty on every row (this pool has none)")
+    if estimate == "prm" and not has_scores:
+        raise EvalError("difficulty estimate 'prm' needs PRM scores on every row (generate with a prm)")
+
     def level(r):
-        if r.get("difficulty") is not None:
+        if estimate == "pool":
             return float(r["difficulty"])
+        if estimate == "prm":
+            scores = [s for s in r["scores"] if s is not None]
+            return -sum(scores) / len(scores)
         return -sum(bool(v) for v in r["verified"]) / max(len(r["verified"]), 1)
 
-    ordered = sorted(rows, key=level)
+    ordered = sorted(rows, key=lambda r: (level(r), r["id"]))
     return {r["id"]: min(i * buckets // len(ordered), buckets - 1) for i, r in enumerate(ordered)}
 
 
-def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", buckets: dict[str, int] | None = None) -> dict:
+def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", buckets: dict[str, int] | None = None,
+                    folds: int = 5) -> dict:
     """The blog's compute-optimal strategy: per difficulty bucket, the strategy with the best accuracy
-    at the same budget N; returns its choice per bucket and the resulting accuracy (in-sample)."""
+    at the same budget N. Returns its choice per bucket, its in-sample accuracy (choice and score on the
+    same problems) and its cross-fitted accuracy: problems split into `folds`, each fold scored with the
+    choice made on the other folds, so a problem never helps pick its own strategy. `correct` holds the
+    cross-fitted outcome per problem id (for paired comparisons)."""
     names = list(results)
     by_id = {name: {r["id"]: r for r in rows} for name, rows in results.items()}
     common = sorted(set.intersection(*(set(d) for d in by_id.values())))
@@ -156,13 +183,23 @@ def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", 
         key = f"{selector}_verified" if f"{selector}_verified" in r else "majority_verified"
         return bool(r[key])
 
-    choice, total = {}, 0
-    for b in sorted(set(buckets.values())):
-        ids = [i for i in common if buckets.get(i) == b]
-        acc = {name: sum(correct(name, i) for i in ids) for name in names}
-        choice[b] = max(names, key=lambda name: acc[name])
-        total += acc[choice[b]]
-    return {"choice": choice, "accuracy": total / len(common) if common else 0.0}
+    def choose(ids: list[str]) -> dict[int, str]:
+        out = {}
+        for b in sorted(set(buckets.values())):
+            in_bucket = [i for i in ids if buckets.get(i) == b]
+            out[b] = max(names, key=lambda name: sum(correct(name, i) for i in in_bucket))  # ties: the first run
+        return out
+
+    choice = choose(common)
+    in_sample = sum(correct(choice[buckets[i]], i) for i in common)
+    fold_of = {pid: k % max(folds, 1) for k, pid in enumerate(common)}
+    crossed = {}
+    for f in range(max(folds, 1)):
+        fold_choice = choose([i for i in common if fold_of[i] != f]) if folds > 1 else choice
+        crossed.update({i: correct(fold_choice[buckets[i]], i) for i in common if fold_of[i] == f})
+    n = max(len(common), 1)
+    return {"choice": choice, "accuracy": in_sample / n, "cross_fitted_accuracy": sum(crossed.values()) / n,
+            "folds": folds, "correct": crossed}
 
 
 def accuracy_by_bucket(rows: list[dict], buckets: dict[str, int], selector: str = "majority") -> dict[int, float]:

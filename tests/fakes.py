@@ -55,13 +55,22 @@ class StepPolicy:
             depth = p.count(self.delimiter)
             samples = []
             for i in range(params.n):
-                if depth + 1 >= self.finish_depth:
-                    ans = self.answer if i in self.correct else "9"
-                    samples.append(Continuation(f"d{depth}s{i} so \\boxed{{{ans}}}", 3, "eos", len(p)))
+                if not params.stop:  # no step stop: write steps until one ends the completion
+                    steps = [self._step(depth, i, p)]
+                    while steps[-1].stop_reason != "eos":
+                        steps.append(self._step(depth + len(steps), i, p))
+                    samples.append(Continuation(self.delimiter.join(c.text for c in steps), sum(c.num_tokens for c in steps),
+                                                "eos", len(p)))
                 else:
-                    samples.append(Continuation(f"d{depth}s{i}", 2, "stop", len(p)))
+                    samples.append(self._step(depth, i, p))
             out.append(samples)
         return out
+
+    def _step(self, depth: int, i: int, prompt: str) -> Continuation:
+        if depth + 1 >= self.finish_depth:
+            ans = self.answer if i in self.correct else "9"
+            return Continuation(f"d{depth}s{i} so \\boxed{{{ans}}}", 3, "eos", len(prompt))
+        return Continuation(f"d{depth}s{i}", 2, "stop", len(prompt))
 
 
 class StepPRM:

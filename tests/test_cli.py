@@ -32,3 +32,16 @@ def test_bad_pool_is_a_clear_error(tmp_path, capsys):
         main(["generate", "--output_dir", str(tmp_path / "o"), "--pool.tasks", "basic_arithmetc"])
     err = capsys.readouterr().err
     assert "unknown reasoning-gym task 'basic_arithmetc'" in err and "basic_arithmetic" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "no rows (is it a `synth generate` output dir?)"),
+    (["--difficulty", "guess"], "difficulty: 'guess' is not one of"),
+    (["--folds", "0"], "folds (0)"),
+])
+def test_eval_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--runs", str(empty), "--output_dir", str(tmp_path / "eval"), *extra])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -213,3 +213,17 @@ def test_train_prm_with_a_pairwise_loss_runs_and_scores(tmp_path, tiny_model_dir
     assert metrics["steps"] == 4 and math.isfinite(metrics["train_loss"])
     scores = load_prm(str(tmp_path / "prm" / "final")).score(["q"], [["a", "b"]])
     assert len(scores[0]) == 2
+
+
+def test_within_problem_value_spread_removes_rollout_noise():
+    from synth.prm.evaluate import within_problem_value_spread
+
+    # p1: partial labels 0.5 and 0.5 (no spread at all); p2: 0.0 and 1.0 (no rollout noise, spread 0.707)
+    rows = [{"problem_id": "p1", "labels": [0.5, 1.0], "rollouts": 4}, {"problem_id": "p1", "labels": [0.5, 0.0], "rollouts": 4},
+            {"problem_id": "p2", "labels": [0.0, 0.0], "rollouts": 4}, {"problem_id": "p2", "labels": [1.0, 1.0], "rollouts": 4},
+            {"problem_id": "p3", "labels": [1.0], "rollouts": 4}]
+    out = within_problem_value_spread(rows)
+    # observed variances 0 and 0.5 -> 0.25; noise (0.25/3 for p1's two steps, 0 for p2) -> mean 0.0417
+    assert out["partial_problems"] == 2 and out["partial_sd"] == pytest.approx((0.25 - 0.25 / 3 / 2) ** 0.5)
+    assert out["final_problems"] == 2 and out["final_sd"] == pytest.approx(((0.5 + 0.5) / 2) ** 0.5)  # p3 has one trace
+    assert within_problem_value_spread([{"problem_id": "p", "labels": [1.0], "rollouts": 4}])["partial_problems"] == 0

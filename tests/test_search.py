@@ -2,6 +2,7 @@ import pytest
 
 from fakes import StepPolicy, StepPRM
 from synth.evaluate import select_answers
+from synth.generate.engine import Continuation
 from synth.generate.search import SearchConfig, beam_search, best_of_n, dvts
 from synth.records import Problem, Trace
 
@@ -75,6 +76,50 @@ def test_dvts_never_counts_unfinished_candidates():
     r = dvts(policy, PROBLEMS[:1], cfg, seed=0, prm=prm)[0]
     assert len(r.traces) == 4 and not any(t.finished for t in r.traces)
     assert all(n["status"] in ("unfinished", "pruned", "kept") for n in r.tree if n["id"])
+
+
+class FirstSampleFinishes(StepPolicy):
+    """Sample 0 (the PRM's favourite) answers at once; the others write one more step per call."""
+
+    def _step(self, depth, i, prompt):
+        if i == 0:
+            return Continuation(f"d{depth}s0 so \\boxed{{7}}", 3, "eos", len(prompt))
+        return super()._step(depth, i, prompt)
+
+
+def test_dvts_complete_leaves_samples_unfinished_siblings_to_their_end():
+    cfg = SearchConfig(strategy="dvts", n=8, beam_width=4, max_iterations=4)
+    plain = dvts(FirstSampleFinishes(finish_depth=3), PROBLEMS, cfg, seed=0, prm=StepPRM())
+    assert all(sum(t.finished for t in r.traces) == 2 for r in plain)  # one finished best step per subtree
+
+    policy, prm = FirstSampleFinishes(finish_depth=3), StepPRM()
+    cfg.complete_leaves = True
+    results = dvts(policy, PROBLEMS, cfg, seed=0, prm=prm)
+    # one search iteration (every subtree's best child finished), then one batched completion call for the
+    # 2 problems x 2 subtrees x 3 unfinished siblings, n=1 each
+    assert policy.calls == [(4, 4), (12, 1)]
+    for r, p in zip(results, plain):
+        assert len(r.traces) == 8 and all(t.finished and t.answer is not None for t in r.traces)
+        assert all(len(t.step_scores) == len(t.steps) for t in r.traces)
+        tree = nodes(r)
+        # the tree keeps the siblings (flagged unfinished) with their sampled ends as children
+        siblings = [n for n in tree.values() if n["depth"] == 1 and n["status"] == "unfinished"]
+        ends = [n for n in tree.values() if n["depth"] == 2]
+        assert len(siblings) == 6 and sorted(n["parent"] for n in ends) == sorted(n["id"] for n in siblings)
+        assert all(n["status"] == "finished" for n in ends)
+        completed = [t for t in r.traces if len(t.steps) > 1]
+        assert len(completed) == 6 and all(t.steps[0] in ("d0s1", "d0s2", "d0s3") for t in completed)
+        assert r.cost.generated_tokens > p.cost.generated_tokens and r.cost.prm_steps > p.cost.prm_steps
+
+
+def test_beam_search_complete_leaves_finishes_beams_cut_by_max_iterations():
+    policy, prm = StepPolicy(finish_depth=4), StepPRM()
+    cfg = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=2, complete_leaves=True)
+    r = beam_search(policy, PROBLEMS[:1], cfg, seed=0, prm=prm)[0]
+    assert policy.calls == [(1, 4), (2, 2), (2, 1)]  # 2 iterations, then the 2 kept beams completed
+    finished = [t for t in r.traces if t.finished]
+    assert len(finished) == 2 and all(len(t.steps) == 4 for t in finished)
+    assert sum(n["status"] == "finished" for n in r.tree) == 2
 
 
 def test_lookahead_rolls_greedy_steps_before_scoring():

@@ -33,6 +33,9 @@ class SearchConfig:
     lookahead: int = field(default=0, metadata={"help": "Greedy steps rolled out before scoring a candidate (0 as in the blog)."})
     filter_duplicates: bool = field(default=False, metadata={"help": "Drop candidate steps identical to a sibling's before ranking."})
     aggregation: Aggregation = field(default="last", metadata={"help": "How step scores become one score: last, min, prod, mean."})
+    complete_leaves: bool = field(default=False, metadata={"help": (
+        "Sample every unfinished final candidate (a DVTS subtree's siblings of its finished best step, beams cut by "
+        "max_iterations) on to its end (max_tokens), so all N final traces can answer; costs the extra tokens.")})
 
     def __post_init__(self):
         checks = {"n": self.n >= 1, "max_tokens": self.max_tokens >= 1, "temperature": self.temperature >= 0,
@@ -59,7 +62,7 @@ class Node:
     finished: bool = False  # the model ended (EOS) or boxed an answer after this step
     score: float | None = None  # ranking score (aggregated PRM scores of the path, lookahead included)
     step_scores: list[float] | None = None  # PRM score of every step of the path
-    status: str = "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations)
+    status: str = "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations); rollout: complete_leaves
 
 
 @dataclass
@@ -201,6 +204,30 @@ class _Expander:
             node.step_scores = scores[len(items) + k] if need_plain else scores[k]
             self.costs[t].prm_steps += len(batch[k]) + (len(paths[k]) if need_plain else 0)
 
+    def complete(self, items: list[tuple[int, Node]]) -> list[Node]:
+        """Sample each node's path on to its end in one engine call (no step stop), add the rest of the
+        text as a chain of `rollout` nodes, score the new leaves and return them (in order)."""
+        if not items:
+            return []
+        params = SamplingParams(n=1, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                seed=self.seed + self.calls)
+        self.calls += 1
+        outs = self.policy.generate([self.trees[t].prefix(node, self.cfg.step_delimiter) for t, node in items], params)
+        leaves = []
+        for (t, node), cs in zip(items, outs):
+            self.costs[t].add(cs)
+            self.costs[t].engine_calls += 1
+            c, tree, cur = cs[0], self.trees[t], node
+            steps = split_steps(c.text, self.cfg.step_delimiter) or [""]
+            for j, step in enumerate(steps):
+                cur = Node(len(tree.nodes), cur.id, step, cur.depth + 1, c.num_tokens if j == 0 else 0, status="rollout")
+                tree.nodes.append(cur)
+            cur.finished = c.stop_reason == "eos" or "\\boxed" in c.text
+            cur.status = "finished" if cur.finished else "unfinished"
+            leaves.append((t, cur))
+        self.score(leaves)
+        return [leaf for _, leaf in leaves]
+
     def _generate_virtual(self, reqs):
         params = SamplingParams(n=1, max_tokens=self.cfg.step_max_tokens, temperature=0.0, stop=[self.cfg.step_delimiter], seed=self.seed)
         outs = self.policy.generate([v.prefix(self.cfg.step_delimiter) for _, v in reqs], params)
@@ -285,15 +312,24 @@ def beam_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed
             for rank, k in enumerate(open_kids):
                 k.status = "kept" if rank < keep else "pruned"
             frontier[t] = open_kids[:keep]
-    results = []
-    for t, tree in enumerate(trees):
+    leaves = []
+    for t in range(len(trees)):
         for node in frontier[t]:
             node.status = "unfinished"
         finished = sorted(done[t], key=lambda k: k.score, reverse=True)[: cfg.n]
         # Beams cut by max_iterations fill up to N, flagged unfinished: selection ignores them.
-        leaves = finished + sorted(frontier[t], key=lambda k: k.score, reverse=True)[: cfg.n - len(finished)]
-        results.append(SearchResult([_leaf_trace(tree, k, cfg) for k in leaves], costs[t], [asdict(n) for n in tree.nodes]))
-    return results
+        leaves.append(finished + sorted(frontier[t], key=lambda k: k.score, reverse=True)[: cfg.n - len(finished)])
+    if cfg.complete_leaves:
+        _complete(ex, leaves)
+    return [SearchResult([_leaf_trace(tree, k, cfg) for k in ks], costs[t], [asdict(n) for n in tree.nodes])
+            for t, (tree, ks) in enumerate(zip(trees, leaves))]
+
+
+def _complete(ex: _Expander, leaves: list[list[Node]]) -> None:
+    """Replace every unfinished leaf (per tree) by its sampled completion, one batch for all trees."""
+    todo = [(t, i) for t, ks in enumerate(leaves) for i, k in enumerate(ks) if not k.finished]
+    for (t, i), leaf in zip(todo, ex.complete([(t, leaves[t][i]) for t, i in todo])):
+        leaves[t][i] = leaf
 
 
 def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
@@ -302,7 +338,8 @@ def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, 
     Each subtree expands its current node M times, scores the M children and moves to the best;
     it stops when that child is finished or after max_iterations. A subtree contributes its last
     M candidates (so N traces per problem); candidates that did not finish are flagged, never
-    counted as answers (the reference mixes them in: search-and-learn issue #57).
+    counted as answers (the reference mixes them in: search-and-learn issue #57), unless
+    complete_leaves samples them on to their end.
     """
     prm = _require_prm(prm, "dvts")
     trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
@@ -328,16 +365,18 @@ def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, 
                 heads[s] = (heads[s][0], best)
                 still.append(s)
         active = still
-    results = []
-    for t, tree in enumerate(trees):
-        leaves = []
+    leaves = []
+    for t in range(len(trees)):
+        leaves.append([])
         for s in range(t * subtrees, (t + 1) * subtrees):
             for k in last.get(s, []):
                 if not k.finished:
                     k.status = "unfinished"
-                leaves.append(k)
-        results.append(SearchResult([_leaf_trace(tree, k, cfg) for k in leaves], costs[t], [asdict(n) for n in tree.nodes]))
-    return results
+                leaves[t].append(k)
+    if cfg.complete_leaves:
+        _complete(ex, leaves)
+    return [SearchResult([_leaf_trace(tree, k, cfg) for k in ks], costs[t], [asdict(n) for n in tree.nodes])
+            for t, (tree, ks) in enumerate(zip(trees, leaves))]
 
 
 STRATEGIES = {"best_of_n": best_of_n, "beam_search": beam_search, "dvts": dvts}

@@ -53,6 +53,34 @@ def within_group_auroc(groups: list, scores: list[float], truths: list[bool]) ->
     return (wins / pairs if pairs else float("nan")), pairs
 
 
+def within_problem_value_spread(rows: list[dict]) -> dict[str, float]:
+    """How much the true values of one problem's steps differ: the standard deviation of Monte-Carlo
+    step labels within a problem, with the rollout noise removed (a soft label l from K rollouts has
+    binomial variance l(1-l)/(K-1), unbiased), for partial steps and, from their 0/1 labels, final steps.
+    Near 0 for partial steps means no PRM, however good, can gain much by ranking them.
+    Rows: `synth label` output (`problem_id`, `labels`, `rollouts`)."""
+    import statistics
+
+    partial: dict[str, list[tuple[float, int]]] = {}
+    final: dict[str, list[float]] = {}
+    for r in rows:
+        for label in r["labels"][:-1]:
+            partial.setdefault(r["problem_id"], []).append((float(label), int(r["rollouts"])))
+        final.setdefault(r["problem_id"], []).append(float(r["labels"][-1]))
+
+    def spread(groups: list[list[tuple[float, int]]]) -> tuple[float, int]:
+        groups = [g for g in groups if len(g) >= 2]
+        if not groups:
+            return float("nan"), 0
+        observed = statistics.fmean(statistics.variance([v for v, _ in g]) for g in groups)
+        noise = statistics.fmean(statistics.fmean(v * (1 - v) / (k - 1) if k > 1 else 0.0 for v, k in g) for g in groups)
+        return max(observed - noise, 0.0) ** 0.5, len(groups)
+
+    partial_sd, partial_problems = spread(list(partial.values()))
+    final_sd, final_problems = spread([[(v, 0) for v in g] for g in final.values()])
+    return {"partial_sd": partial_sd, "partial_problems": partial_problems, "final_sd": final_sd, "final_problems": final_problems}
+
+
 def first_error(scores: list[float], threshold: float = 0.5) -> int:
     """Index of the first step scored below threshold, -1 if none."""
     return next((i for i, s in enumerate(scores) if s < threshold), -1)
