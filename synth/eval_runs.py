@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from synth.evaluate import (EvalError, accuracy_by_bucket, accuracy_curves, compute_optimal, curves_table, difficulty_buckets,
-                            first_n_reaching, plot_curves)
+                            first_n_reaching, plot_curves, resolve_difficulty)
 from synth.journal import Journal
 
 
@@ -20,7 +20,7 @@ class EvalConfig:
     reference: str = field(default="best_of_n", metadata={"help": "Strategy whose accuracy at its largest N the others must reach."})
     selector: Literal["majority", "naive", "weighted"] = field(default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."})
     difficulty: Literal["auto", "pool", "prm", "oracle"] = field(default="auto", metadata={"help": "Difficulty estimate for the buckets: pool, prm (mean PRM score, known "
-                                                              "without gold answers), oracle (pass@1), auto (pool, else prm, else oracle)."})
+                                                              "without gold answers), oracle (pass@1), auto (pool if it has enough levels, else prm, else oracle)."})
     buckets: int = field(default=3, metadata={"help": "Difficulty buckets."})
     folds: int = field(default=5, metadata={"help": "Folds for the cross-fitted compute-optimal accuracy."})
 
@@ -69,9 +69,11 @@ def evaluate_runs(cfg: EvalConfig) -> dict:
         lines += [f"- {k}: {v if v is not None else 'not reached'}" + (f" (compute ratio {n_ref / v:.1f}x)" if v else "")
                   for k, v in reach.items()]
         lines.append("")
-    buckets = difficulty_buckets(next(iter(results.values())), cfg.buckets, cfg.difficulty)
+    first = next(iter(results.values()))
+    estimate = resolve_difficulty(first, cfg.buckets, cfg.difficulty)
+    buckets = difficulty_buckets(first, cfg.buckets, estimate)
     report["by_difficulty"] = {k: accuracy_by_bucket(v, buckets, cfg.selector) for k, v in results.items()}
-    lines += [f"Accuracy by difficulty bucket (0 = easiest, difficulty estimate: {cfg.difficulty}):", ""]
+    lines += [f"Accuracy by difficulty bucket (0 = easiest, difficulty estimate: {estimate}):", ""]
     lines += [f"- {k}: " + ", ".join(f"{b}: {a:.3f}" for b, a in v.items()) for k, v in report["by_difficulty"].items()]
     if len(results) > 1:
         opt = compute_optimal(results, cfg.selector, buckets, cfg.folds)

@@ -139,20 +139,30 @@ class EvalError(ValueError):
     """Rows that cannot be evaluated as asked (the CLI prints it without a traceback)."""
 
 
+def resolve_difficulty(rows: list[dict], buckets: int = 3, estimate: str = "auto") -> str:
+    """The difficulty estimate `difficulty_buckets` uses for these rows ("auto" resolved); errors name
+    what an explicit estimate lacks."""
+    if estimate not in DIFFICULTY_ESTIMATES:
+        raise EvalError(f"unknown difficulty estimate {estimate!r}: choose one of {', '.join(DIFFICULTY_ESTIMATES)}")
+    has_pool = all(r.get("difficulty") is not None for r in rows)
+    has_scores = all(r.get("scores") and any(s is not None for s in r["scores"]) for r in rows)
+    if estimate == "auto":
+        graded = has_pool and len({r["difficulty"] for r in rows}) >= buckets
+        return "pool" if graded else "prm" if has_scores else "oracle"
+    if estimate == "pool" and not has_pool:
+        raise EvalError("difficulty estimate 'pool' needs a difficulty on every row (this pool has none)")
+    if estimate == "prm" and not has_scores:
+        raise EvalError("difficulty estimate 'prm' needs PRM scores on every row (generate with a prm)")
+    return estimate
+
+
 def difficulty_buckets(rows: list[dict], buckets: int = 3, estimate: str = "auto") -> dict[str, int]:
     """Problem id -> bucket (0 = easiest) by a difficulty estimate:
     pool: the pool's own difficulty field; prm: the mean PRM score of the row's completions (the
     blog's model-based estimate: known without the gold answer); oracle: pass@1 against the gold
-    answer (the blog's oracle: in-sample only); auto: pool where every row has one, else prm, else oracle."""
-    if estimate not in DIFFICULTY_ESTIMATES:
-        raise EvalError(f"unknown difficulty estimate {estimate!r}: choose one of {', '.join(DIFFICULTY_ESTIMATES)}")
-    has_scores = all(r.get("scores") and any(s is not None for s in r["scores"]) for r in rows)
-    if estimate == "auto":
-        estimate = "pool" if all(r.get("difficulty") is not None for r in rows) else "prm" if has_scores else "oracle"
-    if estimate == "pool" and not all(r.get("difficulty") is not None for r in rows):
-        raise EvalError("difficulty estimate 'pool' needs a difficulty on every row (this pool has none)")
-    if estimate == "prm" and not has_scores:
-        raise EvalError("difficulty estimate 'prm' needs PRM scores on every row (generate with a prm)")
+    answer (the blog's oracle: in-sample only); auto: pool where every row has one and it takes at least
+    `buckets` distinct values (a pool of two levels cannot make thirds), else prm, else oracle."""
+    estimate = resolve_difficulty(rows, buckets, estimate)
 
     def level(r):
         if estimate == "pool":

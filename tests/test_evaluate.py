@@ -67,6 +67,8 @@ def test_difficulty_buckets_by_estimate():
     assert difficulty_buckets(rows, 3, "oracle") == {"mid": 0, "easy": 1, "hard": 2}
     assert difficulty_buckets(rows, 3, "pool") == {"mid": 0, "hard": 1, "easy": 2}
     assert difficulty_buckets(rows, 3) == difficulty_buckets(rows, 3, "pool")
+    two_levels = [{**r, "difficulty": 1.0 + (r["id"] == "hard")} for r in rows]  # cannot make thirds: prm
+    assert difficulty_buckets(two_levels, 3) == difficulty_buckets(rows, 3, "prm")
     no_pool = [{k: v for k, v in r.items() if k != "difficulty"} for r in rows]
     assert difficulty_buckets(no_pool, 3) == difficulty_buckets(rows, 3, "prm")
     with pytest.raises(ValueError, match="'pool' needs a difficulty"):
