@@ -143,10 +143,10 @@ def main() -> None:
         print(f"N={n}: majority {rs['best_of_n']['majority']:.3f} | best-of-N weighted {rs['best_of_n']['weighted']:.3f} | "
               f"beam {rs['beam_search']['weighted']:.3f} | DVTS {rs['dvts']['weighted']:.3f} | beam wall "
               f"{rs['beam_search']['wall_vs_bon']:.2f}x, DVTS wall {rs['dvts']['wall_vs_bon']:.2f}x best-of-N")
+        majority = {r["id"]: r["majority_verified"] for r in rows[(n, "best_of_n")]}
         for name, subset in (("all", ids), ("not in the PRM's training pool", clean if args.prm_train_pool else [])):
             if len(subset) < 2:
                 continue
-            majority = {r["id"]: r["majority_verified"] for r in rows[(n, "best_of_n")]}
             gains = []
             for strategy, label in (("best_of_n", "best-of-N weighted"), ("beam_search", "beam"), ("dvts", "DVTS")):
                 weighted = {r["id"]: r["weighted_verified"] for r in rows[(n, strategy)]}
@@ -159,7 +159,6 @@ def main() -> None:
         results = {s: [r for r in rows[(n, s)] if r["id"] in keep] for s in STRATEGIES}
         buckets = difficulty_buckets(results["best_of_n"], 3, "prm")
         opt = compute_optimal(results, "weighted", buckets, folds=5)
-        majority = {r["id"]: r["majority_verified"] for r in rows[(n, "best_of_n")]}
         gain, se = paired_gain(opt["correct"], majority, ids)
         print(f"N={n}, compute-optimal (3 buckets by mean PRM score, 5-fold cross-fitted): {opt['cross_fitted_accuracy']:.3f} "
               f"({gain:+.1f} ± {se:.1f} over majority; in-sample {opt['accuracy']:.3f}; choice on all problems "

@@ -18,9 +18,11 @@ class EvalConfig:
     output_dir: str = field(default="runs/eval", metadata={"help": "Where eval.md, eval.json and accuracy_vs_n.png go."})
     samples: int = field(default=16, metadata={"help": "Random subsets per N when subsampling completions."})
     reference: str = field(default="best_of_n", metadata={"help": "Strategy whose accuracy at its largest N the others must reach."})
-    selector: Literal["majority", "naive", "weighted"] = field(default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."})
-    difficulty: Literal["auto", "pool", "prm", "oracle"] = field(default="auto", metadata={"help": "Difficulty estimate for the buckets: pool, prm (mean PRM score, known "
-                                                              "without gold answers), oracle (pass@1), auto (pool if it has enough levels, else prm, else oracle)."})
+    selector: Literal["majority", "naive", "weighted"] = field(
+        default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."})
+    difficulty: Literal["auto", "pool", "prm", "oracle"] = field(default="auto", metadata={"help": (
+        "Difficulty estimate for the buckets: pool, prm (mean PRM score, known without gold answers), oracle (pass@1), "
+        "auto (pool if it has enough levels, else prm, else oracle).")})
     buckets: int = field(default=3, metadata={"help": "Difficulty buckets."})
     folds: int = field(default=5, metadata={"help": "Folds for the cross-fitted compute-optimal accuracy."})
 
