@@ -24,6 +24,10 @@ from synth.records import Problem
     ("no answer here", None),
     ("", None),
     ("\\boxed{unclosed", None),
+    ('In this scenario, the answer is "15"', "15"),
+    ("The final answer is **-8**.", "-8"),
+    ("The answer is `7`", "7"),
+    ('The answer is "8."', "8"),
 ])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected

@@ -45,7 +45,9 @@ def _clean(answer: str) -> str:
     answer = re.sub(r"(?i)\.?\s*I hope it is correct\.?", "", answer).strip()
     answer = answer.strip().strip("$").strip()
     answer = re.sub(r"^\\\(|\\\)$", "", answer).strip()
-    return answer.rstrip(".").strip().strip("$").strip()
+    answer = answer.rstrip(".").strip().strip("$").strip()
+    quoted = re.fullmatch(r"([\"'*`]+)(.+?)\1", answer)  # "15", **15**, `15`
+    return quoted.group(2).rstrip(".").strip() if quoted and quoted.group(2).strip() else answer
 
 
 def extract_answer(text: str | None) -> str | None:
