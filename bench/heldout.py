@@ -1,4 +1,4 @@
-"""Shared by bench/rounds_eval.py and bench/sft_sweep.py: greedy correctness on a pool, paired gains."""
+"""Shared by the benches: the held-out pool, greedy correctness on a pool, paired gains."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from synth.generate.run import GenerateConfig, generate  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.problems import PoolConfig  # noqa: E402
+
+
+def held_out_pool(seed: int, problems: int) -> PoolConfig:
+    """The benches' held-out arithmetic pool (1-2 digit, two terms): the default PRM trained on seed 100."""
+    return PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=problems, seed=seed,
+                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
 
 
 def greedy_correct(model: str, pool: PoolConfig, out: Path, keep: set[str], max_tokens: int, batch_size: int,

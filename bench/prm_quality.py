@@ -22,20 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heldout import held_out_pool  # noqa: E402
 from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
-from synth.problems import PoolConfig  # noqa: E402
 from synth.prm.evaluate import step_auroc, within_problem_value_spread  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 from synth.prm.rescore import rescore_rows  # noqa: E402
-
-HELD_OUT = PoolConfig(tasks=["basic_arithmetic", "chain_sum"], seed=1000,
-                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
-
 
 def trace_auroc(rows: list[dict]) -> tuple[float, float, int]:
     """AUROC of each finished completion's aggregated PRM score against its verified flag: pooled, and
@@ -69,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
 
     out = Path(args.out)
-    pool = PoolConfig(**{**HELD_OUT.__dict__, "num_problems": args.problems})
+    pool = held_out_pool(1000, args.problems)
     gen_cfg = GenerateConfig(pool=pool, prm=None, output_dir=str(out / "traces"), problems_per_batch=8,
                              search=SearchConfig(strategy="best_of_n", n=args.n, temperature=0.8, max_tokens=160))
     policy, prm = load_policy(gen_cfg), load_prm(args.prm, dtype=args.prm_dtype)

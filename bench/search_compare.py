@@ -31,10 +31,10 @@ from synth.filter.select import normalize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import STRATEGIES, SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
-from synth.problems import PoolConfig, load_pool  # noqa: E402
+from synth.problems import load_pool  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 
-from heldout import paired_gain  # noqa: E402
+from heldout import held_out_pool, paired_gain  # noqa: E402
 
 
 class RandomPRM:
@@ -45,12 +45,6 @@ class RandomPRM:
 
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
         return [[self.rng.random() for _ in path] for path in steps]
-
-
-def held_out_pool(seed: int, problems: int) -> PoolConfig:
-    return PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=problems, seed=seed,
-                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Takes the best-of-N traces of `bench/prm_quality.py` (held-out seed 1000), picks
 cuts, labels every partial step prefix with Monte-Carlo rollouts as `synth label` does (K rollouts,
 verified against the gold answer; the prefix is the completion's own text up to the cut) and prints the
 within-problem value spread (sd of the labels, rollout noise removed) of partial and final steps, the
-steps per trace and the rollout cost. Labels are cached in --out.
+steps per trace and the rollout cost. Labels (and their cost) are cached in --out.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> None:
         sys.exit(f"{args.traces}: no rows (run bench/prm_quality.py first, or pass a `synth generate` output dir)")
     cfg = LabelConfig(rollouts=args.rollouts, max_tokens=80, step_delimiter="", seed=1)
     picked = pick_traces(rows, args.traces_per_problem, max_steps=10**6, seed=cfg.seed)
+    by_id = {r["id"]: r for r in rows}
     policy = None
     for how in CUTS:
         journal = Journal(Path(args.out) / how / "rows.jsonl")
@@ -62,22 +63,26 @@ def main() -> None:
         items = []
         for it in picked:
             row_id, i = it["key"].rsplit("#", 1)
-            text = next(r for r in rows if r["id"] == row_id)["completions"][int(i)]
+            text = by_id[row_id]["completions"][int(i)]
             items.append({**it, "steps": cut(text, how)})
         todo = [it for it in items if it["key"] not in done]
-        started, tokens = time.perf_counter(), 0
+        cost_file = Path(args.out) / how / "cost.json"  # rollout cost of every run that labelled these traces
+        cost = json.loads(cost_file.read_text()) if cost_file.exists() else {"tokens": 0, "seconds": 0.0}
+        started = time.perf_counter()
         for start in range(0, len(todo), 16):
             if policy is None:
                 policy = load_policy(GenerateConfig())
             new, n = label_batch(policy, todo[start : start + 16], cfg, cfg.seed + start)
             journal.append(new)
-            tokens += n
+            cost["tokens"] += n
+        cost["seconds"] += time.perf_counter() - started if todo else 0.0
+        cost_file.write_text(json.dumps(cost))
         labelled = journal.read()
         spread = within_problem_value_spread(labelled)
         steps = [len(r["completions"]) for r in labelled]
         print(f"{how:9s}: {len(labelled)} traces, {sum(steps) / len(steps):.2f} steps per trace | value spread within a problem: "
               f"partial steps {spread['partial_sd']:.3f} ({spread['partial_problems']} problems) | final steps "
-              f"{spread['final_sd']:.3f} ({spread['final_problems']}) | {tokens} rollout tokens in {time.perf_counter() - started:.0f} s")
+              f"{spread['final_sd']:.3f} ({spread['final_problems']}) | {cost['tokens']} rollout tokens in {cost['seconds']:.0f} s")
         (Path(args.out) / how / "spread.json").write_text(json.dumps(spread, indent=2))
 
 

@@ -202,9 +202,10 @@ def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", 
 
     choice = choose(common)
     in_sample = sum(correct(choice[buckets[i]], i) for i in common)
-    fold_of = {pid: k % max(folds, 1) for k, pid in enumerate(common)}
+    folds = max(folds, 1)
+    fold_of = {pid: k % folds for k, pid in enumerate(common)}
     crossed = {}
-    for f in range(max(folds, 1)):
+    for f in range(folds):
         fold_choice = choose([i for i in common if fold_of[i] != f]) if folds > 1 else choice
         crossed.update({i: correct(fold_choice[buckets[i]], i) for i in common if fold_of[i] == f})
     n = max(len(common), 1)
