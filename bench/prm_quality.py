@@ -1,6 +1,7 @@
 """Quality of a PRM on a held-out reasoning-gym pool (a different seed than the PRM was trained on).
 
     python bench/prm_quality.py [--problems 32] [--n 16] [--prm default] [--out runs/bench-prm-quality]
+        [--step-cut delimiter|sentence]
 
 1. best-of-N (N=16) with the bundled SmolLM2; every completion is then scored by the PRM under test
    (samples and labels do not depend on the PRM, so PRMs are compared on the same samples);
@@ -26,6 +27,7 @@ from heldout import held_out_pool  # noqa: E402
 from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
+from synth.generate.steps import StepRule  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.evaluate import step_auroc, within_problem_value_spread  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402
@@ -61,6 +63,8 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--traces-per-problem", type=int, default=2)
     ap.add_argument("--out", default="runs/bench-prm-quality")
+    ap.add_argument("--step-cut", default="delimiter", choices=["delimiter", "sentence"],
+                    help="steps the PRM scores and the labels use ('\\n\\n' paragraphs or sentences; labels in OUT/labels[-sentence])")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -71,13 +75,15 @@ def main() -> None:
     if not (out / "traces" / "summary.json").exists():
         gen_cfg.resume = (out / "traces" / "rows.jsonl").exists()
         generate(gen_cfg, policy=policy)
-    rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm)
+    rule = StepRule(args.step_cut)
+    rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm, steps=rule if args.step_cut == "sentence" else None)
     summary = summarize(rows)
 
-    label_dir = out / "labels"
+    label_dir = out / ("labels" if args.step_cut == "delimiter" else f"labels-{args.step_cut}")
     if not (label_dir / "summary.json").exists():
         label(LabelConfig(dataset=str(out / "traces"), rollouts=args.rollouts, max_tokens=80, traces_per_problem=args.traces_per_problem,
-                          max_steps=4, output_dir=str(label_dir), resume=(label_dir / "rows.jsonl").exists(), seed=1), policy=policy)
+                          max_steps=4 if args.step_cut == "delimiter" else 8, step_cut=args.step_cut, output_dir=str(label_dir),
+                          resume=(label_dir / "rows.jsonl").exists(), seed=1), policy=policy)
     label_stats = json.loads((label_dir / "summary.json").read_text())
     from datasets import Dataset
 
@@ -86,7 +92,8 @@ def main() -> None:
     spread = within_problem_value_spread(label_rows)
 
     n = args.n
-    print(f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}")
+    print(f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}, "
+          f"steps cut at {args.step_cut}")
     print(f"step AUROC (MC labels, K={args.rollouts}, {steps['eval_steps']} steps, "
           f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}   (target >= 0.75)")
     print(f"within-problem step AUROC (a good and a bad step of one problem; what tree search ranks): "
@@ -105,7 +112,7 @@ def main() -> None:
     print(f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
           f"{label_stats['seconds_per_100_steps']} s per 100 steps")
     result = {"step": steps, "value_spread": spread, "trace_auroc": traces[0], "trace_auroc_within_problem": traces[1], "summary": summary, "label": label_stats}
-    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / ("result.json" if args.step_cut == "delimiter" else f"result-{args.step_cut}.json")).write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

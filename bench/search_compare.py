@@ -2,6 +2,7 @@
 
     python bench/search_compare.py [--problems 24] [--seeds 1000] [--ns 4,16] [--prm default|random|PATH] [--out runs/bench-search]
         [--beam-width 4] [--aggregation last] [--lookahead 0] [--filter-duplicates] [--complete-leaves] [--temperature 0.8]
+        [--step-cut delimiter|sentence] [--max-iterations 6]
 
 For each N: accuracy of majority, best-of-N naive/weighted, beam search and DVTS (weighted selection),
 with each strategy's paired gain over majority (± standard error over problems),
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("--complete-leaves", action="store_true",
                     help="beam search / DVTS sample unfinished final candidates on to their end (search.complete_leaves)")
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--step-cut", default="delimiter", choices=["delimiter", "sentence"],
+                    help="steps end at '\\n\\n' or at sentence ends (use a PRM trained on sentence steps)")
+    ap.add_argument("--max-iterations", type=int, default=6, help="max steps of a beam / subtree")
     ap.add_argument("--prm-train-pool", default="configs/prm-smollm2-generate.yaml",
                     help="generate recipe whose pool the PRM was trained on ('' for none)")
     ap.add_argument("--reuse", action="store_true", help="read finished runs in --out instead of rerunning them")
@@ -88,7 +92,8 @@ def main() -> None:
             for strategy in STRATEGIES:
                 out = seed_out / f"{strategy}-n{n}"
                 search = SearchConfig(strategy=strategy, n=n, beam_width=min(args.beam_width, n), max_tokens=160,
-                                      step_max_tokens=64, max_iterations=6, temperature=args.temperature,
+                                      step_max_tokens=64, max_iterations=args.max_iterations, temperature=args.temperature,
+                                      step_cut=args.step_cut,
                                       aggregation=args.aggregation, lookahead=args.lookahead,
                                       filter_duplicates=args.filter_duplicates, complete_leaves=args.complete_leaves)
                 cfg = GenerateConfig(pool=held_out_pool(seed, args.problems), search=search, prm=args.prm, output_dir=str(out),
@@ -127,7 +132,8 @@ def main() -> None:
                       "wall_s": walls[(n, strategy)], "wall_vs_bon": walls[(n, strategy)] / walls[(n, "best_of_n")]})
     print(f"\n{len(ids)} distinct held-out problems (reasoning-gym seeds {', '.join(map(str, args.seeds))}, {args.problems} each), "
           f"SmolLM2-135M + PRM '{args.prm}', M={args.beam_width}, aggregation {args.aggregation}, lookahead {args.lookahead}, "
-          f"filter_duplicates {args.filter_duplicates}, complete_leaves {args.complete_leaves}, T={args.temperature}")
+          f"filter_duplicates {args.filter_duplicates}, complete_leaves {args.complete_leaves}, T={args.temperature}, "
+          f"steps cut at {args.step_cut}, max_iterations {args.max_iterations}")
     head = ["N", "strategy", "majority", "naive", "weighted", "pass", "gen_tok/problem", "prefill_tok/problem", "kv_reused_tok/problem", "prm_steps/problem", "wall_s", "wall_vs_bon"]
     print(" | ".join(head))
     for r in table:

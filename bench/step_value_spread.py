@@ -53,7 +53,7 @@ def main() -> None:
     rows = Journal(Path(args.traces) / "rows.jsonl").read()
     if not rows:
         sys.exit(f"{args.traces}: no rows (run bench/prm_quality.py first, or pass a `synth generate` output dir)")
-    cfg = LabelConfig(rollouts=args.rollouts, max_tokens=80, step_delimiter="", seed=1)
+    cfg = LabelConfig(rollouts=args.rollouts, max_tokens=80, seed=1)
     picked = pick_traces(rows, args.traces_per_problem, max_steps=10**6, seed=cfg.seed)
     by_id = {r["id"]: r for r in rows}
     policy = None
@@ -64,7 +64,7 @@ def main() -> None:
         for it in picked:
             row_id, i = it["key"].rsplit("#", 1)
             text = by_id[row_id]["completions"][int(i)]
-            items.append({**it, "steps": cut(text, how)})
+            items.append({**it, "steps": cut(text, how), "pieces": cut(text, how)})
         todo = [it for it in items if it["key"] not in done]
         cost_file = Path(args.out) / how / "cost.json"  # rollout cost of every run that labelled these traces
         cost = json.loads(cost_file.read_text()) if cost_file.exists() else {"tokens": 0, "seconds": 0.0}

@@ -86,7 +86,7 @@ class StepPRM:
             scores = []
             for s in path:
                 try:
-                    i = int(s.split("s", 1)[1].split()[0])
+                    i = int(s.split("s", 1)[1].split()[0].rstrip("."))
                     scores.append(1 - i / 10)
                 except (IndexError, ValueError):
                     scores.append(0.5)

@@ -37,6 +37,8 @@ def test_stop_string_cuts_text(tiny_policy):
     assert stop not in cut.text
     assert free.text.startswith(cut.text)
     assert cut.num_tokens <= free.num_tokens
+    kept = tiny_policy.generate(prompts, SamplingParams(n=1, max_tokens=20, temperature=0, stop=[stop], include_stop=True))[0][0]
+    assert kept.text == cut.text + stop and kept.num_tokens == cut.num_tokens  # the text after the stop is dropped
 
 
 def test_stop_strings_ignore_the_prompt(tokenizer):

@@ -6,7 +6,8 @@ from datasets import load_dataset
 from fakes import AnswerPolicy
 from synth.config import ConfigError
 from synth.generate.run import GenerateConfig, generate
-from synth.generate.search import SearchConfig, best_of_n, split_steps
+from synth.generate.search import SearchConfig, best_of_n
+from synth.generate.steps import StepRule
 from synth.problems import PoolConfig, load_pool
 
 
@@ -20,8 +21,22 @@ def policy_for(cfg, **kw):
     return AnswerPolicy({p.problem: p.answer for p in load_pool(cfg.pool)}, **kw)
 
 
-def test_split_steps():
-    assert split_steps("a\n\n\n\nb\n\n c \n\n", "\n\n") == ["a", "b", "c"]
+def test_delimiter_steps():
+    assert StepRule("delimiter", "\n\n").steps("a\n\n\n\nb\n\n c \n\n") == ["a", "b", "c"]
+
+
+def test_sentence_steps_spell_the_completion_back():
+    text = "To add 3.5 and 2, we sum them. Is it 5.5? Yes!\n\nSo the answer is \\boxed{5.5}.  \n"
+    rule = StepRule("sentence")
+    pairs = rule.cut_text(text)
+    assert pairs == [("", "To add 3.5 and 2, we sum them."), (" ", "Is it 5.5?"), (" ", "Yes!"),
+                     ("\n\n", "So the answer is \\boxed{5.5}.")]
+    assert rule.completion(pairs) == text.strip()
+    # a prefix never ends in whitespace: the model writes the space before the next word itself
+    assert rule.prefix(pairs[:2]) == "To add 3.5 and 2, we sum them. Is it 5.5?"
+    assert rule.steps("no full stop here") == ["no full stop here"] and rule.steps(" \n") == []
+    with pytest.raises(ValueError, match="step cut"):
+        StepRule("clause")
 
 
 def test_best_of_n_traces():

@@ -112,3 +112,23 @@ def test_rescore_redoes_prm_picks_on_the_same_samples():
     assert new["naive_verified"] and new["naive_answer"] == "7"
     assert new["weighted_verified"]  # 0.5 for "7" beats 0.1 + 0.1 for "8"
     assert row["naive_verified"] is False  # the input row is left as it was
+    from synth.generate.steps import StepRule
+
+    row = dict(row, completions=["One. Two.", "One.", "x"])
+    new = rescore_rows([row], LengthPRM(), steps=StepRule("sentence"))[0]  # each completion cut again
+    assert new["steps"] == [["One.", "Two."], ["One."], ["x"]] and new["step_scores"][0] == [0.25, 0.25]
+
+
+def test_sentence_labels_roll_out_right_after_each_full_stop(tmp_path):
+    """step_cut: sentence relabels a trace's completion sentence by sentence; each rollout continues a
+    prefix that ends at a full stop (no trailing space), as sentence-step search continues it."""
+    # completion: "First add 3 and 4. That gives 7.\n\nThe answer is 7."
+    data = run_dir(tmp_path, {"What is 3+4?": [(["First add 3 and 4. That gives 7.", "The answer is 7."], True)]})
+    policy = RolloutPolicy({"What is 3+4?": "7"})
+    label(LabelConfig(dataset=str(data), rollouts=K, step_cut="sentence", output_dir=str(tmp_path / "labels")), policy=policy)
+    [row] = Journal(tmp_path / "labels" / "rows.jsonl").read()
+    assert row["completions"] == ["First add 3 and 4.", "That gives 7.", "The answer is 7."]
+    assert policy.prompts == ["Q: What is 3+4?\nFirst add 3 and 4.", "Q: What is 3+4?\nFirst add 3 and 4. That gives 7."]
+    assert row["labels"] == [0.0, 0.0, 1.0]  # RolloutPolicy: no "ok" step, no correct rollout
+    with pytest.raises(ValueError, match="step cut"):
+        LabelConfig(step_cut="clause")

@@ -171,3 +171,48 @@ def test_best_of_n_with_prm_survives_empty_completions():
     results = best_of_n(EmptyFirst(), PROBLEMS, SearchConfig(n=3), seed=0, prm=StepPRM())
     for r in results:
         assert r.cost.prm_steps == 3 and len(r.traces[0].step_scores) == 1 and r.traces[0].answer is None
+
+
+class SentencePolicy:
+    """Writes sentence ` d{depth}s{i}.` (cut like an engine with include_stop: the ". " kept); at
+    `finish_depth` it ends (EOS) with a boxed answer. Records prompts and sampling params."""
+
+    def __init__(self, finish_depth: int = 3):
+        self.finish_depth, self.prompts, self.params = finish_depth, [], []
+
+    def chat_prompt(self, problem: str) -> str:
+        return f"Q: {problem}\nA:"
+
+    def generate(self, prompts, params):
+        self.prompts += prompts
+        self.params.append(params)
+        out = []
+        for p in prompts:
+            depth = p.split("A:", 1)[1].count(".")
+            if depth + 1 >= self.finish_depth:
+                out.append([Continuation(f" d{depth}s{i} so \\boxed{{7}}", 3, "eos", len(p)) for i in range(params.n)])
+            else:
+                out.append([Continuation(f" d{depth}s{i}. ", 2, "stop", len(p)) for i in range(params.n)])
+        return out
+
+
+@pytest.mark.parametrize("search", [beam_search, dvts])
+def test_sentence_steps_continue_after_the_full_stop(search):
+    pol = SentencePolicy()
+    cfg = SearchConfig(strategy=search.__name__, n=4, beam_width=2, step_cut="sentence")
+    [res] = search(pol, [Problem("p", "2+5?", "7", "test")], cfg, seed=0, prm=StepPRM())
+    assert all(p.stop == [". ", ".\n", "? ", "?\n", "! ", "!\n"] and p.include_stop for p in pol.params)
+    assert all(not p.endswith(" ") for p in pol.prompts)
+    assert "Q: 2+5?\nA: d0s0. d1s0" in "".join(pol.prompts)  # sample 0 ranks best at every depth
+    best = max(res.traces, key=lambda t: t.score)
+    assert best.completion == "d0s0. d1s0. d2s0 so \\boxed{7}" and best.steps == ["d0s0.", "d1s0.", "d2s0 so \\boxed{7}"]
+    assert best.finished and best.answer == "7"
+    assert {n["lead"] for n in res.tree if n["parent"] is not None} == {" "}
+
+
+def test_step_cut_is_checked():
+    with pytest.raises(ValueError, match="step cut must be one of delimiter, sentence"):
+        SearchConfig(step_cut="clause")
+    with pytest.raises(ValueError, match="step delimiter must not be empty"):
+        SearchConfig(step_delimiter="")
+    assert SearchConfig(step_cut="sentence", step_delimiter="").step_rule.stops[0] == ". "

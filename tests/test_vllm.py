@@ -134,6 +134,8 @@ def test_vllm_policy_protocol(vllm_policy, hf_policy):
     cut = vllm_policy.generate([prompt], SamplingParams(n=1, max_tokens=40, temperature=0, stop=[stop]))[0][0]
     assert cut.stop_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
     assert cut.num_tokens <= free.num_tokens
+    kept = vllm_policy.generate([prompt], SamplingParams(n=1, max_tokens=40, temperature=0, stop=[stop], include_stop=True))[0][0]
+    assert kept.text == cut.text + stop  # the stop string kept, the rest of its token dropped (as the transformers engine)
     assert vllm_policy.generate([], params) == []
 
 

@@ -12,7 +12,7 @@ StopReason = Literal["eos", "stop", "length"]
 class Continuation:
     """What one sample produced after its prompt."""
 
-    text: str  # generated text, without the stop string
+    text: str  # generated text, without the stop string (with it under include_stop)
     num_tokens: int  # tokens generated (the stop string's tokens included)
     stop_reason: StopReason  # eos: the model ended; stop: a stop string; length: max_tokens
     prompt_tokens: int = 0  # tokens of the prompt this sample was continued from
@@ -26,6 +26,7 @@ class SamplingParams:
     temperature: float = 0.8
     top_p: float = 1.0
     stop: list[str] | None = None  # e.g. ["\n\n"] to generate one step at a time
+    include_stop: bool = False  # keep the matched stop string at the end of the text (a sentence's ". ")
     seed: int = 0
     # A hint that the next call will extend these continuations (beam search, DVTS): an engine may
     # keep their KV cache until then. vLLM ignores it (its prefix caching does the same).

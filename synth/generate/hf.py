@@ -182,9 +182,12 @@ class TransformersPolicy:
     def _continuation(self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int, cached: int) -> Continuation:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if reason == "stop":
-            cut = min((text.find(s) for s in params.stop or [] if s in text), default=-1)
-            if cut >= 0:
-                return Continuation(text[:cut], len(tokens), "stop", prompt_tokens, cached)
+            # The stop string that ends first (as vLLM picks it); the text after it is dropped.
+            hits = [(text.find(s) + len(s), s) for s in params.stop or [] if s in text]
+            if hits:
+                end, stop = min(hits)
+                return Continuation(text[: end if params.include_stop else end - len(stop)], len(tokens), "stop",
+                                    prompt_tokens, cached)
         n = len(tokens) + (1 if reason == "eos" else 0)
         return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens, cached)
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from synth.filter.verify import extract_answer
 from synth.generate.engine import Continuation, Policy, SamplingParams
+from synth.generate.steps import StepCut, StepRule
 from synth.prm.scorer import PRM, Aggregation, aggregate
 from synth.records import Problem, Trace
 
@@ -26,7 +27,10 @@ class SearchConfig:
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (0 = greedy)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
     max_tokens: int = field(default=256, metadata={"help": "Max new tokens per completion (best-of-N)."})
-    step_delimiter: str = field(default="\n\n", metadata={"help": "String that separates reasoning steps."})
+    step_delimiter: str = field(default="\n\n", metadata={"help": "String that separates reasoning steps (step_cut: delimiter)."})
+    step_cut: StepCut = field(default="delimiter", metadata={"help": (
+        "Where a step ends: at step_delimiter (the blog's '\\n\\n' paragraphs), or 'sentence' (after . ! or ? "
+        "followed by whitespace: shorter steps, for a PRM trained on sentence steps).")})
     beam_width: int = field(default=4, metadata={"help": "M: expansions per kept beam (beam search) / per subtree step (DVTS)."})
     max_iterations: int = field(default=8, metadata={"help": "Max steps of a beam / subtree."})
     step_max_tokens: int = field(default=96, metadata={"help": "Max new tokens per step (beam search, DVTS)."})
@@ -44,10 +48,16 @@ class SearchConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"search.{name} has an invalid value: {getattr(self, name)}")
-        if not self.step_delimiter:
-            raise ValueError("search.step_delimiter must not be empty")
+        try:
+            StepRule(self.step_cut, self.step_delimiter)
+        except ValueError as err:
+            raise ValueError(f"search: {err}") from None
         if self.strategy in ("beam_search", "dvts") and self.n % self.beam_width:
             raise ValueError(f"search.n ({self.n}) must be a multiple of search.beam_width ({self.beam_width}) for {self.strategy}")
+
+    @property
+    def step_rule(self) -> StepRule:
+        return StepRule(self.step_cut, self.step_delimiter)
 
 
 @dataclass
@@ -63,6 +73,7 @@ class Node:
     score: float | None = None  # ranking score (aggregated PRM scores of the path, lookahead included)
     step_scores: list[float] | None = None  # PRM score of every step of the path
     status: str = "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations); rollout: complete_leaves
+    lead: str = ""  # whitespace the model wrote before the step (sentence steps; see synth/generate/steps.py)
 
 
 @dataclass
@@ -75,24 +86,27 @@ class Tree:
         if not self.nodes:
             self.nodes.append(Node(0, None, "", 0, status="kept"))
 
-    def add(self, parent: Node, c: Continuation) -> Node:
-        step = c.text.strip()
-        node = Node(len(self.nodes), parent.id, step, parent.depth + 1, c.num_tokens,
+    def add(self, parent: Node, c: Continuation, rule: StepRule) -> Node:
+        lead, step = rule.generated(c)
+        node = Node(len(self.nodes), parent.id, step, parent.depth + 1, c.num_tokens, lead=lead,
                     finished=c.stop_reason == "eos" or "\\boxed" in step)
         self.nodes.append(node)
         return node
 
-    def steps(self, node: Node) -> list[str]:
+    def path(self, node: Node) -> list[tuple[str, str]]:
+        """(lead, step) of every non-empty step from the root to node."""
         out = []
         while node.parent is not None:
             if node.step:
-                out.append(node.step)
+                out.append((node.lead, node.step))
             node = self.nodes[node.parent]
         return out[::-1]
 
-    def prefix(self, node: Node, delimiter: str) -> str:
-        steps = self.steps(node)
-        return self.prompt + "".join(s + delimiter for s in steps)
+    def steps(self, node: Node) -> list[str]:
+        return [step for _, step in self.path(node)]
+
+    def prefix(self, node: Node, rule: StepRule) -> str:
+        return self.prompt + rule.prefix(self.path(node))
 
 
 @dataclass
@@ -115,11 +129,6 @@ class SearchResult:
     traces: list[Trace]
     cost: Cost
     tree: list[dict] | None = None  # nodes of the search tree (beam search, DVTS)
-
-
-def split_steps(text: str, delimiter: str) -> list[str]:
-    """Non-empty steps of a completion, stripped."""
-    return [s.strip() for s in text.split(delimiter) if s.strip()]
 
 
 def score_traces(prm: PRM | None, problems: list[Problem], traces: list[list[Trace]], how: Aggregation) -> int:
@@ -150,7 +159,7 @@ def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: 
 
 
 def _trace(problem_id: str, completion: str, cfg: SearchConfig, tokens: int, finished: bool, **kw) -> Trace:
-    return Trace(problem_id=problem_id, completion=completion, steps=split_steps(completion, cfg.step_delimiter),
+    return Trace(problem_id=problem_id, completion=completion, steps=cfg.step_rule.steps(completion),
                  answer=extract_answer(completion), num_tokens=tokens, finished=finished, **kw)
 
 
@@ -160,14 +169,16 @@ class _Expander:
     def __init__(self, policy: Policy, prm: PRM, cfg: SearchConfig, seed: int, trees: list[Tree], costs: list[Cost]):
         self.policy, self.prm, self.cfg, self.seed = policy, prm, cfg, seed
         self.trees, self.costs, self.calls = trees, costs, 0
+        self.rule = cfg.step_rule
 
     def _generate(self, requests: list[tuple[int, Node]], n: int, temperature: float) -> list[list[Continuation]]:
         if not requests:
             return []
         params = SamplingParams(n=n, max_tokens=self.cfg.step_max_tokens, temperature=temperature, top_p=self.cfg.top_p,
-                                stop=[self.cfg.step_delimiter], seed=self.seed + self.calls, keep_cache=True)
+                                stop=self.rule.stops, include_stop=self.rule.include_stop, seed=self.seed + self.calls,
+                                keep_cache=True)
         self.calls += 1
-        outs = self.policy.generate([self.trees[t].prefix(node, self.cfg.step_delimiter) for t, node in requests], params)
+        outs = self.policy.generate([self.trees[t].prefix(node, self.rule) for t, node in requests], params)
         for (t, _), cs in zip(requests, outs):
             self.costs[t].add(cs)
             self.costs[t].engine_calls += 1
@@ -176,25 +187,26 @@ class _Expander:
     def expand(self, requests: list[tuple[int, Node]], n: int) -> list[list[Node]]:
         """n sampled children for each (tree index, node)."""
         outs = self._generate(requests, n, self.cfg.temperature)
-        return [[self.trees[t].add(node, c) for c in cs] for (t, node), cs in zip(requests, outs)]
+        return [[self.trees[t].add(node, c, self.rule) for c in cs] for (t, node), cs in zip(requests, outs)]
 
     def score(self, items: list[tuple[int, Node]]) -> None:
         """Set node.score (with lookahead) and node.step_scores, one PRM batch for all."""
-        paths = [self.trees[t].steps(node) for t, node in items]
-        scored_paths = [list(p) for p in paths]
+        pairs = [self.trees[t].path(node) for t, node in items]
+        paths = [[step for _, step in p] for p in pairs]
         live = [i for i, (_, node) in enumerate(items) if not node.finished]
         for _ in range(self.cfg.lookahead):  # greedy rollouts, scored but never kept
             if not live:
                 break
-            reqs = [(items[i][0], _Virtual(self.trees[items[i][0]], scored_paths[i])) for i in live]
-            outs = self._generate_virtual(reqs)
+            outs = self._generate_virtual([(items[i][0], pairs[i]) for i in live])
             still = []
             for i, c in zip(live, outs):
-                if c.text.strip():
-                    scored_paths[i].append(c.text.strip())
+                lead, step = self.rule.generated(c)
+                if step:
+                    pairs[i] = pairs[i] + [(lead, step)]
                 if c.stop_reason != "eos" and "\\boxed" not in c.text:
                     still.append(i)
             live = still
+        scored_paths = [[step for _, step in p] for p in pairs]
         need_plain = self.cfg.lookahead > 0
         batch = scored_paths + (paths if need_plain else [])
         problems = [self.trees[t].problem.problem for t, _ in items] * (2 if need_plain else 1)
@@ -212,15 +224,15 @@ class _Expander:
         params = SamplingParams(n=1, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                                 seed=self.seed + self.calls)
         self.calls += 1
-        outs = self.policy.generate([self.trees[t].prefix(node, self.cfg.step_delimiter) for t, node in items], params)
+        outs = self.policy.generate([self.trees[t].prefix(node, self.rule) for t, node in items], params)
         leaves = []
         for (t, node), cs in zip(items, outs):
             self.costs[t].add(cs)
             self.costs[t].engine_calls += 1
             c, tree, cur = cs[0], self.trees[t], node
-            steps = split_steps(c.text, self.cfg.step_delimiter) or [""]
-            for j, step in enumerate(steps):
-                cur = Node(len(tree.nodes), cur.id, step, cur.depth + 1, c.num_tokens if j == 0 else 0, status="rollout")
+            for j, (lead, step) in enumerate(self.rule.cut_text(c.text) or [("", "")]):
+                cur = Node(len(tree.nodes), cur.id, step, cur.depth + 1, c.num_tokens if j == 0 else 0, lead=lead,
+                           status="rollout")
                 tree.nodes.append(cur)
             cur.finished = c.stop_reason == "eos" or "\\boxed" in c.text
             cur.status = "finished" if cur.finished else "unfinished"
@@ -228,32 +240,24 @@ class _Expander:
         self.score(leaves)
         return [leaf for _, leaf in leaves]
 
-    def _generate_virtual(self, reqs):
-        params = SamplingParams(n=1, max_tokens=self.cfg.step_max_tokens, temperature=0.0, stop=[self.cfg.step_delimiter], seed=self.seed)
-        outs = self.policy.generate([v.prefix(self.cfg.step_delimiter) for _, v in reqs], params)
+    def _generate_virtual(self, reqs: list[tuple[int, list[tuple[str, str]]]]) -> list[Continuation]:
+        """One greedy step after each (tree index, path): lookahead steps are scored, never kept."""
+        params = SamplingParams(n=1, max_tokens=self.cfg.step_max_tokens, temperature=0.0, stop=self.rule.stops,
+                                include_stop=self.rule.include_stop, seed=self.seed)
+        outs = self.policy.generate([self.trees[t].prompt + self.rule.prefix(path) for t, path in reqs], params)
         for (t, _), cs in zip(reqs, outs):
             self.costs[t].add(cs)
         return [cs[0] for cs in outs]
 
 
-@dataclass
-class _Virtual:
-    """A lookahead prefix: a node's steps plus rolled-out steps that are not part of the tree."""
-
-    tree: Tree
-    steps: list[str]
-
-    def prefix(self, delimiter: str) -> str:
-        return self.tree.prompt + "".join(s + delimiter for s in self.steps)
-
-
 def _leaf_trace(tree: Tree, node: Node, cfg: SearchConfig) -> Trace:
-    steps = tree.steps(node)
+    pairs = tree.path(node)
+    steps = [step for _, step in pairs]
     path_tokens, cur = 0, node
     while cur.parent is not None:
         path_tokens += cur.tokens
         cur = tree.nodes[cur.parent]
-    completion = cfg.step_delimiter.join(steps)
+    completion = cfg.step_rule.completion(pairs)
     return Trace(problem_id=tree.problem.id, completion=completion, steps=steps, answer=extract_answer(completion),
                  num_tokens=path_tokens, finished=node.finished, step_scores=node.step_scores, score=node.score,
                  tree={"node": node.id})

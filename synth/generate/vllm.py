@@ -216,7 +216,7 @@ class VLLMPolicy:
                 temperature=params.temperature,
                 top_p=params.top_p,
                 stop=list(params.stop) if params.stop else None,
-                include_stop_str_in_output=False,
+                include_stop_str_in_output=params.include_stop,
                 skip_special_tokens=True,
                 seed=request_seed(params.seed, i, params.n),
             )
@@ -234,7 +234,7 @@ class VLLMPolicy:
 
 
 def _continuation(c, prompt_tokens: int, cached_tokens: int = 0) -> Continuation:
-    """A vLLM CompletionOutput as a Continuation (stop string already removed from c.text by vLLM)."""
+    """A vLLM CompletionOutput as a Continuation (vLLM already cut c.text at the stop string)."""
     reason = c.finish_reason
     if reason == "length":
         stop = "length"

@@ -22,6 +22,7 @@ from synth.config import ConfigError, dump_yaml
 from synth.filter.verify import extract_answer, verify_answers
 from synth.generate.engine import Policy, SamplingParams
 from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
+from synth.generate.steps import StepCut, StepRule
 from synth.journal import Journal
 from synth.records import Problem
 
@@ -36,11 +37,15 @@ class LabelConfig:
     rollouts: int = field(default=4, metadata={"help": "K: rollouts per step prefix."})
     temperature: float = field(default=0.8, metadata={"help": "Rollout sampling temperature."})
     max_tokens: int = field(default=160, metadata={"help": "Max new tokens per rollout."})
-    step_delimiter: str = field(default="\n\n", metadata={"help": "Step delimiter of the traces."})
+    step_delimiter: str = field(default="\n\n", metadata={"help": "Step delimiter of the traces (step_cut: delimiter)."})
+    step_cut: StepCut = field(default="delimiter", metadata={"help": (
+        "delimiter: label the traces' own steps; sentence: cut each completion into sentences first (the steps "
+        "of `search.step_cut: sentence`), rollouts continue right after a sentence's full stop.")})
     traces_per_problem: int = field(default=4, metadata={"help": "Traces labelled per problem (verified and unverified mixed)."})
     max_steps: int = field(default=8, metadata={"help": "Skip traces with more steps than this."})
     traces_per_batch: int = field(default=16, metadata={"help": "Traces whose prefixes share one engine call; the unit saved at once."})
     batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
+    dtype: str = field(default="float32", metadata={"help": "Policy weights dtype for the rollouts (float32, bfloat16, float16)."})
     push_to_hub: str | None = field(default=None, metadata={"help": (
         "Hub dataset repo (user/name) to push the dataset to when the run finishes (config 'stepwise'); "
         "`synth push` gives full control (private, overwrite, config name).")})
@@ -53,35 +58,41 @@ class LabelConfig:
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
 
     def __post_init__(self) -> None:
+        StepRule(self.step_cut, self.step_delimiter)  # validates
         if self.shard is not None:
             from synth.generate.run import parse_shard
 
             parse_shard(self.shard)
 
 
-def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int) -> list[dict]:
-    """Finished traces with an answer, verified and unverified alternating, per problem."""
+def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int, rule: StepRule = StepRule()) -> list[dict]:
+    """Finished traces with an answer, verified and unverified alternating, per problem.
+
+    Each item has `steps` (what gets labelled) and `pieces` (the exact prefix text each step adds)."""
     rng = random.Random(seed)
     out = []
     for row in rows:
         problem = Problem(row["id"], row["problem"], row["gold_answer"], row["source"], json.loads(row["metadata"] or "{}"))
+        cut = [[("", s) for s in steps] if rule.cut == "delimiter" else rule.cut_text(text)
+               for steps, text in zip(row["steps"], row["completions"])]
         good, bad = [], []
-        for i, steps in enumerate(row["steps"]):
-            if not row["finished"][i] or not steps or len(steps) > max_steps or row["answers"][i] is None:
+        for i, pairs in enumerate(cut):
+            if not row["finished"][i] or not pairs or len(pairs) > max_steps or row["answers"][i] is None:
                 continue
             (good if row["verified"][i] else bad).append(i)
         rng.shuffle(good)
         rng.shuffle(bad)
         chosen = [x for pair in zip(good, bad) for x in pair] + good[len(bad):] + bad[len(good):]
         for i in chosen[:per_problem]:
-            out.append({"key": f"{row['id']}#{i}", "problem": problem, "steps": row["steps"][i], "verified": bool(row["verified"][i])})
+            out.append({"key": f"{row['id']}#{i}", "problem": problem, "steps": [s for _, s in cut[i]],
+                        "pieces": [rule.piece(lead, s) for lead, s in cut[i]], "verified": bool(row["verified"][i])})
     return out
 
 
 def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) -> tuple[list[dict], int]:
     """Rollouts for every non-final prefix of every item, in one engine call. Returns rows and tokens."""
     requests = [(j, k) for j, it in enumerate(items) for k in range(1, len(it["steps"]))]
-    prefixes = ["".join(s + cfg.step_delimiter for s in items[j]["steps"][:k]) for j, k in requests]
+    prefixes = ["".join(items[j]["pieces"][:k]) for j, k in requests]
     prompts = [policy.chat_prompt(items[j]["problem"].problem) + prefix for (j, _), prefix in zip(requests, prefixes)]
     outs = policy.generate(prompts, SamplingParams(n=cfg.rollouts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=seed)) if prompts else []
     answers = [extract_answer(prefix + c.text) for prefix, cs in zip(prefixes, outs) for c in cs]
@@ -113,7 +124,7 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
     rows = read_rows(cfg.dataset)
-    items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed)
+    items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed, StepRule(cfg.step_cut, cfg.step_delimiter))
     if cfg.shard:
         from synth.generate.run import parse_shard
         from synth.problems import shard
@@ -127,7 +138,8 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         from synth.generate.hf import TransformersPolicy
         from synth.models import resolve_model
 
-        policy = TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size)
+        policy = TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size,
+                                    dtype=cfg.dtype)
     started, tokens, steps = time.perf_counter(), 0, 0
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace")
     for start in range(0, len(todo), cfg.traces_per_batch):

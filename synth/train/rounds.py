@@ -220,7 +220,7 @@ class Rounds:
             start = c.model if c.from_base else policy
             self.policy_path = stage("sft", lambda d: self._sft(d, rd / "sft_data", data, start, policy))["model"]
         greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=c.search.max_tokens,
-                              step_delimiter=c.search.step_delimiter)
+                              step_delimiter=c.search.step_delimiter, step_cut=c.search.step_cut)
         search = dataclasses.replace(c.search, n=c.eval_n)
         policy, prm = self.policy_path, self.prm_spec
         stage("eval_greedy", lambda d: self._generate(d, policy, None, c.eval_pool, greedy, c.seed))
@@ -249,8 +249,10 @@ class Rounds:
         return {**train_sft(cfg), "init": start}
 
     def _label(self, d: Path, gen_dir: Path, policy: str) -> dict:
+        # The PRM trained on these labels scores the next round's search steps: label the same steps.
         cfg = dataclasses.replace(self.cfg.label, dataset=str(gen_dir), model=policy, system_prompt=self.cfg.system_prompt,
-                                  batch_size=self.cfg.batch_size, output_dir=str(d), resume=True)
+                                  batch_size=self.cfg.batch_size, output_dir=str(d), resume=True,
+                                  step_cut=self.cfg.search.step_cut, step_delimiter=self.cfg.search.step_delimiter)
         with private_datasets_cache():  # label reads gen_dir with load_dataset
             return label(cfg, policy=self.models.policy(policy))
 
