@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the bundled default PRM (synth/prm/default) end to end on this CPU:
 # generate traces (two shards side by side, one core each) -> merge -> label steps with rollouts
-# (two shards) -> train-prm -> copy the adapter + head into the package.
+# (two shards) -> train-prm -> copy the adapter + head into the package; then the same labels and
+# training for sentence steps (synth/prm/default_sentence, `--prm default-sentence`).
 # Each stage resumes where it stopped when rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,15 @@ mkdir -p $RUN
   mkdir -p $RUN/labels && cat $RUN/labels-shard*/rows.jsonl >$RUN/labels/rows.jsonl
   $SYNTH label --config configs/prm-smollm2-label.yaml --resume true
 }
-$SYNTH train-prm --config configs/prm-smollm2.yaml
+[ -f $RUN/prm/final/synth_prm.json ] || $SYNTH train-prm --config configs/prm-smollm2.yaml
 .venv/bin/python -m synth.prm.package $RUN/prm/final synth/prm/default
+
+# Sentence steps: the same traces, relabelled sentence by sentence (21 min), and the same recipe (25 min).
+[ -f $RUN/labels-sentence/summary.json ] || {
+  lanes label configs/prm-smollm2-label-sentence.yaml $RUN/labels-sentence
+  mkdir -p $RUN/labels-sentence && cat $RUN/labels-sentence-shard*/rows.jsonl >$RUN/labels-sentence/rows.jsonl
+  $SYNTH label --config configs/prm-smollm2-label-sentence.yaml --resume true
+}
+[ -f $RUN/prm-sentence/final/synth_prm.json ] || $SYNTH train-prm --config configs/prm-smollm2.yaml \
+  --dataset $RUN/labels-sentence --output_dir $RUN/prm-sentence --dtype bfloat16
+.venv/bin/python -m synth.prm.package $RUN/prm-sentence/final synth/prm/default_sentence

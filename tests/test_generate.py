@@ -100,3 +100,22 @@ def test_resume_of_a_run_saved_before_a_field_existed(tmp_path):
     saved.write_text(yaml.safe_dump(old))
     cfg.resume = True
     assert generate(cfg, policy=policy_for(cfg))["problems"] == 6
+
+
+def test_a_prm_trained_on_other_steps_is_flagged(tmp_path, caplog):
+    class SentencePRM:  # stands in for `--prm default-sentence`
+        step_cut = "sentence"
+
+        def score(self, problems, steps):
+            return [[0.5] * len(s) for s in steps]
+
+    cfg = make_cfg(tmp_path, prm="x")
+    with caplog.at_level("WARNING"):
+        generate(cfg, policy=policy_for(cfg), prm=SentencePRM())
+    assert "trained on sentence steps but search.step_cut is delimiter" in caplog.text
+    caplog.clear()
+    cfg = make_cfg(tmp_path / "b", prm="x")
+    cfg.search.step_cut = "sentence"
+    with caplog.at_level("WARNING"):
+        generate(cfg, policy=policy_for(cfg), prm=SentencePRM())
+    assert "trained on" not in caplog.text

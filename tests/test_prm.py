@@ -93,7 +93,7 @@ def test_train_prm_end_to_end_loss_falls_and_roundtrips(tmp_path, tiny_model_dir
     from fakes import StepPolicy
 
     data = tmp_path / "steps.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in stepwise_rows()))
+    data.write_text("\n".join(json.dumps({**r, "step_cut": "sentence"}) for r in stepwise_rows()))
     cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), epochs=8,
                          batch_size=8, learning_rate=3e-3, eval_fraction=0.25, save_steps=1000, lora=True)
     metrics = train_prm(cfg)
@@ -105,6 +105,7 @@ def test_train_prm_end_to_end_loss_falls_and_roundtrips(tmp_path, tiny_model_dir
     prm = load_prm(str(tmp_path / "prm" / "final"))
     scores = prm.score(["q", "q"], [["a", "b"], ["c"]])
     assert [len(s) for s in scores] == [2, 1] and all(0 <= x <= 1 for s in scores for x in s)
+    assert prm.step_cut == "sentence"  # the labels' step cut travels with the PRM (search warns on a mismatch)
     results = beam_search(StepPolicy(finish_depth=2), [Problem("p", "2+5?", "7", "t")],
                           SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3), seed=0, prm=prm)
     assert len(results[0].traces) == 4

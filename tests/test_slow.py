@@ -6,6 +6,7 @@ import pytest
 from datasets import load_dataset
 
 from synth.cli import main
+from synth.generate.steps import StepRule
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +25,14 @@ def test_quickstart_on_real_model(tmp_path, capsys):
     assert summary["problems"] == 4 and summary["tokens"] > 0
 
 
-@pytest.mark.parametrize("strategy", ["beam_search", "dvts"])
-def test_search_with_default_prm_on_real_model(tmp_path, strategy):
-    """`--prm default` works offline out of the box: the bundled PRM guides search on the real model."""
+@pytest.mark.parametrize("strategy,prm,cut", [("beam_search", "default", "delimiter"), ("dvts", "default", "delimiter"),
+                                              ("dvts", "default-sentence", "sentence")])
+def test_search_with_default_prm_on_real_model(tmp_path, strategy, prm, cut):
+    """`--prm default` (and `default-sentence` for sentence steps) works offline out of the box: the bundled
+    PRM guides search on the real model."""
     out = tmp_path / strategy
-    rc = main(["generate", "--config", "configs/quickstart.yaml", "--output_dir", str(out), "--prm", "default",
-               "--pool.num_problems", "2", "--search.strategy", strategy, "--search.n", "4",
+    rc = main(["generate", "--config", "configs/quickstart.yaml", "--output_dir", str(out), "--prm", prm,
+               "--pool.num_problems", "2", "--search.strategy", strategy, "--search.n", "4", "--search.step_cut", cut,
                "--search.beam_width", "2", "--search.max_iterations", "3", "--search.step_max_tokens", "48"])
     assert rc == 0
     ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
@@ -38,3 +41,7 @@ def test_search_with_default_prm_on_real_model(tmp_path, strategy):
         assert len(row["completions"]) == 4 and row["prm_steps"] > 0
         assert all(0.0 <= s <= 1.0 for s in row["scores"] if s is not None)
         assert json.loads(row["tree"])  # the search tree is stored
+        if cut == "sentence":  # a step holds at most one sentence (a long one may be cut by step_max_tokens)
+            steps = [step for trace in row["steps"] for step in trace]
+            assert all(StepRule("sentence").steps(step) == [step] for step in steps)
+            assert any(step.endswith(".") for step in steps)

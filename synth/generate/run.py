@@ -190,6 +190,10 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
         prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
     if cfg.search.strategy != "best_of_n" and prm is None:
         raise ConfigError(f"search.strategy {cfg.search.strategy} needs a PRM: set prm (e.g. --prm default)")
+    trained_on = getattr(prm, "step_cut", None)
+    if trained_on and trained_on != cfg.search.step_cut:
+        log.warning("PRM %s was trained on %s steps but search.step_cut is %s: it scores steps unlike its training data "
+                    "(--prm default scores delimiter steps, --prm default-sentence sentence steps)", cfg.prm, trained_on, cfg.search.step_cut)
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{cfg.search.strategy} N={cfg.search.n}", unit="problem")
     started, new_tokens = time.perf_counter(), 0
     try:

@@ -106,7 +106,7 @@ def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) 
         soft = [correct[(j, k)] / cfg.rollouts for k in range(1, len(it["steps"]))] + [float(it["verified"])]
         rows.append({"id": it["key"], "prompt": it["problem"].problem, "completions": it["steps"], "labels": soft,
                      "hard_labels": [float(x > 0) for x in soft], "problem_id": it["problem"].id,
-                     "verified": it["verified"], "rollouts": cfg.rollouts, "policy": cfg.model})
+                     "verified": it["verified"], "rollouts": cfg.rollouts, "policy": cfg.model, "step_cut": cfg.step_cut})
     return rows, sum(c.num_tokens for cs in outs for c in cs)
 
 

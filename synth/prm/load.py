@@ -8,6 +8,8 @@ from pathlib import Path
 from synth.prm.scorer import PRM
 
 BUNDLED_DIR = Path(__file__).parent / "default"
+# Bundled PRMs by name: `default` scores "\n\n" steps, `default-sentence` sentence steps (search.step_cut: sentence).
+BUNDLED = {"default": BUNDLED_DIR, "default-sentence": Path(__file__).parent / "default_sentence"}
 
 
 class PRMError(ValueError):
@@ -20,10 +22,10 @@ def load_prm(spec: str, dtype: str = "auto", **kw) -> PRM:
 
     kw["dtype"] = dtype
 
-    if spec == "default":
-        if not (BUNDLED_DIR / META).exists():
-            raise PRMError("the bundled default PRM is missing: regenerate it with scripts/make_default_prm.sh")
-        return TokenClassificationPRM.from_pretrained(BUNDLED_DIR, **kw)
+    if spec in BUNDLED:
+        if not (BUNDLED[spec] / META).exists():
+            raise PRMError(f"the bundled PRM '{spec}' is missing: regenerate it with scripts/make_default_prm.sh")
+        return TokenClassificationPRM.from_pretrained(BUNDLED[spec], **kw)
     path = Path(spec).expanduser()
     if path.exists():
         meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
@@ -42,7 +44,7 @@ def load_prm(spec: str, dtype: str = "auto", **kw) -> PRM:
             return load_prm(local, **kw)  # dtype is in kw
         raise PRMError(f"PRM '{spec}' not recognised: a Hub PRM needs a {META} or to be one of "
                        f"{', '.join(sorted(KNOWN_HUB_IDS))}")
-    raise PRMError(f"PRM '{spec}' not found: use 'default', or a directory written by `synth train-prm`")
+    raise PRMError(f"PRM '{spec}' not found: use 'default', 'default-sentence', or a directory written by `synth train-prm`")
 
 
 # -- other PRM formats: '+/-' token PRMs (Math-Shepherd, RLHFlow) and Qwen2.5-Math-PRM ----------------

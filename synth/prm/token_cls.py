@@ -62,7 +62,9 @@ class TokenClassificationPRM:
         else:
             model = AutoModelForTokenClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        return cls(model, tokenizer, step_separator=sep, **kw)
+        prm = cls(model, tokenizer, step_separator=sep, **kw)
+        prm.step_cut = meta.get("step_cut")  # where its training steps ended (synth label), if known
+        return prm
 
     @torch.inference_mode()
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:

@@ -224,8 +224,11 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
     final = Path(cfg.output_dir) / "final"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(final)
-    (final / META).write_text(json.dumps({"format": "token-classification", "step_separator": cfg.step_separator,
-                                          "base_model": cfg.model, "num_labels": 1}, indent=2))
+    meta = {"format": "token-classification", "step_separator": cfg.step_separator, "base_model": cfg.model, "num_labels": 1}
+    cuts = set(ds["step_cut"]) if "step_cut" in ds.column_names else set()
+    if len(cuts) == 1:  # the steps it learned to score: search warns when asked to score other ones
+        meta["step_cut"] = cuts.pop()
+    (final / META).write_text(json.dumps(meta, indent=2))
     metrics = {"train_loss": result.training_loss, "steps": result.global_step,
                "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1)}
     if eval_ds is not None and len(eval_ds):
