@@ -19,9 +19,10 @@ from synth.generate.engine import Continuation
 StepCut = Literal["delimiter", "sentence"]
 STEP_CUTS = ("delimiter", "sentence")
 
-# A sentence ends at . ! or ? followed by whitespace (so "3.5" and "\boxed{3}." inside a line do not cut).
+# A sentence ends at . ! or ? followed by a space or a newline (so "3.5" does not cut); the regex cuts
+# whole completions where the stop strings would have stopped generation.
 SENTENCE_STOPS = [". ", ".\n", "? ", "?\n", "! ", "!\n"]
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?=[ \n])")
 
 
 @dataclass(frozen=True)
