@@ -75,8 +75,8 @@ def main() -> None:
     if not (out / "traces" / "summary.json").exists():
         gen_cfg.resume = (out / "traces" / "rows.jsonl").exists()
         generate(gen_cfg, policy=policy)
-    rule = StepRule(args.step_cut)
-    rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm, steps=rule if args.step_cut == "sentence" else None)
+    # The traces' steps were cut at "\n\n" when generated: StepRule("delimiter") cuts them the same way again.
+    rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm, steps=StepRule(args.step_cut))
     summary = summarize(rows)
 
     label_dir = out / ("labels" if args.step_cut == "delimiter" else f"labels-{args.step_cut}")

@@ -58,11 +58,15 @@ class LabelConfig:
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
 
     def __post_init__(self) -> None:
-        StepRule(self.step_cut, self.step_delimiter)  # validates
+        self.step_rule  # validates step_cut / step_delimiter
         if self.shard is not None:
             from synth.generate.run import parse_shard
 
             parse_shard(self.shard)
+
+    @property
+    def step_rule(self) -> StepRule:
+        return StepRule(self.step_cut, self.step_delimiter)
 
 
 def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int, rule: StepRule = StepRule()) -> list[dict]:
@@ -124,7 +128,7 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg))
     rows = read_rows(cfg.dataset)
-    items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed, StepRule(cfg.step_cut, cfg.step_delimiter))
+    items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed, cfg.step_rule)
     if cfg.shard:
         from synth.generate.run import parse_shard
         from synth.problems import shard
