@@ -21,6 +21,11 @@ def policy_for(cfg, **kw):
     return AnswerPolicy({p.problem: p.answer for p in load_pool(cfg.pool)}, **kw)
 
 
+def test_bad_policy_dtype_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        make_cfg(tmp_path, dtype="foo")
+
+
 def test_delimiter_steps():
     assert StepRule("delimiter", "\n\n").steps("a\n\n\n\nb\n\n c \n\n") == ["a", "b", "c"]
 

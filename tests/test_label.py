@@ -132,3 +132,5 @@ def test_sentence_labels_roll_out_right_after_each_full_stop(tmp_path):
     assert row["labels"] == [0.0, 0.0, 1.0]  # RolloutPolicy: no "ok" step, no correct rollout
     with pytest.raises(ValueError, match="step cut"):
         LabelConfig(step_cut="clause")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        LabelConfig(dtype="foo")

@@ -171,6 +171,7 @@ def test_no_verified_traces_keeps_the_policy(tmp_path, stopping_model_dir, monke
     ({"eval_pool": {"seed": 1}, "prm": "default", "search": {"strategy": "beam_search", "n": 8, "beam_width": 4}, "n_per_round": [8, 6]}, "n_per_round 6"),
     ({"eval_pool": {"seed": 1}, "push_to_hub": "no-slash"}, "push_to_hub"),
     ({"eval_pool": {"seed": 1}, "sft": {"dtype": "int8"}}, "dtype"),
+    ({"eval_pool": {"seed": 1}, "dtype": "foo"}, "dtype must be one of"),
     ({"eval_pool": {"seed": 1}, "sft": {"learning_rat": 1}}, "did you mean 'sft.learning_rate'"),
 ])
 def test_config_validation(data, msg):

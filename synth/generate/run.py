@@ -25,6 +25,7 @@ from synth.journal import Journal
 from synth.prm.scorer import PRM
 from synth.problems import PoolConfig, load_pool, shard
 from synth.records import Problem
+from synth.train.sft import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class GenerateConfig:
             raise ValueError("resume and overwrite exclude each other")
         if self.batch_size < 1 or self.problems_per_batch < 1:
             raise ValueError("batch_size and problems_per_batch must be >= 1")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.shard is not None:
             parse_shard(self.shard)
 

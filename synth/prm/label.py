@@ -25,6 +25,7 @@ from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
 from synth.generate.steps import StepCut, StepRule
 from synth.journal import Journal
 from synth.records import Problem
+from synth.train.sft import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         self.step_rule  # validates step_cut / step_delimiter
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.shard is not None:
             from synth.generate.run import parse_shard
 

@@ -39,7 +39,7 @@ from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
 from synth.train.data import sft_examples
 from synth.train.report import add_report_to_card, round_summary, write_report
-from synth.train.sft import TrainConfig, train_sft
+from synth.train.sft import DTYPES, TrainConfig, train_sft
 from synth.train.stages import ModelCache, private_datasets_cache, read_marker, run_stage
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class RoundsConfig:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if self.top_k < 1 or self.eval_n < 1:
             raise ValueError("top_k and eval_n must be >= 1")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.train_pool == self.eval_pool or (
             self.train_pool.source == self.eval_pool.source == "reasoning_gym" and self.train_pool.seed == self.eval_pool.seed
         ):
