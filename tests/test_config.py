@@ -68,7 +68,7 @@ def test_cli_list_values():
 
 SHIPPED_RECIPES = {"quickstart.yaml": "generate", "prm-smollm2-generate.yaml": "generate", "prm-smollm2-label.yaml": "label",
                    "prm-smollm2-generate-more.yaml": "generate", "prm-smollm2-label-final.yaml": "label",
-                   "prm-smollm2-label-sentence.yaml": "label",
+                   "prm-smollm2-label-sentence.yaml": "label", "prm-smollm2-label-sentence-more.yaml": "label",
                    "prm-smollm2.yaml": "train-prm", "rounds-smollm2.yaml": "rounds", "rounds-smollm2-256.yaml": "rounds"}
 
 
