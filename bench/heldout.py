@@ -1,4 +1,4 @@
-"""Shared by the benches: the held-out pool, greedy correctness on a pool, paired gains."""
+"""Shared by the benches: the held-out pool, greedy correctness on a pool, paired gains, search runs' layout."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from synth.filter.select import normalize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
@@ -35,3 +36,17 @@ def paired_gain(new: dict, old: dict, ids: list) -> tuple[float, float]:
     """Mean gain of `new` over `old` on `ids` and its standard error (paired over problems), in points."""
     diffs = [int(new[i]) - int(old[i]) for i in ids]
     return statistics.fmean(diffs) * 100, statistics.stdev(diffs) / math.sqrt(len(diffs)) * 100
+
+
+def search_run_dir(out: str | Path, seed: int, strategy: str, n: int) -> Path:
+    """Where bench/search_compare.py writes one strategy's run at one N and held-out seed."""
+    return Path(out) / f"seed{seed}" / f"{strategy}-n{n}"
+
+
+def first_ids(rows: list[dict]) -> dict[str, str]:
+    """Normalised problem text -> the id of its first row (small pools repeat problems across seeds:
+    each distinct problem counts once)."""
+    first: dict[str, str] = {}
+    for r in rows:
+        first.setdefault(normalize(r["problem"]), r["id"])
+    return first

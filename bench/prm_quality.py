@@ -79,7 +79,8 @@ def main() -> None:
     rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm, steps=StepRule(args.step_cut))
     summary = summarize(rows)
 
-    label_dir = out / ("labels" if args.step_cut == "delimiter" else f"labels-{args.step_cut}")
+    suffix = "" if args.step_cut == "delimiter" else f"-{args.step_cut}"  # sentence labels and results sit beside the others
+    label_dir = out / f"labels{suffix}"
     if not (label_dir / "summary.json").exists():
         label(LabelConfig(dataset=str(out / "traces"), rollouts=args.rollouts, max_tokens=80, traces_per_problem=args.traces_per_problem,
                           max_steps=4 if args.step_cut == "delimiter" else 8, step_cut=args.step_cut, output_dir=str(label_dir),
@@ -112,7 +113,7 @@ def main() -> None:
     print(f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
           f"{label_stats['seconds_per_100_steps']} s per 100 steps")
     result = {"step": steps, "value_spread": spread, "trace_auroc": traces[0], "trace_auroc_within_problem": traces[1], "summary": summary, "label": label_stats}
-    (out / ("result.json" if args.step_cut == "delimiter" else f"result-{args.step_cut}.json")).write_text(json.dumps(result, indent=2, default=str))
+    (out / f"result{suffix}.json").write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from synth.journal import Journal  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 
-from heldout import held_out_pool, paired_gain  # noqa: E402
+from heldout import first_ids, held_out_pool, paired_gain, search_run_dir  # noqa: E402
 
 
 class RandomPRM:
@@ -90,7 +90,7 @@ def main() -> None:
         seed_table = []
         for n in ns:
             for strategy in STRATEGIES:
-                out = seed_out / f"{strategy}-n{n}"
+                out = search_run_dir(args.out, seed, strategy, n)
                 search = SearchConfig(strategy=strategy, n=n, beam_width=min(args.beam_width, n), max_tokens=160,
                                       step_max_tokens=64, max_iterations=args.max_iterations, temperature=args.temperature,
                                       step_cut=args.step_cut,
@@ -114,9 +114,7 @@ def main() -> None:
         (seed_out / "table.json").write_text(json.dumps(seed_table, indent=2))
 
     # Count every distinct problem once (small arithmetic pools repeat problems across seeds).
-    first_id: dict[str, str] = {}
-    for r in rows[(ns[0], "best_of_n")]:
-        first_id.setdefault(normalize(r["problem"]), r["id"])
+    first_id = first_ids(rows[(ns[0], "best_of_n")])
     ids = sorted(first_id.values())
     clean = sorted(i for key, i in first_id.items() if key not in seen)
     table = []

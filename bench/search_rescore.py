@@ -18,12 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth.filter.select import normalize  # noqa: E402
 from synth.generate.search import STRATEGIES  # noqa: E402
 from synth.generate.steps import StepRule  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 
-from heldout import paired_gain  # noqa: E402
+from heldout import first_ids, paired_gain, search_run_dir  # noqa: E402
 
 
 def load_runs(out: str, seeds: list[int], n: int) -> dict[str, list[dict]]:
@@ -31,18 +30,11 @@ def load_runs(out: str, seeds: list[int], n: int) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
     for seed in seeds:
         for strategy in STRATEGIES:
-            path = Path(out) / f"seed{seed}" / f"{strategy}-n{n}" / "rows.jsonl"
+            path = search_run_dir(out, seed, strategy, n) / "rows.jsonl"
             if not path.exists():
                 raise SystemExit(f"no finished run at {path}: run bench/search_compare.py --out {out} first")
             rows.setdefault(strategy, []).extend(Journal(path).read())
     return rows
-
-
-def distinct_ids(rows: list[dict]) -> list[str]:
-    first: dict[str, str] = {}
-    for r in rows:
-        first.setdefault(normalize(r["problem"]), r["id"])
-    return sorted(first.values())
 
 
 def picks(rows: list[dict], key: str) -> dict[str, bool]:
@@ -70,7 +62,7 @@ def main() -> None:
         raise SystemExit("give --prm (rescore the final pick) and/or --against (compare two runs)")
 
     rows = load_runs(args.out, args.seeds, args.n)
-    ids = distinct_ids(rows["best_of_n"])
+    ids = sorted(first_ids(rows["best_of_n"]).values())
     majority = picks(rows["best_of_n"], "majority_verified")
     print(f"{args.out}, N={args.n}, {len(ids)} distinct problems; gains in points (paired, ± standard error)")
     if args.prm:

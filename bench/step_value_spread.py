@@ -64,7 +64,8 @@ def main() -> None:
         for it in picked:
             row_id, i = it["key"].rsplit("#", 1)
             text = by_id[row_id]["completions"][int(i)]
-            items.append({**it, "steps": cut(text, how), "pieces": cut(text, how)})
+            pieces = cut(text, how)  # this bench's pieces keep their whitespace: steps and prefix text alike
+            items.append({**it, "steps": pieces, "pieces": pieces})
         todo = [it for it in items if it["key"] not in done]
         cost_file = Path(args.out) / how / "cost.json"  # rollout cost of every run that labelled these traces
         cost = json.loads(cost_file.read_text()) if cost_file.exists() else {"tokens": 0, "seconds": 0.0}

@@ -102,9 +102,6 @@ class Tree:
             node = self.nodes[node.parent]
         return out[::-1]
 
-    def steps(self, node: Node) -> list[str]:
-        return [step for _, step in self.path(node)]
-
     def prefix(self, node: Node, rule: StepRule) -> str:
         return self.prompt + rule.prefix(self.path(node))
 
