@@ -79,6 +79,11 @@ def main() -> None:
                   f"{describe(new, majority, ids)}", flush=True)
     if args.against:
         other = load_runs(args.against, args.seeds, args.n)
+        other_ids = [{r["id"] for r in rs} for rs in other.values()]
+        missing = [i for i in ids if any(i not in got for got in other_ids)]
+        if missing:
+            raise SystemExit(f"{args.against} lacks {len(missing)} of the {len(ids)} problems of {args.out} (e.g. {missing[0]}): "
+                             "compare runs of the same --seeds and --problems")
         gain, se = paired_gain(majority, picks(other["best_of_n"], "majority_verified"), ids)
         print(f"{args.out} - {args.against}: majority {gain:+.1f} ± {se:.1f}")
         for strategy in rows:
