@@ -6,7 +6,7 @@ Builds `--rows` synthetic completions (`--n` per problem) that end in a \\boxed{
 numbers and fractions (verified in-process by the fast path) and a `--latex-share` of LaTeX answers
 that need math-verify (\\frac{\\sqrt2}2 vs \\sqrt2/2, (x+1)^2 vs x^2+2x+1, ...), with exact and
 near-duplicate completions mixed in. Then it times, on the same traces:
-  verify (pool)     extract_answer + synth.filter.verify.verify_many (math-verify on the process pool)
+  verify (pool)     extract_answer + synth.verify.verify_many (math-verify on the process pool)
   verify (1 proc)   extract_answer + the same checks in a plain single-process loop
   filters           flatten + the default `synth filter` filters (dedup, near-dup, ...)
 and prints traces/s and the pool/single-process ratio. The default run takes about 2-3 minutes
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth.filter.select import Filters, build_filters, flatten, run_filters  # noqa: E402
-from synth.filter.verify import _fast_equal, _math_verify, _pool, extract_answer, verify_many  # noqa: E402
+from synth.verify import _fast_equal, _math_verify, _pool, extract_answer, verify_many  # noqa: E402
 
 # (gold, equal prediction, wrong prediction): each needs math-verify
 LATEX = [("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", "\\sqrt{3}/2"), ("x^2+2x+1", "(x+1)^2", "(x+2)^2"),

@@ -27,7 +27,7 @@ from heldout import held_out_pool  # noqa: E402
 from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
-from synth.generate.steps import StepRule  # noqa: E402
+from synth.steps import StepRule  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.evaluate import step_auroc, within_problem_value_spread  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402

@@ -58,11 +58,14 @@ def fake_verification() -> None:
 
 
 def tiny_config(base: dict, model: str, out: str) -> dict:
-    small = {"model": model, "output_dir": out, "top_k": 2, "eval_n": 2, "batch_size": 16, "problems_per_batch": 4,
-             "search": {**base.get("search", {}), "n": 4, "max_tokens": 12, "temperature": 1.0}}
+    gen = base.get("generate", {})
+    small = {"model": model, "output_dir": out, "top_k": 2, "eval_n": 2,
+             "generate": {**gen, "batch_size": 16, "problems_per_batch": 4,
+                          "search": {**gen.get("search", {}), "n": 4, "max_tokens": 12, "temperature": 1.0}}}
     for pool in ("train_pool", "eval_pool"):
         small[pool] = {**base.get(pool, {}), "num_problems": 4}
-    small["sft"] = {**base.get("sft", {}), "learning_rate": 1e-2, "epochs": 2, "batch_size": 2, "logging_steps": 1, "save_steps": 1000}
+    small["sft"] = {**base.get("sft", {}), "learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 2,
+                    "logging_steps": 1, "save_steps": 1000}
     return {**base, **small}
 
 

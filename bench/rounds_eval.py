@@ -66,7 +66,8 @@ def main() -> None:
     for seed in seeds:
         for name, model in models:
             out = Path(args.out) / ("" if seed == first.eval_pool.seed else f"seed-{seed}") / name.replace(" ", "-")
-            ok = greedy_correct(model, pools[seed], out, keep[seed], first.search.max_tokens, first.batch_size, first.seed)
+            ok = greedy_correct(model, pools[seed], out, keep[seed], first.search.max_tokens, first.generate.batch_size,
+                                first.generate.seed)
             correct[name].update({(seed, i): v for i, v in ok.items()})
 
     def row(name: str, ids: list) -> str:

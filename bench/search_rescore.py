@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth.generate.search import STRATEGIES  # noqa: E402
-from synth.generate.steps import StepRule  # noqa: E402
+from synth.steps import StepRule  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 
 from heldout import first_ids, paired_gain, search_run_dir  # noqa: E402

@@ -21,17 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import greedy_correct, paired_gain  # noqa: E402
-from synth.config import from_dict, load_yaml  # noqa: E402
+from synth.config import from_dict, load_yaml, to_dict  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
 from synth.train.rounds import RoundsConfig  # noqa: E402
-from synth.train.sft import train_sft  # noqa: E402
+from synth.train.sft import TrainConfig, train_sft  # noqa: E402
 
 # Overrides of the recipe's `sft:` settings; "recipe" is the run's own SFT model (not retrained).
 VARIANTS: dict[str, dict] = {
     "recipe": {},
     "lr5e-4": {"learning_rate": 5e-4},
-    "epochs6": {"epochs": 6.0},
+    "epochs6": {"num_train_epochs": 6.0},
     "full-lr2e-5": {"lora": False, "learning_rate": 2e-5},
     "full-lr5e-5": {"lora": False, "learning_rate": 5e-5},
     "lora-r64": {"lora_r": 64, "lora_alpha": 128},
@@ -72,8 +72,8 @@ def main() -> None:
         if name == "recipe":
             models[name] = str(rd / "sft" / "final")
             continue
-        sft = dataclasses.replace(cfg.sft, **VARIANTS[name], model=start, dataset=str(rd / "sft_data"),
-                                  output_dir=str(out / name / "sft"), resume=True)
+        sft = from_dict(TrainConfig, {**to_dict(cfg.sft), **VARIANTS[name], "model": start, "dataset": str(rd / "sft_data"),
+                                      "output_dir": str(out / name / "sft"), "resume": True})
         metrics = train_sft(sft)
         print(f"{name}: train_loss {metrics['train_loss']:.4f} eval_loss {metrics.get('eval_loss')} "
               f"train_runtime_s {metrics.get('train_runtime_s')}")
@@ -81,7 +81,8 @@ def main() -> None:
     if args.train_only:
         return
 
-    correct = {name: greedy_correct(model, pool, out / name / "dev_greedy", keep, cfg.search.max_tokens, cfg.batch_size, cfg.seed)
+    correct = {name: greedy_correct(model, pool, out / name / "dev_greedy", keep, cfg.search.max_tokens, cfg.generate.batch_size,
+                                     cfg.generate.seed)
                for name, model in models.items()}
 
     print(f"\nround {args.round} of {run}: SFT variants, greedy accuracy on {len(keep)} development problems "

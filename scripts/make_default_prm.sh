@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the bundled default PRM (synth/prm/default) end to end on this CPU:
 # generate traces (two shards side by side, one core each) -> merge -> label steps with rollouts
-# (two shards) -> train-prm -> copy the adapter + head into the package; then the same labels and
+# (two shards, merged) -> train-prm -> copy the adapter + head into the package; then the same labels and
 # training for sentence steps (synth/prm/default_sentence, `--prm default-sentence`).
 # Each stage resumes where it stopped when rerun.
 set -euo pipefail
@@ -24,13 +24,11 @@ lanes() {  # lanes <stage> <config> <output prefix>: run LANES shards of a stage
 mkdir -p $RUN
 [ -f $RUN/traces/summary.json ] || {
   lanes generate configs/prm-smollm2-generate.yaml $RUN/traces
-  $SYNTH merge --runs "$(ls -d $RUN/traces-shard*/ | paste -sd,)" --output_dir $RUN/traces --overwrite true
+  $SYNTH merge --runs $RUN/traces-shard*/ --output_dir $RUN/traces
 }
 [ -f $RUN/labels/summary.json ] || {
   lanes label configs/prm-smollm2-label.yaml $RUN/labels
-  # The shards' journals together hold every labelled trace: a resumed run only writes the dataset.
-  mkdir -p $RUN/labels && cat $RUN/labels-shard*/rows.jsonl >$RUN/labels/rows.jsonl
-  $SYNTH label --config configs/prm-smollm2-label.yaml --resume true
+  $SYNTH merge --runs $RUN/labels-shard*/ --output_dir $RUN/labels
 }
 [ -f $RUN/prm/final/synth_prm.json ] || $SYNTH train-prm --config configs/prm-smollm2.yaml
 .venv/bin/python -m synth.prm.package $RUN/prm/final synth/prm/default
@@ -38,8 +36,7 @@ mkdir -p $RUN
 # Sentence steps: the same traces, relabelled sentence by sentence (21 min), and the same recipe (25 min).
 [ -f $RUN/labels-sentence/summary.json ] || {
   lanes label configs/prm-smollm2-label-sentence.yaml $RUN/labels-sentence
-  mkdir -p $RUN/labels-sentence && cat $RUN/labels-sentence-shard*/rows.jsonl >$RUN/labels-sentence/rows.jsonl
-  $SYNTH label --config configs/prm-smollm2-label-sentence.yaml --resume true
+  $SYNTH merge --runs $RUN/labels-sentence-shard*/ --output_dir $RUN/labels-sentence
 }
 [ -f $RUN/prm-sentence/final/synth_prm.json ] || $SYNTH train-prm --config configs/prm-smollm2.yaml \
   --dataset $RUN/labels-sentence --output_dir $RUN/prm-sentence --dtype bfloat16

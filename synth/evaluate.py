@@ -253,3 +253,12 @@ def curves_table(curves: dict[str, dict[str, dict[int, float]]]) -> str:
         for how, curve in by_selector.items():
             lines.append(f"| {strategy} | {how} | " + " | ".join(f"{curve[n]:.3f}" if n in curve else "" for n in ns) + " |")
     return "\n".join(lines)
+
+
+def curves_section(rows: list[dict], out, strategy: str) -> str:
+    """A dataset card's accuracy-vs-N section for one run: the table, and the plot written next to it."""
+    from pathlib import Path
+
+    curves = {strategy: accuracy_curves(rows)}
+    plot_curves(curves, Path(out) / "accuracy_vs_n.png", title=f"{strategy}: accuracy vs N")
+    return f"## Accuracy vs N (subsampled)\n\n{curves_table(curves)}\n\n![accuracy vs N](accuracy_vs_n.png)\n"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,16 @@ import yaml
 
 import synth
 
+log = logging.getLogger(__name__)
+
 
 def write_dataset(rows: list[dict[str, Any]], out_dir: str | Path, card: dict[str, Any], split: str = "train",
-                  rows_per_shard: int = 50_000, body: str | None = None) -> Path:
+                  rows_per_shard: int = 50_000, body: str | None = None, extra: str = "") -> Path:
     """Write ``rows`` as ``data/{split}-0000i-of-0000n.parquet`` and a dataset card.
 
     ``load_dataset(out_dir)`` reads it back (the card's ``configs`` names the files). ``body``
-    replaces the card's default markdown (which describes a `synth generate` dataset).
+    replaces the card's default markdown (which describes a `synth generate` dataset); ``extra`` is
+    markdown added at its end.
     """
     from datasets import Dataset
 
@@ -34,7 +39,7 @@ def write_dataset(rows: list[dict[str, Any]], out_dir: str | Path, card: dict[st
         Dataset.from_list(part).to_parquet(str(tmp / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
     shutil.rmtree(data_dir, ignore_errors=True)
     tmp.rename(data_dir)
-    (out / "README.md").write_text(dataset_card(card, split, len(rows), body))
+    (out / "README.md").write_text(dataset_card(card, split, len(rows), body) + (f"\n{extra}" if extra else ""))
     return out
 
 
@@ -155,6 +160,64 @@ _NOT_UPLOADED = ["rows.jsonl", "data.tmp/*", ".cache/*"]  # the journal duplicat
 def is_repo_id(repo_id: str) -> bool:
     """'user/name' or 'org/name': one slash, both parts non-empty."""
     return repo_id.count("/") == 1 and all(repo_id.split("/"))
+
+
+@dataclass
+class PushConfig:
+    """Where a command publishes its dataset, in transformers' push_to_hub vocabulary. Commands that
+    push inherit these fields; the repo id and the token are checked before any work starts."""
+
+    push_to_hub: bool = field(default=False, metadata={"group": "hub", "help": "Push the dataset to the Hub when the command finishes."})
+    hub_dataset_id: str | None = field(default=None, metadata={"group": "hub", "help": "Hub dataset repo, 'user/name' or 'org/name' (created if missing)."})
+    hub_revision: str | None = field(default=None, metadata={"group": "hub", "help": "Branch to push to (created from main when missing; default main)."})
+    hub_private: bool = field(default=False, metadata={"group": "hub", "help": "Create the repo private (an existing repo keeps its visibility)."})
+    hub_config_name: str | None = field(default=None, metadata={"group": "hub", "help": (
+        "Dataset config: its files go to '<name>/' and the card lists it (default: named from the run's parameters).")})
+    hub_overwrite: bool = field(default=False, metadata={"group": "hub", "help": (
+        "Replace different data already pushed to this config and revision (the local output_dir is not affected).")})
+
+    RENAMED = {"push_revision": "hub_revision", "push_private": "hub_private"}
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """`push_to_hub: user/name` (the old form) means push_to_hub: true + hub_dataset_id."""
+        value = data.get("push_to_hub")
+        if isinstance(value, str) and is_repo_id(value):
+            from synth.config import _warn_once
+
+            _warn_once(f"'{prefix}push_to_hub <repo>' is deprecated: use --push_to_hub --hub_dataset_id {value}")
+            data["push_to_hub"] = True
+            data.setdefault("hub_dataset_id", value)
+        return data
+
+    def __post_init__(self):
+        if self.hub_dataset_id is not None and not is_repo_id(self.hub_dataset_id):
+            raise ValueError(f"hub_dataset_id {self.hub_dataset_id!r} must look like 'user/name' or 'org/name'")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub needs hub_dataset_id (the Hub dataset repo, 'user/name')")
+        if self.hub_config_name is not None and (not _CONFIG_NAME.fullmatch(self.hub_config_name) or self.hub_config_name == "data"):
+            raise ValueError(f"hub_config_name {self.hub_config_name!r}: use letters, digits, '_', '-' or '.' (and not 'data')")
+
+
+PUSH_KEYS = tuple(f.name for f in PushConfig.__dataclass_fields__.values())
+
+
+def check_push(cfg: PushConfig, api: Any = None) -> None:
+    """Before any work: a push that cannot happen (no token) is an error now, not after hours of generation."""
+    if not cfg.push_to_hub:
+        return
+    from huggingface_hub import constants
+
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    if not _has_token(api):
+        raise PushError(f"cannot push to {cfg.hub_dataset_id}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); "
+                        "nothing was run")
+    if constants.HF_HUB_OFFLINE:
+        log.warning("HF_HUB_OFFLINE is set: the push to %s at the end will fail; the output stays local and "
+                    "`synth push` publishes it later", cfg.hub_dataset_id)
 
 
 def push_dataset(local_dir: str | Path, repo_id: str, private: bool = False, config_name: str | None = None,
@@ -321,8 +384,15 @@ def root_card(local_card: str, existing: str | None, name: str, prefix: str, spl
     return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n\n{body}"
 
 
-def push_run(local_dir: str | Path, repo_id: str, config_name: str, revision: str | None = None) -> str:
-    """`--push_to_hub` of the producing commands: push a dataset dir just written; prints and returns the URL."""
-    url = push_dataset(local_dir, repo_id, config_name=config_name, revision=revision)
-    print(f"pushed {local_dir} to {url} (config {config_name})")
+def push(cfg: PushConfig, local_dir: str | Path, default_config: str = "default", split: str = "train") -> str:
+    """Push a dataset dir a command just wrote, as `cfg` says; prints and returns the URL."""
+    name = cfg.hub_config_name or default_config
+    url = push_dataset(local_dir, cfg.hub_dataset_id, private=cfg.hub_private, config_name=name, revision=cfg.hub_revision,
+                       overwrite=cfg.hub_overwrite, split=split)
+    print(f"pushed {local_dir} to {url} (config {name})")
     return url
+
+
+def config_name(*parts: tuple[str, Any]) -> str:
+    """A Hub config name from a run's parameters, search-and-learn style: T-0.8--n-16--seed-0."""
+    return "--".join(f"{k}-{v}" if k else str(v) for k, v in parts if v is not None).replace("/", "-")

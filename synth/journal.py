@@ -11,6 +11,10 @@ from typing import Any, Iterable
 log = logging.getLogger(__name__)
 
 
+class JournalError(ValueError):
+    """A journal that cannot be read back; the message names the file and line."""
+
+
 class Journal:
     """Rows keyed by ``id``; a torn last line (killed mid-write) is dropped on read."""
 
@@ -21,8 +25,10 @@ class Journal:
         if not self.path.exists():
             return []
         rows, seen = [], set()
-        with self.path.open() as f:
-            lines = f.read().split("\n")
+        try:
+            lines = self.path.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as err:
+            raise JournalError(f"{self.path}: not UTF-8 text (byte {err.start}); the journal is damaged") from None
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -32,7 +38,10 @@ class Journal:
                 if number >= len(lines) - 1:  # the torn tail of an interrupted write
                     log.warning("%s: dropping an incomplete last line", self.path)
                     continue
-                raise ValueError(f"{self.path}:{number}: corrupt journal line") from None
+                raise JournalError(f"{self.path}:{number}: corrupt line in the middle of the journal (edited by hand?); "
+                                   "restore it, or start a new run in another output_dir") from None
+            if not isinstance(row, dict) or "id" not in row:
+                raise JournalError(f"{self.path}:{number}: a journal line must be a JSON object with an 'id'")
             if row["id"] not in seen:
                 seen.add(row["id"])
                 rows.append(row)

@@ -1,15 +1,14 @@
-"""`synth merge`: join the output dirs of `synth generate --shard i/n` runs into one run.
+"""Merging the output dirs of sharded runs (`synth generate --shard i/n` or `synth label --shard i/n`) into one.
 
-Every shard 0..n-1 must be there exactly once, all made with the same config (apart from the
-shard and run-control flags), and finished (with its parquet data). Rows come back in pool order
-(problem j was in shard j % n), so the merged run equals an unsharded one and `synth eval`,
-`synth filter` and `synth push` take it like any generate run.
+Every shard 0..n-1 must be there exactly once, all of the same command, made with the same config (apart
+from the shard and run-control flags), and finished (with their parquet data). Shards are contiguous
+blocks of the pool, so rows come back in pool order and the merged run equals an unsharded one:
+`synth eval`, `synth filter`, `synth train-prm` and `synth push` take it like any run of that command.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,17 @@ import yaml
 
 import synth
 from synth.config import ConfigError
-from synth.evaluate import summarize
-from synth.generate.run import parse_shard
-from synth.hub import read_rows, write_dataset
+from synth.evaluate import curves_section, summarize
+from synth.hub import PUSH_KEYS, PushConfig, check_push, read_rows, write_dataset
 from synth.journal import Journal
+from synth.problems import parse_shard
+from synth.rundir import MARKER, RunDir, config_diff
 
-_RUN_CONTROL = ("shard", "output_dir", "resume", "overwrite", "batch_size", "problems_per_batch", "vllm")
+OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json", "accuracy_vs_n.png", "source_config.yaml")
+# Keys of a shard's config that may differ between shards.
+_RUN_CONTROL = ("shard", "output_dir", "resume", "overwrite", "batch_size", "problems_per_batch", "traces_per_batch", "vllm",
+                *PUSH_KEYS)
+MERGEABLE = ("generate", "label")
 
 
 class MergeError(ValueError):
@@ -31,22 +35,16 @@ class MergeError(ValueError):
 
 
 @dataclass
-class MergeConfig:
-    runs: list[str] = field(default_factory=list, metadata={"help": "Output dirs of `synth generate --shard i/n` runs, one per shard (any order)."})
+class MergeConfig(PushConfig):
+    runs: list[str] = field(default_factory=list, metadata={"help": "Output dirs of `synth generate --shard i/n` (or `synth label --shard i/n`) runs, one per shard, any order."})
     output_dir: str = field(default="runs/merged", metadata={"help": "Where the merged run (rows.jsonl, parquet, card) goes."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing run in output_dir."})
-    push_to_hub: str | None = field(default=None, metadata={"help": (
-        "Hub dataset repo (user/name) to push the dataset to when the run finishes (config '<strategy>-n<N>'); "
-        "`synth push` gives full control (private, overwrite, config name).")})
-    push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
-
-
-Config = MergeConfig
+    overwrite: bool = field(default=False, metadata={"help": "Replace a merged run in output_dir made from other shards."})
 
 
 @dataclass
 class Shard:
     path: Path
+    command: str
     index: int
     count: int
     config: dict[str, Any]
@@ -56,19 +54,28 @@ def read_shard(run: str | Path) -> Shard:
     path = Path(run)
     saved = path / "config.yaml"
     if not saved.exists():
-        raise MergeError(f"{path}: no config.yaml (is it a `synth generate` output dir?)")
+        raise MergeError(f"{path}: no config.yaml (is it a `synth generate` or `synth label` output dir?)")
     config = yaml.safe_load(saved.read_text()) or {}
+    try:
+        command = json.loads((path / MARKER).read_text())["command"]
+    except (OSError, ValueError, KeyError):  # made before run dirs had a marker
+        command = "label" if "rollouts" in config else "generate"
+    if command not in MERGEABLE:
+        raise MergeError(f"{path}: a `synth {command}` run; merge joins shards of {' or '.join(MERGEABLE)} runs")
     if not config.get("shard"):
         raise MergeError(f"{path}: not a sharded run (its config has no `shard: i/n`)")
     try:
         index, count = parse_shard(str(config["shard"]))
     except ValueError as err:
         raise MergeError(f"{path}: {err}") from None
-    return Shard(path, index, count, config)
+    return Shard(path, command, index, count, config)
 
 
 def check_shards(shards: list[Shard]) -> int:
-    """The shard count n, after checking the shards are 0..n-1 once each, with the same config."""
+    """The shard count n, after checking the shards are 0..n-1 once each, of one command and config."""
+    commands = sorted({s.command for s in shards})
+    if len(commands) > 1:
+        raise MergeError("the runs mix commands: " + ", ".join(f"{s.path} is a {s.command} run" for s in shards))
     counts = sorted({s.count for s in shards})
     if len(counts) > 1:
         raise MergeError("the runs disagree on the number of shards: " + ", ".join(f"{s.path} is {s.index}/{s.count}" for s in shards))
@@ -80,13 +87,12 @@ def check_shards(shards: list[Shard]) -> int:
         seen[s.index] = s.path
     missing = [i for i in range(n) if i not in seen]
     if missing:
-        raise MergeError(f"missing shard(s) {', '.join(f'{i}/{n}' for i in missing)}: run `synth generate --shard i/{n}` "
+        raise MergeError(f"missing shard(s) {', '.join(f'{i}/{n}' for i in missing)}: run `synth {commands[0]} --shard i/{n}` "
                          f"for them (have {', '.join(f'{i}/{n}' for i in sorted(seen))})")
     base = _comparable(shards[0].config)
     for s in shards[1:]:
-        other = _comparable(s.config)
-        if other != base:
-            keys = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+        keys = config_diff(base, _comparable(s.config))
+        if keys:
             raise MergeError(f"{s.path} (shard {s.index}/{n}) was made with another config than {shards[0].path}: "
                              f"{', '.join(keys)} differ")
     return n
@@ -97,7 +103,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_rows(shards: list[Shard]) -> list[dict[str, Any]]:
-    """All rows in pool order; problem ids must be unique across shards."""
+    """All rows in pool order; row ids must be unique across shards."""
     by_index: dict[int, list[dict[str, Any]]] = {}
     owner: dict[str, Shard] = {}
     for s in sorted(shards, key=lambda s: s.index):
@@ -106,49 +112,46 @@ def merge_rows(shards: list[Shard]) -> list[dict[str, Any]]:
         rows = read_rows(s.path)
         for r in rows:
             if r["id"] in owner:
-                raise MergeError(f"problem {r['id']!r} is in shard {owner[r['id']].index}/{s.count} ({owner[r['id']].path}) "
+                raise MergeError(f"row {r['id']!r} is in shard {owner[r['id']].index}/{s.count} ({owner[r['id']].path}) "
                                  f"and in shard {s.index}/{s.count} ({s.path})")
             owner[r["id"]] = s
         by_index[s.index] = rows
     return [r for i in sorted(by_index) for r in by_index[i]]  # shards are contiguous blocks of the pool
 
 
+def run_dir(cfg: MergeConfig) -> RunDir:
+    return RunDir.for_config(cfg, "merge", OUTPUTS, PUSH_KEYS, mode="rebuild", overwrite=cfg.overwrite)
+
+
 def merge(cfg: MergeConfig) -> dict[str, Any]:
     if len(cfg.runs) < 1:
-        raise ConfigError("merge needs --runs: the output dirs of the shard runs (e.g. --runs runs/s0,runs/s1)")
+        raise ConfigError("merge needs --runs: the output dirs of the shard runs (e.g. --runs runs/s0 runs/s1)")
     shards = [read_shard(r) for r in cfg.runs]
     n = check_shards(shards)
     rows = merge_rows(shards)
-    out = Path(cfg.output_dir)
-    if (out / "rows.jsonl").exists() or (out / "data").exists():
-        if not cfg.overwrite:
-            raise ConfigError(f"{out} already holds a run: pass --overwrite true to replace it, or pick a new output_dir")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {**shards[0].config, "shard": None, "output_dir": str(out), "resume": False, "overwrite": False}
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    Journal(out / "rows.jsonl").append(rows)
-    summary = summarize(rows)
-    summary["shards"] = n
-    search = config.get("search") or {}
-    card = {"name": f"synth {search.get('strategy')} on {config.get('model')} ({n} shards merged)", "model": config.get("model"),
-            "config": config, "summary": summary, "merged_from": [str(s.path) for s in sorted(shards, key=lambda s: s.index)],
-            "load_path": str(out.resolve()), "synth_version": synth.__version__}
-    write_dataset(rows, out, card)
-    if rows and search.get("strategy"):
-        from synth.generate.run import _add_curves
+    run = run_dir(cfg).check()
+    check_push(cfg)
+    command = shards[0].command
+    config = {**shards[0].config, "shard": None, "output_dir": str(run.path), "resume": False, "overwrite": False}
+    with run.claim():
+        out = run.path
+        (out / "rows.jsonl").unlink(missing_ok=True)
+        (out / "source_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        Journal(out / "rows.jsonl").append(rows)
+        if command == "label":
+            from synth.prm.label import label_stats
 
-        _add_curves(rows, out, search["strategy"])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def main(cfg: MergeConfig) -> int:
-    summary = merge(cfg)
-    print(f"merged {summary['shards']} shards ({summary['problems']} problems) into {cfg.output_dir}")
-    if cfg.push_to_hub:
-        from synth.hub import push_run
-
-        search = yaml.safe_load((Path(cfg.output_dir) / "config.yaml").read_text()).get("search") or {}
-        push_run(cfg.output_dir, cfg.push_to_hub, f"{search.get('strategy', 'merged')}-n{search.get('n')}", cfg.push_revision)
-    return 0
+            summary = label_stats(rows)
+            name = f"synth step labels ({config.get('rollouts')} rollouts, {n} shards merged)"
+        else:
+            summary = summarize(rows)
+            name = f"synth {(config.get('search') or {}).get('strategy')} on {config.get('model')} ({n} shards merged)"
+        summary["shards"] = n
+        card = {"name": name, "model": config.get("model"), "config": config, "summary": summary,
+                "merged_from": [str(s.path) for s in sorted(shards, key=lambda s: s.index)],
+                "load_path": str(out.resolve()), "synth_version": synth.__version__}
+        strategy = (config.get("search") or {}).get("strategy")
+        extra = curves_section(rows, out, strategy) if command == "generate" and rows and strategy else ""
+        write_dataset(rows, out, card, extra=extra)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return {**summary, "command": command, "config": config}

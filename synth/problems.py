@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from synth.config import check_fields
 from synth.records import Problem
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class PoolError(ValueError):
 class PoolConfig:
     source: Literal["reasoning_gym", "file", "hub"] = field(default="reasoning_gym", metadata={"help": "Where problems come from."})
     tasks: list[str] = field(default_factory=lambda: ["basic_arithmetic"], metadata={"help": "reasoning-gym tasks, 'name' or 'name:weight' for a mix."})
-    num_problems: int = field(default=32, metadata={"help": "Problems in a reasoning-gym pool (split across tasks by weight)."})
+    num_problems: int = field(default=32, metadata={"range": "[1, inf)", "help": "Problems in a reasoning-gym pool (split across tasks by weight)."})
     seed: int = field(default=0, metadata={"help": "reasoning-gym generation seed (use another seed for a held-out pool)."})
     task_config: dict = field(default_factory=dict, metadata={"help": "reasoning-gym difficulty knobs: {key: value} for every task, or {task: {key: value}} per task."})
     path: str | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet/.csv file (source: file)."})
@@ -31,17 +32,16 @@ class PoolConfig:
     split: str = field(default="test", metadata={"help": "Hub dataset split."})
     problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
     answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
-    id_column: str | None = field(default=None, metadata={"help": "Column holding a problem id (default: file stem + row index)."})
+    id_column: str | None = field(default=None, metadata={"help": "Column holding a problem id (default: 'id' when there is one, else file stem + row index)."})
     difficulty_column: str | None = field(default=None, metadata={"help": "Column holding a difficulty (e.g. MATH-500 'level')."})
-    limit: int | None = field(default=None, metadata={"help": "Use only the first N problems of a file or Hub pool."})
+    limit: int | None = field(default=None, metadata={"range": "[1, inf)", "help": "Use only the first N problems of a file or Hub pool."})
 
     def __post_init__(self):
-        if self.num_problems < 1:
-            raise ValueError(f"pool.num_problems must be >= 1, got {self.num_problems}")
+        check_fields(self)
         if self.source == "file" and not self.path:
-            raise ValueError("pool.source is 'file' but pool.path is not set")
+            raise ValueError("source is 'file' but path is not set")
         if self.source == "hub" and not self.dataset:
-            raise ValueError("pool.source is 'hub' but pool.dataset is not set")
+            raise ValueError("source is 'hub' but dataset is not set")
 
 
 @dataclass
@@ -118,33 +118,45 @@ def _reasoning_gym(cfg: PoolConfig) -> list[Problem]:
     return out
 
 
-def _as_text(value: Any) -> str | None:
+def _as_text(value: Any, column: str, where: str) -> str | None:
+    """A problem, answer or id cell as text, exactly as written; None when empty. A list or mapping
+    (a chat, a structured answer) is an error: stringifying it would hide the problem in the data."""
     if value is None:
         return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
-        if value != value:  # NaN from pandas
+        if value != value:  # NaN: a missing cell
             return None
-        if value.is_integer():
-            return str(int(value))
-    text = str(value).strip()
-    return text or None
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))  # a float column holding whole numbers (e.g. pandas with missing cells)
+        return repr(value)
+    if isinstance(value, (int, str)):
+        text = str(value).strip()
+        return text or None
+    raise PoolError(f"{where}: column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), not text; "
+                    "point pool.problem_column, pool.answer_column and pool.id_column at text columns")
 
 
 def _from_rows(rows: list[dict], columns: list[str], cfg: PoolConfig, name: str, source: str) -> tuple[list[Problem], PoolReport]:
-    for col in (cfg.problem_column, cfg.answer_column, cfg.id_column, cfg.difficulty_column):
+    id_column = cfg.id_column or ("id" if "id" in columns else None)
+    for col in (cfg.problem_column, cfg.answer_column, id_column, cfg.difficulty_column):
         if col and col not in columns:
             raise PoolError(f"{name}: no column {col!r}; columns are {columns} (set pool.problem_column / pool.answer_column)")
     problems, skipped = [], []
-    for i, row in enumerate(rows[: cfg.limit] if cfg.limit else rows):
-        pid = _as_text(row.get(cfg.id_column)) if cfg.id_column else f"{Path(name).stem.replace('/', '_')}-{i}"
-        text, answer = _as_text(row.get(cfg.problem_column)), _as_text(row.get(cfg.answer_column))
-        if text is None or answer is None:
-            skipped.append(pid or str(i))
+    text_columns = (cfg.problem_column, cfg.answer_column, id_column)
+    for i, row in enumerate(rows[: cfg.limit] if cfg.limit is not None else rows):
+        where = f"{name} row {i + 1}"
+        pid = _as_text(row.get(id_column), id_column, where) if id_column else f"{Path(name).stem.replace('/', '_')}-{i}"
+        text = _as_text(row.get(cfg.problem_column), cfg.problem_column, where)
+        answer = _as_text(row.get(cfg.answer_column), cfg.answer_column, where)
+        if text is None or answer is None or pid is None:
+            skipped.append(pid or f"row {i + 1}")
             continue
         diff = row.get(cfg.difficulty_column) if cfg.difficulty_column else None
-        meta = {k: v for k, v in row.items() if k not in (cfg.problem_column, cfg.answer_column)}
+        meta = {k: v for k, v in row.items() if k not in text_columns}
         problems.append(Problem(pid, text, answer, source, json.loads(json.dumps(meta, default=str)),
-                                float(diff) if isinstance(diff, (int, float)) else _level(diff)))
+                                float(diff) if isinstance(diff, (int, float)) and not isinstance(diff, bool) else _level(diff)))
     return problems, PoolReport(len(problems), skipped)
 
 
@@ -159,32 +171,98 @@ def _level(value: Any) -> float | None:
         return None
 
 
-def _file(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
-    import pandas as pd
+def _json_records(path: Path) -> list[dict]:
+    """A .json (a list of objects, or {"data": [...]}) or .jsonl file, read as written: numbers keep
+    their digits (no float rounding), strings stay strings. Errors name the line."""
+    text = path.read_text(encoding="utf-8-sig")  # a UTF-8 BOM is no reason to refuse a file
+    exact = {"parse_int": _Number, "parse_float": _Number}
+    if path.suffix == ".json" or text.lstrip()[:1] == "[":
+        try:
+            data = json.loads(text, **exact)
+        except json.JSONDecodeError as err:
+            if path.suffix == ".json":
+                raise PoolError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        else:
+            records = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None
+            if isinstance(data, dict) and records is None:
+                records = [data]
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise PoolError(f"{path}: expected a list of objects (or {{\"data\": [...]}})")
+            return records
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, **exact)
+        except json.JSONDecodeError as err:
+            raise PoolError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise PoolError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        records.append(row)
+    return records
 
+
+class _Number(str):
+    """A JSON number kept as the text it was written as ("007" stays a string anyway; 1.50 stays "1.50")."""
+
+
+def _plain(value: Any) -> Any:
+    """Metadata values back to JSON types (numbers as numbers), keeping big integers exact."""
+    if isinstance(value, _Number):
+        text = str(value)
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _csv_records(path: Path) -> tuple[list[dict], list[str]]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        try:
+            rows = [{k: (v if v != "" else None) for k, v in row.items() if k is not None} for row in reader]
+        except csv.Error as err:
+            raise PoolError(f"{path}:{reader.line_num}: not valid CSV ({err})") from None
+        return rows, list(reader.fieldnames or [])
+
+
+def _file(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise PoolError(f"pool file not found: {path}")
+    if not path.is_file():
+        raise PoolError(f"pool.path {path} is not a file")
     try:
         if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            rows, columns = table.to_pylist(), table.column_names
         elif path.suffix == ".csv":
-            df = pd.read_csv(path)
+            rows, columns = _csv_records(path)
         elif path.suffix in (".jsonl", ".json"):
-            text = path.read_text()
-            try:
-                data = json.loads(text)
-                df = pd.DataFrame(data if isinstance(data, list) else data.get("data", [data]))
-            except json.JSONDecodeError:
-                df = pd.read_json(path, lines=True)
+            raw = _json_records(path)
+            columns = list(dict.fromkeys(k for r in raw for k in r))
+            text_columns = {cfg.problem_column, cfg.answer_column, cfg.id_column or "id"}
+            rows = [{k: (str(v) if isinstance(v, _Number) else v) if k in text_columns else _plain(v) for k, v in r.items()}
+                    for r in raw]
         else:
             raise PoolError(f"{path}: unsupported file type {path.suffix!r} (use .json, .jsonl, .parquet or .csv)")
     except PoolError:
         raise
-    except Exception as err:  # noqa: BLE001 - pandas/pyarrow raise many kinds; name the file instead
+    except UnicodeDecodeError as err:
+        raise PoolError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except Exception as err:  # noqa: BLE001 - pyarrow raises many kinds; name the file instead
         raise PoolError(f"{path}: could not read it: {str(err).splitlines()[0]}") from None
-    rows = df.astype(object).where(df.notna(), None).to_dict("records")
-    return _from_rows(rows, list(df.columns), cfg, path.name, f"file/{path.name}")
+    return _from_rows(rows, columns, cfg, path.name, f"file/{path.name}")
 
 
 def _hub(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
@@ -222,7 +300,18 @@ def load_pool(cfg: PoolConfig) -> list[Problem]:
     return load_pool_with_report(cfg)[0]
 
 
-def shard(problems: list[Problem], index: int, count: int) -> list[Problem]:
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n), with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like 'i/n' (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard(problems: list, index: int, count: int) -> list:
     """Contiguous block `index` of `count`: deterministic, disjoint, complete, in pool order.
 
     Blocks rather than every n-th problem: multi-task pools interleave their tasks, so every n-th

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def fingerprint(problem_id: str, problem: str, answer: str | None) -> str:
+    """What a finished row must still match on resume: the problem's id, text and gold answer."""
+    return hashlib.sha256(json.dumps([problem_id, problem, answer]).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -24,6 +31,9 @@ class Problem:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.id, self.problem, self.answer)
 
 
 @dataclass

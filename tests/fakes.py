@@ -5,7 +5,16 @@ from __future__ import annotations
 from synth.generate.engine import Continuation, SamplingParams
 
 
-class AnswerPolicy:
+class FakeEngine:
+    """What every policy engine offers besides generation: its context length and a token count."""
+
+    max_model_len = 8192
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+class AnswerPolicy(FakeEngine):
     """Answers correctly on the samples whose index is in `correct`, wrongly on the others.
 
     `answers` maps a problem text to its gold answer. `interrupt_after` raises KeyboardInterrupt
@@ -37,7 +46,7 @@ class AnswerPolicy:
         return out
 
 
-class StepPolicy:
+class StepPolicy(FakeEngine):
     """Writes step `d{depth}s{i}` for sample i at depth `depth`; after `finish_depth` steps it ends (EOS)
     with a boxed answer: the gold `answer` for samples in `correct`, a wrong one otherwise."""
 

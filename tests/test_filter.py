@@ -4,14 +4,14 @@ import time
 import pytest
 from datasets import load_dataset
 
-from synth.cli import main
+from synth.commands.cli import main
 from synth.filter.formats import preference_pairs, to_preference, to_sft, to_stepwise
 from synth.filter.run import FilterConfig, build_index, load_eval_set, run, select
 from synth.filter.select import (FilterError, Filters, NgramIndex, build_filters, correct_label, decontaminate,
                                  exact_dedup, flatten, length_limits, majority_agreement, near_dedup, non_empty,
                                  normalize, run_filters, score_threshold, top_k_per_problem, verified_only)
 from synth.hub import write_dataset
-from synth.prm.data import validate
+from synth.formats import validate
 
 
 def row(pid, completions, verified, answers=None, problem=None, gold="5", scores=None, tokens=None, finished=None, **kw):
@@ -207,28 +207,24 @@ def test_filter_command_writes_loadable_dataset_and_card(gen_dir, tmp_path, caps
 
 def test_filter_command_errors(gen_dir, tmp_path, capsys):
     out = str(tmp_path / "o")
-    with pytest.raises(SystemExit) as exc:
-        main(["filter", "--dataset", str(gen_dir), "--output_dir", out, "--filters.min_score", "0.5"])
-    assert exc.value.code == 2 and "needs PRM scores" in capsys.readouterr().err
+    assert main(["filter", "--dataset", str(gen_dir), "--output_dir", out, "--filters.min_score", "0.5"]) == 2
+    assert "needs PRM scores" in capsys.readouterr().err
     assert main(["filter", "--dataset", str(gen_dir), "--output_dir", out]) == 0
     assert main(["filter", "--dataset", str(gen_dir), "--output_dir", out]) == 0  # same settings: a retry rebuilds
-    with pytest.raises(SystemExit):
-        main(["filter", "--dataset", str(gen_dir), "--output_dir", out, "--filters.top_k", "1"])
+    assert main(["filter", "--dataset", str(gen_dir), "--output_dir", out, "--filters.top_k", "1"]) == 2
     assert "--overwrite true" in capsys.readouterr().err
     assert main(["filter", "--dataset", str(gen_dir), "--output_dir", out, "--filters.top_k", "1", "--overwrite", "true"]) == 0
-    with pytest.raises(SystemExit):
-        main(["filter", "--dataset", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o2")])
+    assert main(["filter", "--dataset", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o2")]) == 2
     assert "dataset not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["filter", "--dataset", str(gen_dir), "--output_dir", str(tmp_path / "o3"), "--filters.correctness", "verified",
-              "--filters.min_tokens", "10000"])
+    assert main(["filter", "--dataset", str(gen_dir), "--output_dir", str(tmp_path / "o3"), "--filters.correctness", "verified",
+              "--filters.min_tokens", "10000"]) == 2
     assert "every completion was filtered out" in capsys.readouterr().err
 
 
 def test_filter_stepwise_output_is_a_valid_prm_dataset(gen_dir, tmp_path):
     run(FilterConfig(dataset=str(gen_dir), output_dir=str(tmp_path / "st"), format="stepwise"))
     ds = load_dataset(str(tmp_path / "st"), split="train", cache_dir=str(tmp_path / "hf-cache"))
-    validate(ds)
+    validate(ds, "stepwise")
     assert sorted({tuple(set(r["labels"])) for r in ds}) == [(False,), (True,)]
     run(FilterConfig(dataset=str(gen_dir), output_dir=str(tmp_path / "pref"), format="preference"))
     pref = load_dataset(str(tmp_path / "pref"), split="train", cache_dir=str(tmp_path / "hf-cache"))
@@ -240,8 +236,7 @@ def test_eval_set_from_pool_mapping_and_help(capsys):
     assert name == "reasoning_gym:basic_arithmetic@seed99" and len(texts) == 3
     with pytest.raises(FilterError, match="neither a local file"):
         load_eval_set("no-such-file.jsonl")
-    with pytest.raises(SystemExit):
-        main(["filter", "--help"])
+    assert main(["filter", "--help"]) == 0
     out = capsys.readouterr().out
     for opt in ("--filters.near_dup_threshold", "--decontaminate", "--push_to_hub", "--format"):
         assert opt in out

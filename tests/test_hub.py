@@ -9,7 +9,7 @@ import pytest
 import yaml
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RevisionNotFoundError
 
-from synth.cli import main
+from synth.commands.cli import main
 from synth.hub import PushError, push_dataset, root_card, split_card, write_dataset
 
 
@@ -234,9 +234,7 @@ def test_push_command_and_filter_push_option(tmp_path, api, monkeypatch, capsys)
     local = make_dataset(tmp_path / "ds")
     assert main(["push", "--dataset", str(local), "--repo_id", "me/data", "--config_name", "v1"]) == 0
     assert "pushed" in capsys.readouterr().out and "v1/data/train-00000-of-00001.parquet" in api.repos["me/data"]["main"]
-    with pytest.raises(SystemExit) as exc:
-        main(["push", "--dataset", str(local)])
-    assert exc.value.code == 2
+    assert main(["push", "--dataset", str(local)]) == 2
 
     gen = [{"id": "p", "problem": "What is 2 + 3?", "gold_answer": "5", "completions": ["It is \\boxed{5}"], "answers": ["5"],
             "verified": [True], "num_tokens": [4], "finished": [True], "model": "tiny", "strategy": "best_of_n", "n": 1}]
@@ -244,12 +242,11 @@ def test_push_command_and_filter_push_option(tmp_path, api, monkeypatch, capsys)
     out = tmp_path / "sft"
     args = ["filter", "--dataset", str(tmp_path / "gen"), "--output_dir", str(out), "--push_to_hub", "me/data", "--config_name", "sft"]
     assert main(args) == 0
-    assert "pushed to https://huggingface.co/datasets/me/data" in capsys.readouterr().out
+    assert "to https://huggingface.co/datasets/me/data (config sft)" in capsys.readouterr().out
     assert 'load_dataset("me/data", name="sft"' in api.repos["me/data"]["main"]["sft/README.md"].decode()
     # offline: the local dataset is written, the error says so; the same command works once back online
     api.fail_on, api.error = "create_repo", httpx2.ConnectError("offline")
-    with pytest.raises(SystemExit):
-        main(args)
+    assert main(args) == 2
     assert "the local copy at" in capsys.readouterr().err and (out / "data").is_dir()
     api.fail_on = None
     assert main(args) == 0

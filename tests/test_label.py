@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from synth.generate.engine import Continuation
-from synth.hub import write_dataset
+from synth.hub import read_rows, write_dataset
 from synth.journal import Journal
+from synth.merge import MergeConfig, merge
 from synth.prm.label import LabelConfig, label
 
 K = 4
@@ -72,14 +72,11 @@ def test_sharded_labels_concatenate_to_the_unsharded_dataset(tmp_path):
               policy=RolloutPolicy(gold))
         parts.append(Journal(tmp_path / f"s{i}" / "rows.jsonl").read())
     assert {r["problem_id"] for r in parts[0]}.isdisjoint({r["problem_id"] for r in parts[1]}) and all(parts)
-    (tmp_path / "joined").mkdir()
-    (tmp_path / "joined" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for p in parts for r in p))
-    policy = RolloutPolicy(gold)
-    joined = label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "joined"), resume=True),
-                   policy=policy)
-    assert policy.prompts == []  # nothing left to label
-    key = lambda rows: sorted((r["id"], r["labels"]) for r in rows)  # noqa: E731
+    joined = merge(MergeConfig(runs=[str(tmp_path / "s1"), str(tmp_path / "s0")], output_dir=str(tmp_path / "joined")))
+    assert joined["command"] == "label" and joined["shards"] == 2
+    key = lambda rows: [(r["id"], r["labels"]) for r in rows]  # noqa: E731
     assert key(Journal(tmp_path / "joined" / "rows.jsonl").read()) == key(Journal(tmp_path / "all" / "rows.jsonl").read())
+    assert key(read_rows(tmp_path / "joined")) == key(read_rows(tmp_path / "all"))
     assert joined["steps"] == whole["steps"]
     with pytest.raises(ValueError, match="shard"):
         LabelConfig(dataset=str(data), shard="2/2")
@@ -112,7 +109,7 @@ def test_rescore_redoes_prm_picks_on_the_same_samples():
     assert new["naive_verified"] and new["naive_answer"] == "7"
     assert new["weighted_verified"]  # 0.5 for "7" beats 0.1 + 0.1 for "8"
     assert row["naive_verified"] is False  # the input row is left as it was
-    from synth.generate.steps import StepRule
+    from synth.steps import StepRule
 
     row = dict(row, completions=["One. Two.", "One.", "x"])
     new = rescore_rows([row], LengthPRM(), steps=StepRule("sentence"))[0]  # each completion cut again
@@ -130,7 +127,7 @@ def test_sentence_labels_roll_out_right_after_each_full_stop(tmp_path):
     assert row["completions"] == ["First add 3 and 4.", "That gives 7.", "The answer is 7."]
     assert policy.prompts == ["Q: What is 3+4?\nFirst add 3 and 4.", "Q: What is 3+4?\nFirst add 3 and 4. That gives 7."]
     assert row["labels"] == [0.0, 0.0, 1.0]  # RolloutPolicy: no "ok" step, no correct rollout
-    with pytest.raises(ValueError, match="step cut"):
+    with pytest.raises(ValueError, match="step_cut: 'clause' is not one of"):
         LabelConfig(step_cut="clause")
-    with pytest.raises(ValueError, match="dtype must be one of"):
+    with pytest.raises(ValueError, match="dtype: .* is not one of"):
         LabelConfig(dtype="foo")

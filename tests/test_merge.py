@@ -6,7 +6,7 @@ import yaml
 from datasets import load_dataset
 
 from fakes import AnswerPolicy
-from synth.cli import main
+from synth.commands.cli import main
 from synth.eval_runs import load_rows
 from synth.generate.run import GenerateConfig, generate
 from synth.generate.search import SearchConfig
@@ -35,14 +35,14 @@ def _strip(rows):
 def test_merge_round_trip_equals_unsharded_run(shards, tmp_path, capsys):
     out = tmp_path / "merged"
     assert main(["merge", "--runs", f"{shards[2]},{shards[0]},{shards[1]}", "--output_dir", str(out)]) == 0
-    assert "merged 3 shards (7 problems)" in capsys.readouterr().out
+    assert "merged 3 generate shards" in capsys.readouterr().out
     merged, full = read_rows(out), read_rows(shards["full"])
     assert [r["id"] for r in merged] == [r["id"] for r in full]  # pool order restored
     assert _strip(merged) == _strip(full)
     # a fresh cache dir: datasets caches a local dir by its base name, so an older "merged" would be read back
     assert load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache")).to_list() == merged
     assert load_rows(out) == merged  # rows.jsonl: `synth eval` takes it like a generate run
-    config = yaml.safe_load((out / "config.yaml").read_text())
+    config = yaml.safe_load((out / "source_config.yaml").read_text())
     assert config["shard"] is None and config["search"]["n"] == 4
     assert "3 shards merged" in (out / "README.md").read_text()
 
@@ -59,7 +59,7 @@ def test_missing_and_duplicate_shards_are_named(shards, tmp_path):
 
 def test_config_mismatch_unfinished_shard_and_duplicate_ids(shards, tmp_path):
     other = run_generate(tmp_path / "other1", "1/3", n=2)
-    with pytest.raises(MergeError, match=r"other1 \(shard 1/3\) was made with another config.*search differ"):
+    with pytest.raises(MergeError, match=r"other1 \(shard 1/3\) was made with another config.*search.n differ"):
         merge(MergeConfig(runs=[shards[0], other, shards[2]], output_dir=str(tmp_path / "m")))
 
     unfinished = tmp_path / "unfinished"
@@ -73,7 +73,7 @@ def test_config_mismatch_unfinished_shard_and_duplicate_ids(shards, tmp_path):
     rows = read_rows(dup)
     rows[0]["id"] = read_rows(shards[0])[0]["id"]
     write_dataset(rows, dup, {"name": "dup"})
-    with pytest.raises(MergeError, match=r"problem 'basic_arithmetic-3-0' is in shard 0/3 .* and in shard 1/3"):
+    with pytest.raises(MergeError, match=r"row 'basic_arithmetic-3-0' is in shard 0/3 .* and in shard 1/3"):
         merge(MergeConfig(runs=[shards[0], str(dup), shards[2]], output_dir=str(tmp_path / "m")))
 
 
@@ -81,17 +81,18 @@ def test_existing_output_needs_overwrite(shards, tmp_path, capsys):
     out = str(tmp_path / "merged")
     runs = ",".join(str(shards[i]) for i in range(3))
     assert main(["merge", "--runs", runs, "--output_dir", out]) == 0
-    with pytest.raises(SystemExit) as exc:
-        main(["merge", "--runs", runs, "--output_dir", out])
-    assert exc.value.code == 2 and "--overwrite true" in capsys.readouterr().err
-    assert main(["merge", "--runs", runs, "--output_dir", out, "--overwrite", "true"]) == 0
-    with pytest.raises(SystemExit):
-        main(["merge", "--runs", str(tmp_path / "nope"), "--output_dir", out])
+    assert main(["merge", "--runs", runs, "--output_dir", out]) == 0  # the same merge again: a retry, rebuilt
+    others = ",".join(str(shards[i]) for i in (2, 1, 0))
+    assert main(["merge", "--runs", others, "--output_dir", out]) == 2
+    assert "--overwrite true" in capsys.readouterr().err
+    assert main(["merge", "--runs", others, "--output_dir", out, "--overwrite", "true"]) == 0
+    assert main(["merge", "--runs", str(tmp_path / "nope"), "--output_dir", out]) == 2
     assert "no config.yaml" in capsys.readouterr().err
 
 
 def test_push_to_hub_on_producing_commands(shards, tmp_path, monkeypatch, capsys):
     """`--push_to_hub` on generate and merge: the dataset is written locally, then pushed (config per strategy)."""
+    import synth.commands.generate as generate_command
     import synth.generate.run as run
     from synth.hub import PushError
 
@@ -103,19 +104,32 @@ def test_push_to_hub_on_producing_commands(shards, tmp_path, monkeypatch, capsys
         return f"https://huggingface.co/datasets/{repo_id}"
 
     monkeypatch.setattr("synth.hub.push_dataset", fake_push)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
     assert main(["merge", "--runs", ",".join(shards[i] for i in range(3)), "--output_dir", str(tmp_path / "m"),
-                 "--push_to_hub", "me/arith"]) == 0
+                 "--push_to_hub", "--hub_dataset_id", "me/arith"]) == 0
     pool = PoolConfig(source="reasoning_gym", tasks=["basic_arithmetic"], num_problems=3, seed=3)
     monkeypatch.setattr(run, "load_policy", lambda cfg: AnswerPolicy({p.problem: p.answer for p in load_pool(pool)}))
-    cfg = GenerateConfig(output_dir=str(tmp_path / "g"), pool=pool, search=SearchConfig(n=2), push_to_hub="me/arith", push_revision="v1")
-    assert run.main(cfg) == 0
-    assert pushes == [("me/arith", "best_of_n-n4", None), ("me/arith", "best_of_n-n2", "v1")]
+    cfg = GenerateConfig(output_dir=str(tmp_path / "g"), pool=pool, search=SearchConfig(n=2), push_to_hub=True,
+                         hub_dataset_id="me/arith", hub_revision="v1")
+    assert generate_command.main(cfg) == 0
+    assert pushes == [("me/arith", "best_of_n--T-0.8--n-4--seed-0", None), ("me/arith", "best_of_n--T-0.8--n-2--seed-0", "v1")]
     assert "pushed" in capsys.readouterr().out
+    # the old spelling still works, with a deprecation warning
+    old = main(["generate", "--output_dir", str(tmp_path / "g3"), "--pool.num_problems", "3", "--pool.seed", "3",
+                "--search.n", "2", "--push_to_hub", "me/arith", "--push_revision", "v2"])
+    assert old == 0 and pushes[-1] == ("me/arith", "best_of_n--T-0.8--n-2--seed-0", "v2")
 
     def offline(*a, **kw):
         raise PushError("cannot reach the Hub; the local copy is intact")
 
     monkeypatch.setattr("synth.hub.push_dataset", offline)
     with pytest.raises(PushError, match="intact"):
-        run.main(GenerateConfig(output_dir=str(tmp_path / "g2"), pool=pool, search=SearchConfig(n=2), push_to_hub="me/arith"))
+        generate_command.main(GenerateConfig(output_dir=str(tmp_path / "g2"), pool=pool, search=SearchConfig(n=2), push_to_hub=True,
+                                             hub_dataset_id="me/arith"))
     assert len(read_rows(tmp_path / "g2")) == 3  # written before the push was tried
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(PushError, match="no Hugging Face token.*nothing was run"):  # checked before any work
+        generate_command.main(GenerateConfig(output_dir=str(tmp_path / "g4"), pool=pool, search=SearchConfig(n=2), push_to_hub=True,
+                                             hub_dataset_id="me/arith"))
+    assert not (tmp_path / "g4").exists()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from synth.prm.data import StepwiseDataError, validate
+from synth.formats import FormatError, validate
 from synth.prm.format import encode_steps
 from synth.prm.scorer import aggregate
 from synth.prm.train import IGNORE, StepCollator, TrainPRMConfig, step_loss, tokenize_row, train_prm
@@ -72,8 +72,8 @@ def test_aggregations():
     ({"prompt": ["q"], "completions": [["a"]], "labels": [[1.5]]}, "outside"),
 ])
 def test_bad_stepwise_datasets(rows, msg):
-    with pytest.raises(StepwiseDataError, match=msg):
-        validate(Dataset.from_dict(rows))
+    with pytest.raises(FormatError, match=msg):
+        validate(Dataset.from_dict(rows), "stepwise")
 
 
 def stepwise_rows(n=24):
@@ -94,8 +94,8 @@ def test_train_prm_end_to_end_loss_falls_and_roundtrips(tmp_path, tiny_model_dir
 
     data = tmp_path / "steps.jsonl"
     data.write_text("\n".join(json.dumps({**r, "step_cut": "sentence"}) for r in stepwise_rows()))
-    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), epochs=8,
-                         batch_size=8, learning_rate=3e-3, eval_fraction=0.25, save_steps=1000, lora=True)
+    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), eval_fraction=0.25, lora=True,
+                         args={"num_train_epochs": 8, "per_device_train_batch_size": 8, "learning_rate": 3e-3, "save_steps": 1000})
     metrics = train_prm(cfg)
     history = json.loads((tmp_path / "prm" / "checkpoint-24" / "trainer_state.json").read_text())["log_history"]
     losses = [h["loss"] for h in history if "loss" in h]
@@ -163,7 +163,7 @@ def test_several_stepwise_datasets_concatenate_and_drop_repeated_traces(tmp_path
     c = tmp_path / "c.jsonl"
     c.write_text(json.dumps({"prompt": "new?", "completions": ["x"], "labels": [True]}))
     assert load_stepwise_many([str(a), str(c)])["labels"][-1] == [1.0]
-    with pytest.raises(StepwiseDataError, match="not found"):
+    with pytest.raises(FormatError, match="not found"):
         load_stepwise_many([str(a), str(tmp_path / "missing.jsonl")])
     assert TrainPRMConfig(dataset=str(a)).dataset == [str(a)]
     with pytest.raises(ValueError, match="dtype"):
@@ -208,8 +208,9 @@ def test_train_prm_with_a_pairwise_loss_runs_and_scores(tmp_path, tiny_model_dir
     # two traces per problem: a right and a wrong one, so every problem forms a pair
     rows = [dict(r, prompt=f"What is {i // 2}+1?") for i, r in enumerate(stepwise_rows(8))]
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), epochs=2,
-                         batch_size=4, learning_rate=3e-3, eval_fraction=0.0, save_steps=1000, pairwise_weight=1.0)
+    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), eval_fraction=0.0,
+                         pairwise_weight=1.0,
+                         args={"num_train_epochs": 2, "per_device_train_batch_size": 4, "learning_rate": 3e-3, "save_steps": 1000})
     metrics = train_prm(cfg)
     assert metrics["steps"] == 4 and math.isfinite(metrics["train_loss"])
     scores = load_prm(str(tmp_path / "prm" / "final")).score(["q"], [["a", "b"]])

@@ -231,7 +231,7 @@ def test_load_prm_unknown_spec_names_it(monkeypatch):
 
 
 def test_prm_dtype_resolution(monkeypatch):
-    import synth.prm.dtype as d
+    import synth.models as d
 
     assert d.resolve_dtype("float32", "cpu") == torch.float32 and d.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     monkeypatch.setattr(d, "cpu_has_native_bf16", lambda: True)

@@ -7,6 +7,7 @@ import pytest
 
 import synth.train.rounds as rounds_mod
 from synth.config import ConfigError, from_dict
+from synth.generate.run import GenerateConfig
 from synth.generate.search import SearchConfig
 from synth.hub import PushError
 from synth.prm.label import LabelConfig
@@ -42,14 +43,14 @@ def fake_verification(monkeypatch):
 
 def tiny_cfg(tmp_path, model, **kw) -> RoundsConfig:
     args = dict(
-        model=model, rounds=2, output_dir=str(tmp_path / "rounds"), top_k=2, eval_n=2, batch_size=16,
-        problems_per_batch=4, train_prm=True,
+        model=model, rounds=2, output_dir=str(tmp_path / "rounds"), top_k=2, eval_n=2, train_prm=True,
         train_pool=PoolConfig(tasks=["basic_arithmetic"], num_problems=4, seed=200),
         eval_pool=PoolConfig(tasks=["basic_arithmetic"], num_problems=3, seed=1000),
-        search=SearchConfig(n=4, max_tokens=12, temperature=1.0),
-        sft=TrainConfig(learning_rate=1e-2, epochs=3, batch_size=2, logging_steps=1, eval_fraction=0.25, save_steps=1000),
+        generate=GenerateConfig(batch_size=16, problems_per_batch=4, search=SearchConfig(n=4, max_tokens=12, temperature=1.0)),
+        sft=TrainConfig(eval_fraction=0.25, args={"learning_rate": 1e-2, "num_train_epochs": 3, "per_device_train_batch_size": 2,
+                                                  "logging_steps": 1, "save_steps": 1000}),
         label=LabelConfig(rollouts=2, max_tokens=6, traces_per_problem=2),
-        prm_train=TrainPRMConfig(epochs=1, batch_size=4, eval_fraction=0.0, save_steps=1000),
+        prm_train=TrainPRMConfig(eval_fraction=0.0, args={"num_train_epochs": 1, "per_device_train_batch_size": 4, "save_steps": 1000}),
     )
     return RoundsConfig(**{**args, **kw})
 
@@ -59,7 +60,8 @@ def markers(root):
 
 
 def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_verification, monkeypatch):
-    cfg = tiny_cfg(tmp_path, stopping_model_dir, n_per_round=[4, 2], push_to_hub="me/arith-rounds")
+    cfg = tiny_cfg(tmp_path, stopping_model_dir, n_per_round=[4, 2], push_to_hub=True, hub_dataset_id="me/arith-rounds")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
     root = tmp_path / "rounds"
     real_sft = rounds_mod.train_sft
     pushes = []
@@ -147,7 +149,7 @@ def test_rerun_with_another_config_is_refused(tmp_path, stopping_model_dir, fake
     assert len(rows) == 1 and rows[0]["greedy"] is not None
     cfg.rounds = 1  # growing the number of rounds is a continuation
     cfg.eval_n = 4
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="made with another config"):
         Rounds(cfg)
 
 
@@ -171,7 +173,7 @@ def test_no_verified_traces_keeps_the_policy(tmp_path, stopping_model_dir, monke
     ({"eval_pool": {"seed": 1}, "prm": "default", "search": {"strategy": "beam_search", "n": 8, "beam_width": 4}, "n_per_round": [8, 6]}, "n_per_round 6"),
     ({"eval_pool": {"seed": 1}, "push_to_hub": "no-slash"}, "push_to_hub"),
     ({"eval_pool": {"seed": 1}, "sft": {"dtype": "int8"}}, "dtype"),
-    ({"eval_pool": {"seed": 1}, "dtype": "foo"}, "dtype must be one of"),
+    ({"eval_pool": {"seed": 1}, "dtype": "foo"}, "dtype: .* is not one of"),
     ({"eval_pool": {"seed": 1}, "sft": {"learning_rat": 1}}, "did you mean 'sft.learning_rate'"),
 ])
 def test_config_validation(data, msg):

@@ -211,7 +211,7 @@ def test_sentence_steps_continue_after_the_full_stop(search):
 
 
 def test_step_cut_is_checked():
-    with pytest.raises(ValueError, match="step cut must be one of delimiter, sentence"):
+    with pytest.raises(ValueError, match="step_cut: 'clause' is not one of"):
         SearchConfig(step_cut="clause")
     with pytest.raises(ValueError, match="step delimiter must not be empty"):
         SearchConfig(step_delimiter="")

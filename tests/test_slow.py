@@ -5,8 +5,8 @@ import json
 import pytest
 from datasets import load_dataset
 
-from synth.cli import main
-from synth.generate.steps import StepRule
+from synth.commands.cli import main
+from synth.steps import StepRule
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ import time
 import pytest
 import reasoning_gym
 
-from synth.filter import verify as V
-from synth.filter.verify import extract_answer, math_equal, score_with_task, verify_answers, verify_many
+from synth import verify as V
+from synth.verify import extract_answer, math_equal, score_with_task, verify_answers, verify_many
 from synth.records import Problem
 
 
@@ -58,7 +58,7 @@ def test_math_equal_off_the_main_thread():
     assert out["r"] is True
 
 
-def _slow(pred, gold):
+def _slow(pred, gold, timeout):
     time.sleep(30)
     return True
 

@@ -1,4 +1,4 @@
-"""`synth filter`: generate rows -> filtered training data (SFT, stepwise PRM or preference), optionally pushed."""
+"""The filter run: generate rows -> filtered training data (SFT, stepwise PRM or preference)."""
 
 from __future__ import annotations
 
@@ -8,46 +8,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 import synth
-from synth.config import ConfigError, dump_yaml, from_dict, to_dict
+from synth.config import ConfigError, check_fields, from_dict, to_dict
 from synth.filter.formats import preference_pairs, to_preference, to_sft, to_stepwise
 from synth.filter.select import (Filters, FilterError, NgramIndex, Record, Step, build_filters, correct_label, flatten,
                                  run_filters)
-from synth.hub import push_dataset, read_rows, write_dataset
+from synth.hub import PUSH_KEYS, PushConfig, check_push, read_rows, write_dataset
+from synth.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("id", "problem", "completions", "answers", "verified")
 _TEXT_COLUMNS = ("problem", "question", "prompt", "text", "input")
-_PUSH_KEYS = ("push_to_hub", "private", "config_name", "revision", "overwrite")
+OUTPUTS = ("data", "data.tmp", "README.md", "funnel.json")
 
 
 @dataclass
-class FilterConfig:
+class FilterConfig(PushConfig):
     dataset: str = field(default="", metadata={"help": "A `synth generate` (or `synth merge`) output dir, a .parquet/.jsonl of its rows, or a Hub dataset id."})
     output_dir: str = field(default="runs/filter", metadata={"help": "Where the filtered dataset (parquet + card) goes."})
     format: Literal["sft", "stepwise", "preference"] = field(default="sft", metadata={"help": "Output format: sft (prompt/completion chat), stepwise (PRM: prompt/completions/labels), preference (prompt/chosen/rejected)."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message put before the problem in sft/preference prompts (null: none)."})
     filters: Filters = field(default_factory=Filters)
     decontaminate: list[Any] = field(default_factory=list, metadata={"help": "Eval sets to decontaminate against: local files/dirs, Hub ids 'owner/name[:split]', or pool mappings like {source: reasoning_gym, tasks: [chain_sum], seed: 99} (on the command line: '[{...}]')."})
-    decontam_ngram: int = field(default=13, metadata={"help": "Word n-gram size of the decontamination overlap test."})
+    decontam_ngram: int = field(default=13, metadata={"range": "[1, inf)", "help": "Word n-gram size of the decontamination overlap test."})
     decontaminate_completions: bool = field(default=False, metadata={"help": "Also test completions (not only problems) for overlap with the eval sets."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo ('user/name') to push the result to."})
-    private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
-    config_name: str | None = field(default=None, metadata={"help": "Hub config name: its files go to '<config_name>/' (default: the root)."})
-    revision: str | None = field(default=None, metadata={"help": "Hub branch to push to (default main)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir made with another config, and different data already pushed to this config/revision."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir synth filter made with another config (to replace data on the Hub: hub_overwrite)."})
+
+    RENAMED = {**PushConfig.RENAMED, "private": "hub_private", "config_name": "hub_config_name", "revision": "hub_revision"}
 
     def __post_init__(self):
-        if self.decontam_ngram < 1:
-            raise ValueError(f"decontam_ngram must be >= 1, got {self.decontam_ngram}")
+        super().__post_init__()
+        check_fields(self)
         if self.format != "sft" and self.filters.correctness == "none":
             raise ValueError(f"format {self.format} needs correct/wrong labels: use filters.correctness auto, verified or majority")
-
-
-Config = FilterConfig
 
 
 # ---------------------------------------------------------------- inputs
@@ -201,7 +195,7 @@ _FORMAT_DOC = {
 
 
 def card_body(cfg: FilterConfig, source: dict[str, Any], total: int, funnel: list[Step], rows: int, load: str) -> str:
-    config = f', name="{cfg.config_name}"' if cfg.push_to_hub and cfg.config_name else ""
+    config = f', name="{cfg.hub_config_name}"' if cfg.push_to_hub and cfg.hub_config_name else ""
     sets = "\n".join(f"- `{s.name[len('decontaminate '):]}`: {s.removed} completions removed"
                      for s in funnel if s.name.startswith("decontaminate "))
     decontam = f"\nDecontaminated ({cfg.decontam_ngram}-gram overlap) against:\n\n{sets}\n" if sets else ""
@@ -242,56 +236,29 @@ def source_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"model": values("model"), "strategy": values("strategy"), "n": values("n"), "problems": len(rows)}
 
 
-def prepare_output(cfg: FilterConfig) -> Path:
-    """Rebuilding with the same settings is fine (a retry); other settings need --overwrite."""
-    out = Path(cfg.output_dir)
-    saved = out / "config.yaml"
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        if not saved.exists() or _comparable(yaml.safe_load(saved.read_text())) != _comparable(to_dict(cfg)):
-            raise ConfigError(f"{out} already holds other data: pass --overwrite true to replace it, or pick a new output_dir")
-    return out  # created by write_dataset, once there is something to write
-
-
-def _comparable(data: dict[str, Any]) -> dict[str, Any]:
-    data = json.loads(json.dumps(data))
-    for key in _PUSH_KEYS:
-        data.pop(key, None)
-    return data
+def run_dir(cfg: FilterConfig) -> RunDir:
+    return RunDir.for_config(cfg, "filter", OUTPUTS, PUSH_KEYS, mode="rebuild", overwrite=cfg.overwrite)
 
 
 def run(cfg: FilterConfig) -> dict[str, Any]:
     if not cfg.dataset:
         raise ConfigError("filter needs --dataset: the output dir of a `synth generate` run")
-    out = prepare_output(cfg)
+    out = run_dir(cfg).check()
     rows = load_generate_rows(cfg.dataset)
     records = flatten(rows)
     rows_out, funnel = select(records, cfg, build_index(cfg.decontaminate, cfg.decontam_ngram))
     table = funnel_table(len(records), funnel, len(rows_out), cfg.format)
     if not rows_out:
         raise FilterError(f"every completion was filtered out; nothing written.\n{table}")
+    check_push(cfg)
     source = source_info(rows)
-    load = cfg.push_to_hub or str(out.resolve())
+    load = cfg.hub_dataset_id if cfg.push_to_hub else str(out.path.resolve())
     info = {"name": f"synth {cfg.format} data from {source['model']} ({source['strategy']}, N={source['n']})",
             "model": source["model"], "source": {**source, "dataset": cfg.dataset}, "config": to_dict(cfg),
             "funnel": [s._asdict() for s in funnel], "summary": {"input_completions": len(records), "rows": len(rows_out)},
             "load_path": load, "synth_version": synth.__version__}
-    write_dataset(rows_out, out, info, body=card_body(cfg, source, len(records), funnel, len(rows_out), load))
-    (out / "config.yaml").write_text(dump_yaml(cfg))
-    (out / "funnel.json").write_text(json.dumps({"input": len(records), "steps": [s._asdict() for s in funnel],
-                                                 "rows": len(rows_out)}, indent=2))
-    return {"output_dir": str(out), "rows": len(rows_out), "funnel": funnel, "table": table}
-
-
-def publish(cfg: FilterConfig) -> str:
-    """Push the written output_dir to `cfg.push_to_hub`; returns the URL."""
-    return push_dataset(cfg.output_dir, cfg.push_to_hub, private=cfg.private, config_name=cfg.config_name,
-                        revision=cfg.revision, overwrite=cfg.overwrite)
-
-
-def main(cfg: FilterConfig) -> int:
-    result = run(cfg)
-    print(result["table"])
-    print(f"\nwrote {result['rows']} {cfg.format} rows to {result['output_dir']}")
-    if cfg.push_to_hub:
-        print(f"pushed to {publish(cfg)}")
-    return 0
+    with out.claim():
+        write_dataset(rows_out, out.path, info, body=card_body(cfg, source, len(records), funnel, len(rows_out), load))
+        (out.path / "funnel.json").write_text(json.dumps({"input": len(records), "steps": [s._asdict() for s in funnel],
+                                                          "rows": len(rows_out)}, indent=2))
+    return {"output_dir": str(out.path), "rows": len(rows_out), "funnel": funnel, "table": table}

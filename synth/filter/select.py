@@ -57,7 +57,10 @@ class Filters:
     near_dup_threshold: float | None = field(default=0.85, metadata={"help": "Drop a completion whose word n-gram Jaccard similarity to a kept completion of the same problem is at least this (null: off)."})
     near_dup_ngram: int = field(default=5, metadata={"help": "Word n-gram size for near-duplicate detection."})
     near_dup_perms: int = field(default=64, metadata={"help": "MinHash permutations (more: fewer missed near-duplicates, slower)."})
-    top_k: int | None = field(default=None, metadata={"help": "Keep at most k completions per problem: highest PRM score first, else shortest; no two identical texts. For preference: pairs per problem."})
+    top_k: int | None = field(default=None, metadata={"help": "Keep at most k completions per problem (see rank_by); no two identical texts. For preference: pairs per problem."})
+    rank_by: Literal["auto", "score", "shortest"] = field(default="auto", metadata={"help": (
+        "Which top_k completions are kept: score (highest PRM score first), shortest, or auto (score when every "
+        "completion has one, else shortest).")})
 
     def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -221,11 +224,15 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def top_k_per_problem(records: list[Record], k: int) -> list[Record]:
-    """At most k per problem: highest PRM score first (when all have one), else shortest; distinct texts only."""
+def top_k_per_problem(records: list[Record], k: int, rank_by: str = "auto") -> list[Record]:
+    """At most k per problem, distinct texts only: highest PRM score first (rank_by score, or auto when all
+    have one), else shortest."""
     keep: set[int] = set()
     for idx in _groups(records).values():
-        if all(records[i]["score"] is not None for i in idx):
+        scored = all(records[i]["score"] is not None for i in idx)
+        if rank_by == "score" and not scored:
+            raise FilterError(f"rank_by score needs PRM scores, but problem {records[idx[0]]['id']!r} has completions without one")
+        if rank_by == "score" or (rank_by == "auto" and scored):
             order = sorted(idx, key=lambda i: (-records[i]["score"], records[i]["num_tokens"], i))
         else:
             order = sorted(idx, key=lambda i: (records[i]["num_tokens"], len(records[i]["completion"]), i))
@@ -277,7 +284,7 @@ def build_filters(cfg: Filters, fmt: str = "sft", index: "NgramIndex | None" = N
         steps.append((f"near duplicates (jaccard >= {cfg.near_dup_threshold:g})",
                       lambda rs: near_dedup(rs, cfg.near_dup_threshold, cfg.near_dup_ngram, cfg.near_dup_perms)))
     if fmt in ("sft", "stepwise") and cfg.top_k is not None:
-        steps.append((f"top-{cfg.top_k} per problem", lambda rs: top_k_per_problem(rs, cfg.top_k)))
+        steps.append((f"top-{cfg.top_k} per problem", lambda rs: top_k_per_problem(rs, cfg.top_k, cfg.rank_by)))
     return steps
 
 

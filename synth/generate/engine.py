@@ -7,6 +7,16 @@ from typing import Literal, Protocol
 
 StopReason = Literal["eos", "stop", "length"]
 
+# None keeps the chat template's own default system prompt: SmolLM2-135M answers arithmetic best
+# that way (longer instructions about format lower its accuracy; measured on reasoning-gym).
+DEFAULT_SYSTEM_PROMPT: str | None = None
+
+
+def chat_messages(problem: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """The chat messages of a problem: what the policy sees, and the `prompt` of SFT and preference rows."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": problem}]
+
 
 @dataclass
 class Continuation:
@@ -36,6 +46,12 @@ class SamplingParams:
 class Policy(Protocol):
     """A policy LLM behind one interface (transformers or vLLM)."""
 
+    max_model_len: int  # longest prompt + completion, in tokens
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as a prompt (no special tokens added)."""
+        ...
+
     def chat_prompt(self, problem: str) -> str:
         """The problem wrapped in the chat template (system prompt included), ready to continue."""
         ...
@@ -48,9 +64,6 @@ class Policy(Protocol):
 def render_chat_prompt(tokenizer, system_prompt: str | None, problem: str) -> str:
     """The problem in the tokenizer's chat template (plain text when it has none), ready to continue.
     Every engine builds prompts here, so they see the same text."""
-    messages = [{"role": "user", "content": problem}]
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
     if tokenizer.chat_template is None:
         return (system_prompt + "\n\n" if system_prompt else "") + problem + "\n\n"
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(problem, system_prompt), tokenize=False, add_generation_prompt=True)

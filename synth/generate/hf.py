@@ -14,12 +14,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
 from transformers.cache_utils import DynamicLayer
 
-from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
+from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Continuation, SamplingParams, render_chat_prompt
 from synth.generate.kv_stash import Entry, KVStash
-
-# None keeps the chat template's own default system prompt: SmolLM2-135M answers arithmetic best
-# that way (longer instructions about format lower its accuracy; measured on reasoning-gym).
-DEFAULT_SYSTEM_PROMPT: str | None = None
+from synth.models import default_device
 
 
 class TransformersPolicy:
@@ -43,7 +40,7 @@ class TransformersPolicy:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
         self.system_prompt = system_prompt
@@ -51,6 +48,13 @@ class TransformersPolicy:
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         # KV reuse needs plain full-attention layers (sliding-window caches cannot be spliced)
         self.stash = KVStash() if all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers) else None
+
+    @property
+    def max_model_len(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def chat_prompt(self, problem: str) -> str:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
@@ -105,6 +109,12 @@ class TransformersPolicy:
         pos = torch.tensor([[n] for _, n in reused], device=self.device) + (new_mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
+        if cache.get_seq_length() != mask.shape[1]:
+            # a transformers that ignores `cache=` would decode without the prompt: garbage, silently
+            import transformers
+
+            raise RuntimeError(f"transformers {transformers.__version__} did not fill the KV cache passed as `cache=` "
+                               f"({cache.get_seq_length()} of {mask.shape[1]} tokens): synth needs transformers>=5.20")
         return logits, cache, mask, pos
 
     def _decode(self, prompt_ids: list[list[int]], counts: list[int], params: SamplingParams, gen,

@@ -1,11 +1,15 @@
-"""`synth generate`: pool -> search -> verify -> rows, written incrementally, then a dataset."""
+"""The generate run: pool -> search -> verify -> rows, written incrementally, then a dataset.
+
+Everything is validated (config, output dir, pool, PRM, push target, policy, prompt lengths) before
+the output dir is touched; the run then holds the dir's lock, appends each batch of rows to its
+journal, and resumes from it: finished problems are skipped, provided they are still the same problems.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,25 +17,34 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from synth.config import ConfigError, dump_yaml, from_dict, to_dict
-from synth.evaluate import select_answers, summarize
-from synth.filter.verify import verify_answers
-from synth.generate.engine import Policy
-from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
-from synth.generate.search import SearchConfig, SearchResult, run_search
+from synth.config import ConfigError, check_fields, to_dict
+from synth.evaluate import curves_section, select_answers, summarize
+from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy
+from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
 from synth.generate.vllm import VLLMConfig, vllm_available
-from synth.hub import write_dataset
+from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
 from synth.journal import Journal
+from synth.models import Dtype
+from synth.problems import PoolConfig, load_pool_with_report, parse_shard, shard
 from synth.prm.scorer import PRM
-from synth.problems import PoolConfig, load_pool, shard
-from synth.records import Problem
-from synth.train.sft import DTYPES
+from synth.records import Problem, fingerprint
+from synth.rundir import RunDir
+from synth.verify import verify_answers
 
 log = logging.getLogger(__name__)
 
+# What a generate run writes into its output dir (everything else there makes --overwrite refuse).
+OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json", "accuracy_vs_n.png")
+# Keys that may change between a run and its continuation.
+RUN_CONTROL = ("batch_size", "vllm", *PUSH_KEYS)
+
+
+class PoolChanged(ConfigError):
+    """A resumed run whose pool no longer holds the problems its finished rows were made for."""
+
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(PushConfig):
     model: str = field(default="smollm2-135m", metadata={"help": "Policy: 'smollm2-135m' (bundled), a local checkpoint dir, or a Hub id."})
     system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt of the chat template (null for none)."})
     prm: str | None = field(default=None, metadata={"help": "Process reward model: 'default' (bundled), a PRM dir, or null. Needed by beam_search and dvts."})
@@ -39,41 +52,35 @@ class GenerateConfig:
         "dtype the PRM scores in: auto = bfloat16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else float32.")})
     engine: Literal["auto", "vllm", "transformers"] = field(default="auto", metadata={"help": (
         "Inference engine: vllm, transformers, or auto (vllm when it is installed, else transformers).")})
-    dtype: str = field(default="float32", metadata={"help": "Policy weights dtype (float32, bfloat16, float16)."})
-    batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
-    problems_per_batch: int = field(default=8, metadata={"help": "Problems searched together; the unit written to disk at once."})
+    dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype."})
+    batch_size: int = field(default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."})
+    problems_per_batch: int = field(default=8, metadata={"range": "[1, inf)", "help": "Problems searched together; the unit written to disk at once."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (results are reproducible for a given seed and batch layout)."})
     output_dir: str = field(default="runs/generate", metadata={"help": "Where rows.jsonl, the parquet dataset and its card go."})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted run in output_dir, skipping finished problems."})
-    overwrite: bool = field(default=False, metadata={"help": "Delete an existing run in output_dir first."})
-    push_to_hub: str | None = field(default=None, metadata={"help": (
-        "Hub dataset repo (user/name) to push the dataset to when the run finishes (config '<strategy>-n<N>'); "
-        "`synth push` gives full control (private, overwrite, config name).")})
-    push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
+    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth run in output_dir first (never a directory synth did not make)."})
     shard: str | None = field(default=None, metadata={"help": "Run shard 'i/n' of the pool only (for job arrays)."})
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self):
+        super().__post_init__()
+        check_fields(self)
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
-        if self.batch_size < 1 or self.problems_per_batch < 1:
-            raise ValueError("batch_size and problems_per_batch must be >= 1")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.shard is not None:
             parse_shard(self.shard)
 
+    def hub_name(self) -> str:
+        """The Hub config this run pushes to by default: its parameters (and shard) in the name."""
+        s = self.search
+        return config_name(("", s.strategy), ("T", s.temperature), ("n", s.n), ("seed", self.seed),
+                           ("shard", self.shard.replace("/", "-of-") if self.shard else None))
 
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like 'i/n' (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"shard {text!r}: need 0 <= i < n")
-    return i, n
+
+def run_dir(cfg: GenerateConfig) -> RunDir:
+    return RunDir.for_config(cfg, "generate", OUTPUTS, RUN_CONTROL, resume=cfg.resume, overwrite=cfg.overwrite)
 
 
 def resolve_engine(engine: str) -> str:
@@ -143,60 +150,69 @@ def problem_row(problem: Problem, result: SearchResult, cfg: GenerateConfig) -> 
     }
 
 
-def prepare_output(cfg: GenerateConfig) -> Journal:
-    """Refuse to mix runs: an existing run is resumed (same config) or overwritten, never clobbered."""
-    out = Path(cfg.output_dir)
-    journal = Journal(out / "rows.jsonl")
-    saved = out / "config.yaml"
-    if journal.path.exists() and not (cfg.resume or cfg.overwrite):
-        raise ConfigError(
-            f"{out} already holds a run ({len(journal.read())} problems done): "
-            "pass --resume true to continue it or --overwrite true to start over"
-        )
-    if cfg.overwrite:
-        shutil.rmtree(out, ignore_errors=True)
-    if cfg.resume and saved.exists():
-        if _comparable(cfg, saved) != _comparable(cfg, None):
-            raise ConfigError(f"--resume: the config differs from the one {out} was started with ({saved}); "
-                              "use the same recipe or a new output_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(dump_yaml(cfg))
-    return journal
+def check_unchanged(rows: list[dict[str, Any]], problems: list[Problem], journal: Path) -> None:
+    """Finished rows must still match the pool's problems (same id, text and gold answer)."""
+    by_id = {p.id: p for p in problems}
+    for row in rows:
+        problem = by_id.get(row["id"])
+        if problem is None:
+            raise PoolChanged(f"--resume: {journal} holds problem {row['id']!r}, which the pool no longer has; "
+                              "the pool changed since the run started: --overwrite true to start over, or a new output_dir")
+        if fingerprint(row["id"], row["problem"], row["gold_answer"]) != problem.fingerprint():
+            raise PoolChanged(f"--resume: problem {row['id']!r} changed since the run started (its text or gold answer "
+                              "differs from the finished row's): --overwrite true to start over, or a new output_dir")
 
 
-def _comparable(cfg: GenerateConfig, saved: Path | None):
-    """The parts of a config that must match for a resume (not the run-control flags)."""
-    import yaml
-
-    # a saved config goes through the dataclasses, so fields added since it was written take their defaults
-    data = yaml.safe_load(dump_yaml(from_dict(GenerateConfig, yaml.safe_load(saved.read_text())) if saved else cfg))
-    for key in ("resume", "overwrite", "batch_size", "output_dir", "vllm", "push_to_hub", "push_revision"):  # vllm: engine memory/parallel knobs
-        data.pop(key, None)
-    return data
+def fitting(problems: list[Problem], policy: Policy, search: SearchConfig) -> tuple[list[Problem], list[str]]:
+    """The problems whose prompt leaves room for a whole completion in the model's context, and the ids of
+    the others (a 5 MB problem would otherwise end the run in an out-of-memory error, on every resume)."""
+    room = policy.max_model_len - search.max_completion_tokens()
+    keep, skipped = [], []
+    for p in problems:
+        # a token covers at least one character: a prompt this short fits without tokenizing it
+        short = len(p.problem) + 512 <= room
+        (keep if short or policy.count_tokens(policy.chat_prompt(p.problem)) <= room else skipped).append(p)
+    if skipped:
+        log.warning("skipped %d problems too long for the model (%d tokens of context, %d kept for the completion; first: %s)",
+                    len(skipped), policy.max_model_len, search.max_completion_tokens(), ", ".join(p.id for p in skipped[:5]))
+    return keep, [p.id for p in skipped]
 
 
 def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None = None) -> dict[str, Any]:
     """Run the search over the pool; returns the summary metrics. Safe to interrupt and resume."""
-    journal = prepare_output(cfg)
-    problems = load_pool(cfg.pool)
+    run = run_dir(cfg).check()
+    problems, report = load_pool_with_report(cfg.pool)
     if cfg.shard:
         problems = shard(problems, *parse_shard(cfg.shard))
+    journal = Journal(run.path / "rows.jsonl")
+    if run.existing and cfg.resume:
+        check_unchanged(journal.read(), problems, journal.path)
+    check_push(cfg)
+    if prm is None and cfg.prm:
+        from synth.prm.load import load_prm
+
+        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
+    require_prm(cfg.search.strategy, prm)
+    trained_on = getattr(prm, "step_cut", None)
+    if trained_on and trained_on != cfg.search.step_cut:
+        log.warning("PRM %s was trained on %s steps but search.step_cut is %s: it scores steps unlike its training data "
+                    "(--prm default scores delimiter steps, --prm default-sentence sentence steps)", cfg.prm, trained_on, cfg.search.step_cut)
+    policy = policy or load_policy(cfg)
+    problems, too_long = fitting(problems, policy, cfg.search)
+    if not problems:
+        raise ConfigError(f"every problem of the pool is too long for {cfg.model} ({policy.max_model_len} tokens of context)")
+    with run.claim():
+        return _run(cfg, run.path, journal, problems, policy, prm, {"skipped_no_answer": len(report.skipped_ids),
+                                                                     "skipped_too_long": len(too_long)})
+
+
+def _run(cfg: GenerateConfig, out: Path, journal: Journal, problems: list[Problem], policy: Policy, prm: PRM | None,
+         skipped: dict[str, int]) -> dict[str, Any]:
     rows = journal.read()
     done = {r["id"] for r in rows}
     todo = [p for p in problems if p.id not in done]
     if done:
         log.info("resuming: %d problems done, %d to go", len(done), len(todo))
-    policy = policy or load_policy(cfg)
-    if prm is None and cfg.prm:
-        from synth.prm.load import load_prm
-
-        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
-    if cfg.search.strategy != "best_of_n" and prm is None:
-        raise ConfigError(f"search.strategy {cfg.search.strategy} needs a PRM: set prm (e.g. --prm default)")
-    trained_on = getattr(prm, "step_cut", None)
-    if trained_on and trained_on != cfg.search.step_cut:
-        log.warning("PRM %s was trained on %s steps but search.step_cut is %s: it scores steps unlike its training data "
-                    "(--prm default scores delimiter steps, --prm default-sentence sentence steps)", cfg.prm, trained_on, cfg.search.step_cut)
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{cfg.search.strategy} N={cfg.search.n}", unit="problem")
     started, new_tokens = time.perf_counter(), 0
     try:
@@ -224,41 +240,17 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
     elapsed = time.perf_counter() - started
     order = {p.id: i for i, p in enumerate(problems)}
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
-    summary = summarize(rows)
+    summary = {**summarize(rows), **{k: v for k, v in skipped.items() if v}}
     summary["wall_s"] = round(elapsed, 1)
     summary["new_tokens_per_s"] = round(new_tokens / elapsed, 1) if elapsed > 0 else 0.0
     card = {"name": f"synth {cfg.search.strategy} on {cfg.model}", "model": cfg.model, "config": to_dict(cfg),
-            "summary": summary, "load_path": str(Path(cfg.output_dir).resolve()), "synth_version": __import__("synth").__version__}
-    write_dataset(rows, cfg.output_dir, card)
-    _add_curves(rows, Path(cfg.output_dir), cfg.search.strategy)
-    (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+            "summary": summary, "load_path": str(out.resolve()), "synth_version": __import__("synth").__version__}
+    write_dataset(rows, out, card, extra=curves_section(rows, out, cfg.search.strategy))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _add_curves(rows: list[dict], out: Path, strategy: str) -> None:
-    """Accuracy-vs-N table and plot next to the dataset, embedded in its card."""
-    from synth.evaluate import accuracy_curves, curves_table, plot_curves
-
-    curves = {strategy: accuracy_curves(rows)}
-    plot_curves(curves, out / "accuracy_vs_n.png", title=f"{strategy}: accuracy vs N")
-    with (out / "README.md").open("a") as f:
-        f.write(f"\n## Accuracy vs N (subsampled)\n\n{curves_table(curves)}\n\n![accuracy vs N](accuracy_vs_n.png)\n")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     width = max(len(k) for k in summary)
     lines = [f"{k.ljust(width)}  {v:.3f}" if isinstance(v, float) else f"{k.ljust(width)}  {v}" for k, v in summary.items()]
     return "\n".join(lines)
-
-
-Config = GenerateConfig
-
-
-def main(cfg: GenerateConfig) -> int:
-    summary = generate(cfg)
-    print(f"\nwrote {cfg.output_dir}\n" + format_summary(summary))
-    if cfg.push_to_hub:
-        from synth.hub import push_run
-
-        push_run(cfg.output_dir, cfg.push_to_hub, f"{cfg.search.strategy}-n{cfg.search.n}", cfg.push_revision)
-    return 0

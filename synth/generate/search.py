@@ -11,30 +11,45 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from synth.filter.verify import extract_answer
+from synth.config import check_fields
 from synth.generate.engine import Continuation, Policy, SamplingParams
-from synth.generate.steps import StepCut, StepRule
 from synth.prm.scorer import PRM, Aggregation, aggregate
 from synth.records import Problem, Trace
+from synth.steps import StepCut, StepRule
+from synth.verify import extract_answer
 
 Strategy = Literal["best_of_n", "beam_search", "dvts"]
+
+
+NEEDS_PRM = ("beam_search", "dvts")  # strategies that rank steps with a PRM
+
+
+class PRMRequired(ValueError):
+    """A strategy that ranks steps was asked to run without a PRM."""
+
+
+def require_prm(strategy: str, prm):
+    """`prm`, or a one-line error when `strategy` needs one and there is none."""
+    if prm is None and strategy in NEEDS_PRM:
+        raise PRMRequired(f"search.strategy {strategy} needs a PRM to rank steps: set prm (e.g. --prm default)")
+    return prm
 
 
 @dataclass
 class SearchConfig:
     strategy: Strategy = field(default="best_of_n", metadata={"help": "Search strategy."})
-    n: int = field(default=8, metadata={"help": "Completions per problem (N); beam search keeps N beams, DVTS grows N/M subtrees."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (0 = greedy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
-    max_tokens: int = field(default=256, metadata={"help": "Max new tokens per completion (best-of-N)."})
+    n: int = field(default=8, metadata={"range": "[1, inf)", "help": "Completions per problem (N); beam search keeps N beams, DVTS grows N/M subtrees."})
+    temperature: float = field(default=0.8, metadata={"range": "[0, inf)", "help": "Sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"range": "(0, 1]", "help": "Nucleus sampling threshold."})
+    max_tokens: int = field(default=256, metadata={"range": "[1, inf)", "help": "Max new tokens per completion (best-of-N)."})
     step_delimiter: str = field(default="\n\n", metadata={"help": "String that separates reasoning steps (step_cut: delimiter)."})
     step_cut: StepCut = field(default="delimiter", metadata={"help": (
         "Where a step ends: at step_delimiter (the blog's '\\n\\n' paragraphs), or 'sentence' (after . ! or ? "
         "followed by whitespace: shorter steps, for a PRM trained on sentence steps).")})
-    beam_width: int = field(default=4, metadata={"help": "M: expansions per kept beam (beam search) / per subtree step (DVTS)."})
-    max_iterations: int = field(default=8, metadata={"help": "Max steps of a beam / subtree."})
-    step_max_tokens: int = field(default=96, metadata={"help": "Max new tokens per step (beam search, DVTS)."})
-    lookahead: int = field(default=0, metadata={"help": "Greedy steps rolled out before scoring a candidate (0 as in the blog)."})
+    beam_width: int = field(default=4, metadata={"range": "[1, inf)", "help": "M: expansions per kept beam (beam search) / per subtree step (DVTS)."})
+    max_iterations: int = field(default=8, metadata={"range": "[1, inf)", "help": "Max steps of a beam / subtree."})
+    step_max_tokens: int = field(default=96, metadata={"range": "[1, inf)", "help": "Max new tokens per step (beam search, DVTS)."})
+    lookahead: int = field(default=0, metadata={"range": "[0, inf)", "help": "Greedy steps rolled out before scoring a candidate (0 as in the blog)."})
     filter_duplicates: bool = field(default=False, metadata={"help": "Drop candidate steps identical to a sibling's before ranking."})
     aggregation: Aggregation = field(default="last", metadata={"help": "How step scores become one score: last, min, prod, mean."})
     complete_leaves: bool = field(default=False, metadata={"help": (
@@ -42,22 +57,28 @@ class SearchConfig:
         "max_iterations) on to its end (max_tokens), so all N final traces can answer; costs the extra tokens.")})
 
     def __post_init__(self):
-        checks = {"n": self.n >= 1, "max_tokens": self.max_tokens >= 1, "temperature": self.temperature >= 0,
-                  "beam_width": self.beam_width >= 1, "max_iterations": self.max_iterations >= 1,
-                  "step_max_tokens": self.step_max_tokens >= 1, "lookahead": self.lookahead >= 0}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"search.{name} has an invalid value: {getattr(self, name)}")
+        check_fields(self)
         try:
             StepRule(self.step_cut, self.step_delimiter)
         except ValueError as err:
-            raise ValueError(f"search: {err}") from None
-        if self.strategy in ("beam_search", "dvts") and self.n % self.beam_width:
-            raise ValueError(f"search.n ({self.n}) must be a multiple of search.beam_width ({self.beam_width}) for {self.strategy}")
+            raise ValueError(str(err)) from None
+        if self.strategy in NEEDS_PRM and self.n % self.beam_width:
+            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width}) for {self.strategy}")
 
     @property
     def step_rule(self) -> StepRule:
         return StepRule(self.step_cut, self.step_delimiter)
+
+    @property
+    def needs_prm(self) -> bool:
+        return self.strategy in NEEDS_PRM
+
+    def max_completion_tokens(self) -> int:
+        """The most tokens one completion can take: what a prompt must leave room for."""
+        if self.strategy == "best_of_n":
+            return self.max_tokens
+        path = self.max_iterations * self.step_max_tokens + self.lookahead * self.step_max_tokens
+        return path + (self.max_tokens if self.complete_leaves else 0)
 
 
 @dataclass
@@ -73,7 +94,7 @@ class Node:
     score: float | None = None  # ranking score (aggregated PRM scores of the path, lookahead included)
     step_scores: list[float] | None = None  # PRM score of every step of the path
     status: str = "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations); rollout: complete_leaves
-    lead: str = ""  # whitespace the model wrote before the step (sentence steps; see synth/generate/steps.py)
+    lead: str = ""  # whitespace the model wrote before the step (sentence steps; see synth/steps.py)
 
 
 @dataclass
@@ -87,7 +108,7 @@ class Tree:
             self.nodes.append(Node(0, None, "", 0, status="kept"))
 
     def add(self, parent: Node, c: Continuation, rule: StepRule) -> Node:
-        lead, step = rule.generated(c)
+        lead, step = rule.generated(c.text)
         node = Node(len(self.nodes), parent.id, step, parent.depth + 1, c.num_tokens, lead=lead,
                     finished=c.stop_reason == "eos" or "\\boxed" in step)
         self.nodes.append(node)
@@ -197,7 +218,7 @@ class _Expander:
             outs = self._generate_virtual([(items[i][0], pairs[i]) for i in live])
             still = []
             for i, c in zip(live, outs):
-                lead, step = self.rule.generated(c)
+                lead, step = self.rule.generated(c.text)
                 if step:
                     pairs[i] = pairs[i] + [(lead, step)]
                 if c.stop_reason != "eos" and "\\boxed" not in c.text:
@@ -271,12 +292,6 @@ def _dedupe(nodes: list[Node]) -> list[Node]:
     return out
 
 
-def _require_prm(prm: PRM | None, strategy: str) -> PRM:
-    if prm is None:
-        raise ValueError(f"{strategy} needs a PRM to rank steps: set prm (e.g. prm: default)")
-    return prm
-
-
 def beam_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
     """PRM-guided beam search, all problems at once.
 
@@ -284,7 +299,7 @@ def beam_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed
     problem and expands each M times (N candidates again). Finished candidates are set aside;
     a problem stops once it has N finished beams, no open beam, or after max_iterations.
     """
-    prm = _require_prm(prm, "beam_search")
+    prm = require_prm("beam_search", prm)
     trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
     costs = [Cost() for _ in problems]
     ex = _Expander(policy, prm, cfg, seed, trees, costs)
@@ -342,7 +357,7 @@ def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, 
     counted as answers (the reference mixes them in: search-and-learn issue #57), unless
     complete_leaves samples them on to their end.
     """
-    prm = _require_prm(prm, "dvts")
+    prm = require_prm("dvts", prm)
     trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
     costs = [Cost() for _ in problems]
     ex = _Expander(policy, prm, cfg, seed, trees, costs)

@@ -199,6 +199,13 @@ class VLLMPolicy:
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
         self.system_prompt = system_prompt
 
+    @property
+    def max_model_len(self) -> int:
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
     def chat_prompt(self, problem: str) -> str:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 

@@ -6,21 +6,14 @@ Loads synth's own label output, TRL-style datasets such as Math-Shepherd / PRM80
 
 from __future__ import annotations
 
-
-REQUIRED = ("prompt", "completions", "labels")
-
-
-class StepwiseDataError(ValueError):
-    """A stepwise dataset that cannot be used for PRM training or evaluation."""
+from synth.formats import FormatError, validate
 
 
 def load_stepwise(source: str, split: str = "train"):
     """A `datasets.Dataset` with validated stepwise rows."""
     from synth.hub import load_source
 
-    ds = load_source(source, split, StepwiseDataError, "stepwise dataset")
-    validate(ds, source)
-    return ds
+    return validate(load_source(source, split, FormatError, "stepwise dataset"), "stepwise", source)
 
 
 def load_stepwise_many(sources: list[str], split: str = "train"):
@@ -28,7 +21,7 @@ def load_stepwise_many(sources: list[str], split: str = "train"):
     from datasets import concatenate_datasets
 
     if not sources:
-        raise StepwiseDataError("no stepwise dataset given")
+        raise FormatError("no stepwise dataset given")
     parts = [load_stepwise(s, split) for s in sources]
     if len(parts) == 1:
         return parts[0]
@@ -37,7 +30,7 @@ def load_stepwise_many(sources: list[str], split: str = "train"):
     try:  # e.g. bool labels in one dataset, floats in another: cast to the first one's types
         ds = concatenate_datasets([p.select_columns(shared).cast(features) for p in parts])
     except (ValueError, TypeError) as err:
-        raise StepwiseDataError(f"cannot combine {sources}: their columns {shared} have different types ({err})") from None
+        raise FormatError(f"cannot combine {sources}: their columns {shared} have different types ({err})") from None
     seen: set = set()
     keep = []
     for i, (prompt, steps) in enumerate(zip(ds["prompt"], ds["completions"])):
@@ -45,19 +38,3 @@ def load_stepwise_many(sources: list[str], split: str = "train"):
             seen.add((prompt, tuple(steps)))
             keep.append(i)
     return ds.select(keep)
-
-
-def validate(ds, name: str = "dataset") -> None:
-    missing = [c for c in REQUIRED if c not in ds.column_names]
-    if missing:
-        raise StepwiseDataError(f"{name}: missing column(s) {missing}; it has {ds.column_names}")
-    for i, row in enumerate(ds):
-        steps, labels = row["completions"], row["labels"]
-        if not steps:
-            raise StepwiseDataError(f"{name}: row {i} has no steps")
-        if len(steps) != len(labels):
-            raise StepwiseDataError(f"{name}: row {i} has {len(steps)} steps but {len(labels)} labels")
-        if any(not isinstance(s, str) or not s.strip() for s in steps):
-            raise StepwiseDataError(f"{name}: row {i} has an empty step")
-        if any(lab is None or not 0.0 <= float(lab) <= 1.0 for lab in labels):
-            raise StepwiseDataError(f"{name}: row {i} has a label outside [0, 1]: {labels}")

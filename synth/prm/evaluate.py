@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 from synth.prm.scorer import PRM
 
 
@@ -100,29 +97,3 @@ def first_error_f1(prm: PRM, ds, threshold: float = 0.5, label_column: str = "la
     acc_ok = sum(ok) / len(ok) if ok else float("nan")
     f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if err and ok and acc_err + acc_ok > 0 else 0.0
     return {"error_accuracy": acc_err, "correct_accuracy": acc_ok, "first_error_f1": f1}
-
-
-@dataclass
-class EvalPRMConfig:
-    prm: str = field(default="default", metadata={"help": "PRM to evaluate: 'default', or a PRM directory."})
-    dataset: str = field(default="", metadata={"help": "Stepwise dataset with labels (AUROC) or a first-error `label` column (F1)."})
-    split: str = field(default="train", metadata={"help": "Split to evaluate."})
-    threshold: float = field(default=0.5, metadata={"help": "Score below which a step counts as an error (first-error F1)."})
-
-
-Config = EvalPRMConfig
-
-
-def main(cfg: EvalPRMConfig) -> int:
-    from synth.prm.data import load_stepwise
-    from synth.prm.load import load_prm
-
-    if not cfg.dataset:
-        raise ValueError("eval-prm needs --dataset")
-    ds = load_stepwise(cfg.dataset, cfg.split)
-    prm = load_prm(cfg.prm)
-    out = step_auroc(prm, ds)
-    if "label" in ds.column_names:
-        out.update(first_error_f1(prm, ds, cfg.threshold))
-    print(json.dumps(out, indent=2))
-    return 0

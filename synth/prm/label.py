@@ -18,53 +18,56 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from synth.config import ConfigError, dump_yaml
-from synth.filter.verify import extract_answer, verify_answers
-from synth.generate.engine import Policy, SamplingParams
-from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
-from synth.generate.steps import StepCut, StepRule
+from synth.config import ConfigError, check_fields
+from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy, SamplingParams
+from synth.hub import PUSH_KEYS, PushConfig, check_push
 from synth.journal import Journal
+from synth.models import Dtype
+from synth.problems import parse_shard, shard
 from synth.records import Problem
-from synth.train.sft import DTYPES
+from synth.rundir import RunDir
+from synth.steps import StepCut, StepRule
+from synth.verify import extract_answer, verify_answers
 
 log = logging.getLogger(__name__)
 
+OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json")
+RUN_CONTROL = ("batch_size", "traces_per_batch", *PUSH_KEYS)
+
+
+class LabelsChanged(ConfigError):
+    """A resumed labelling run whose source traces are no longer the ones its rows labelled."""
+
 
 @dataclass
-class LabelConfig:
+class LabelConfig(PushConfig):
     dataset: str = field(default="", metadata={"help": "A `synth generate` output dir (its traces get labelled)."})
     model: str = field(default="smollm2-135m", metadata={"help": "Policy used for the rollouts."})
     system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt (use the one the traces were generated with)."})
-    rollouts: int = field(default=4, metadata={"help": "K: rollouts per step prefix."})
-    temperature: float = field(default=0.8, metadata={"help": "Rollout sampling temperature."})
-    max_tokens: int = field(default=160, metadata={"help": "Max new tokens per rollout."})
+    rollouts: int = field(default=4, metadata={"range": "[1, inf)", "help": "K: rollouts per step prefix."})
+    temperature: float = field(default=0.8, metadata={"range": "[0, inf)", "help": "Rollout sampling temperature."})
+    max_tokens: int = field(default=160, metadata={"range": "[1, inf)", "help": "Max new tokens per rollout."})
     step_delimiter: str = field(default="\n\n", metadata={"help": "Step delimiter of the traces (step_cut: delimiter)."})
     step_cut: StepCut = field(default="delimiter", metadata={"help": (
         "delimiter: label the traces' own steps; sentence: cut each completion into sentences first (the steps "
         "of `search.step_cut: sentence`), rollouts continue right after a sentence's full stop.")})
-    traces_per_problem: int = field(default=4, metadata={"help": "Traces labelled per problem (verified and unverified mixed)."})
-    max_steps: int = field(default=8, metadata={"help": "Skip traces with more steps than this."})
-    traces_per_batch: int = field(default=16, metadata={"help": "Traces whose prefixes share one engine call; the unit saved at once."})
-    batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
-    dtype: str = field(default="float32", metadata={"help": "Policy weights dtype for the rollouts (float32, bfloat16, float16)."})
-    push_to_hub: str | None = field(default=None, metadata={"help": (
-        "Hub dataset repo (user/name) to push the dataset to when the run finishes (config 'stepwise'); "
-        "`synth push` gives full control (private, overwrite, config name).")})
-    push_revision: str | None = field(default=None, metadata={"help": "Hub branch for push_to_hub (default main)."})
+    traces_per_problem: int = field(default=4, metadata={"range": "[1, inf)", "help": "Traces labelled per problem (verified and unverified mixed)."})
+    max_steps: int = field(default=8, metadata={"range": "[1, inf)", "help": "Skip traces with more steps than this."})
+    traces_per_batch: int = field(default=16, metadata={"range": "[1, inf)", "help": "Traces whose prefixes share one engine call; the unit saved at once."})
+    batch_size: int = field(default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."})
+    dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype for the rollouts."})
     output_dir: str = field(default="runs/labels", metadata={"help": "Where the stepwise dataset goes."})
     shard: str | None = field(default=None, metadata={"help": (
-        "Label shard 'i/n' of the problems only (parallel lanes); `synth label --resume true` on the shards' "
-        "concatenated rows.jsonl then writes the whole dataset without relabelling.")})
+        "Label shard 'i/n' of the problems only (parallel lanes); `synth merge` joins the shards.")})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted labelling run."})
+    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth label run in output_dir first."})
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self)
         self.step_rule  # validates step_cut / step_delimiter
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.shard is not None:
-            from synth.generate.run import parse_shard
-
             parse_shard(self.shard)
 
     @property
@@ -117,6 +120,20 @@ def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) 
     return rows, sum(c.num_tokens for cs in outs for c in cs)
 
 
+def run_dir(cfg: LabelConfig) -> RunDir:
+    return RunDir.for_config(cfg, "label", OUTPUTS, RUN_CONTROL, resume=cfg.resume, overwrite=cfg.overwrite)
+
+
+def check_unchanged(done: list[dict], items: list[dict], journal: Path) -> None:
+    """Labelled rows must still be the traces the source dataset holds (same problem and steps)."""
+    by_key = {it["key"]: it for it in items}
+    for row in done:
+        it = by_key.get(row["id"])
+        if it is None or it["problem"].problem != row["prompt"] or it["steps"] != row["completions"]:
+            raise LabelsChanged(f"--resume: {journal} labelled trace {row['id']!r}, which the dataset no longer holds as it "
+                                "was (the source run changed): --overwrite true to start over, or a new output_dir")
+
+
 def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
     from synth.hub import read_rows, write_dataset
 
@@ -124,22 +141,18 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         raise ConfigError("label needs --dataset: the output dir of a `synth generate` run")
     if not Path(cfg.dataset).exists():
         raise ConfigError(f"dataset not found: {cfg.dataset}")
-    out = Path(cfg.output_dir)
-    journal = Journal(out / "rows.jsonl")
-    if journal.path.exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds labels: pass --resume true to continue, or pick a new output_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(cfg))
+    run = run_dir(cfg).check()
     rows = read_rows(cfg.dataset)
     items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed, cfg.step_rule)
     if cfg.shard:
-        from synth.generate.run import parse_shard
-        from synth.problems import shard
-
         # Traces are picked from the whole dataset first so every shard agrees with an unsharded run.
         ids = {r["id"] for r in shard(rows, *parse_shard(cfg.shard))}
         items = [it for it in items if it["problem"].id in ids]
-    done = {r["id"] for r in journal.read()}
+    journal = Journal(run.path / "rows.jsonl")
+    if run.existing and cfg.resume:
+        check_unchanged(journal.read(), items, journal.path)
+    check_push(cfg)
+    done = {r["id"] for r in journal.read()} if run.existing and cfg.resume else set()
     todo = [it for it in items if it["key"] not in done]
     if policy is None and any(len(it["steps"]) > 1 for it in todo):  # last steps need no rollout
         from synth.generate.hf import TransformersPolicy
@@ -147,38 +160,33 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
 
         policy = TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size,
                                     dtype=cfg.dtype)
-    started, tokens, steps = time.perf_counter(), 0, 0
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace")
-    for start in range(0, len(todo), cfg.traces_per_batch):
-        batch = todo[start : start + cfg.traces_per_batch]
-        new, n_tok = label_batch(policy, batch, cfg, cfg.seed + start)
-        journal.append(new)
-        tokens += n_tok
-        steps += sum(len(r["completions"]) for r in new)
-        bar.update(len(batch))
-    bar.close()
-    elapsed = time.perf_counter() - started
-    all_rows = journal.read()
-    rollout_steps = sum(len(r["completions"]) - 1 for r in all_rows)
-    stats = {"traces": len(all_rows), "steps": sum(len(r["completions"]) for r in all_rows),
-             "rollouts_per_labelled_step": cfg.rollouts * rollout_steps / max(sum(len(r["completions"]) for r in all_rows), 1),
-             "positive_rate": sum(sum(r["hard_labels"]) for r in all_rows) / max(sum(len(r["hard_labels"]) for r in all_rows), 1),
-             "new_rollout_tokens": tokens, "wall_s": round(elapsed, 1),
-             "seconds_per_100_steps": round(100 * elapsed / steps, 1) if steps else None}
-    write_dataset(all_rows, out, {"name": f"synth step labels ({cfg.rollouts} rollouts)", "model": cfg.model,
-                                  "config": {"label": json.loads(json.dumps(cfg.__dict__))}, "summary": stats,
-                                  "load_path": str(out.resolve())})
-    (out / "summary.json").write_text(json.dumps(stats, indent=2))
+    with run.claim():
+        started, tokens, steps = time.perf_counter(), 0, 0
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace")
+        for start in range(0, len(todo), cfg.traces_per_batch):
+            batch = todo[start : start + cfg.traces_per_batch]
+            new, n_tok = label_batch(policy, batch, cfg, cfg.seed + start)
+            journal.append(new)
+            tokens += n_tok
+            steps += sum(len(r["completions"]) for r in new)
+            bar.update(len(batch))
+        bar.close()
+        elapsed = time.perf_counter() - started
+        all_rows = journal.read()
+        stats = label_stats(all_rows, tokens, elapsed, steps)
+        write_dataset(all_rows, run.path, {"name": f"synth step labels ({cfg.rollouts} rollouts)", "model": cfg.model,
+                                           "config": {"label": json.loads(json.dumps(cfg.__dict__))}, "summary": stats,
+                                           "load_path": str(run.path.resolve())})
+        (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
 
 
-Config = LabelConfig
-
-
-def main(cfg: LabelConfig) -> int:
-    print(json.dumps(label(cfg), indent=2))
-    if cfg.push_to_hub:
-        from synth.hub import push_run
-
-        push_run(cfg.output_dir, cfg.push_to_hub, "stepwise", cfg.push_revision)
-    return 0
+def label_stats(rows: list[dict], new_tokens: int = 0, elapsed: float = 0.0, new_steps: int = 0) -> dict:
+    """Counts of a stepwise label set: traces, steps, rollouts per labelled step, positive rate, cost."""
+    all_steps = sum(len(r["completions"]) for r in rows)
+    rollout_steps = sum((len(r["completions"]) - 1) * int(r.get("rollouts", 0)) for r in rows)
+    return {"traces": len(rows), "steps": all_steps,
+            "rollouts_per_labelled_step": rollout_steps / max(all_steps, 1),
+            "positive_rate": sum(sum(r["hard_labels"]) for r in rows) / max(sum(len(r["hard_labels"]) for r in rows), 1),
+            "new_rollout_tokens": new_tokens, "wall_s": round(elapsed, 1),
+            "seconds_per_100_steps": round(100 * elapsed / new_steps, 1) if new_steps else None}

@@ -70,11 +70,9 @@ def _known_hub_format(spec: str) -> tuple[str, dict] | None:
 
 
 def _load_format(fmt: str, where: str, meta: dict, spec: str, dtype: str = "auto", **kw) -> PRM:
-    import torch
+    from synth.models import default_device, resolve_dtype
 
-    from synth.prm.dtype import resolve_dtype
-
-    kw["torch_dtype"] = resolve_dtype(dtype, kw.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    kw["torch_dtype"] = resolve_dtype(dtype, kw.get("device") or default_device())
     try:
         if fmt == "plus-minus":
             from synth.prm.plus_minus import PlusMinusPRM

@@ -7,7 +7,7 @@ generation: every completion's steps are rescored and the PRM-based picks (naive
 from __future__ import annotations
 
 from synth.evaluate import row_traces, select_answers
-from synth.generate.steps import StepRule
+from synth.steps import StepRule
 from synth.prm.scorer import PRM, Aggregation, aggregate
 
 

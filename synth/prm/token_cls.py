@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from synth.prm.dtype import resolve_dtype
+from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
 from synth.prm.prefix import Group, group_by_prefix
 
@@ -27,7 +27,7 @@ class TokenClassificationPRM:
                  device: str | None = None, dtype: str = "auto", share_prefixes: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.step_separator, self.batch_size, self.max_length = step_separator, batch_size, max_length
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         self.dtype = resolve_dtype(dtype, self.device)
         self.model.to(self.device, self.dtype).eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -40,7 +40,11 @@ class TokenClassificationPRM:
 
         from synth.models import resolve_model
 
+        from synth.prm.load import PRMError
+
         path = Path(path)
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise PRMError(f"PRM {path} has no config.json (nor adapter_config.json): not a model directory")
         meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
         sep = meta.get("step_separator", kw.pop("step_separator", "\n"))  # TRL's default separator is "\n"
         tokenizer_dir = path
@@ -56,10 +60,12 @@ class TokenClassificationPRM:
                 model = AutoModelForTokenClassification.from_pretrained(base, num_labels=meta.get("num_labels", 1))
             finally:
                 hf_logging.set_verbosity(verbosity)
+            _require_head(path, "adapter_model.safetensors", "adapter_model.bin")
             model = PeftModel.from_pretrained(model, path).merge_and_unload().float()
             if not (path / "tokenizer_config.json").exists():
                 tokenizer_dir = base  # packaged PRMs ship the adapter only
         else:
+            _require_head(path, "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
             model = AutoModelForTokenClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         prm = cls(model, tokenizer, step_separator=sep, **kw)
@@ -129,6 +135,37 @@ class TokenClassificationPRM:
                                 cache=chunk_cache, use_cache=True).logits
             for row, ((_, m), s) in enumerate(zip(members, suffixes)):
                 out[m] = out[m] + self._probs(logits[row, : len(s)]).tolist()
+
+
+HEAD_NAMES = ("score.", "classifier.")  # the token-classification head of transformers' models
+
+
+def _require_head(path: Path, *weight_files: str) -> None:
+    """Refuse a directory whose weights hold no trained head: transformers would initialise one at random
+    (a plain causal LM given as --prm), and search would run on random scores without a word."""
+    from synth.prm.load import PRMError
+
+    names = _weight_names(path, weight_files)
+    if names is not None and not any(part in name for name in names for part in HEAD_NAMES):
+        raise PRMError(f"{path} holds no PRM head (no score.* weights): it is a plain model, not a PRM; "
+                       "train one with `synth train-prm`, or use --prm default")
+
+
+def _weight_names(path: Path, weight_files: tuple[str, ...]) -> list[str] | None:
+    """Tensor names stored in a checkpoint's weight files (None when they cannot be listed)."""
+    for name in weight_files:
+        f = path / name
+        if not f.exists():
+            continue
+        if name.endswith(".index.json"):
+            return list(json.loads(f.read_text()).get("weight_map", {}))
+        if name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(str(f), framework="pt") as handle:
+                return list(handle.keys())
+        return list(torch.load(f, map_location="meta", weights_only=True))
+    return None
 
 
 def _similar_lengths(lengths: list[int], slack: float = 1.25, min_rows: int = 4) -> list[list[int]]:

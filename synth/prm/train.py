@@ -6,7 +6,7 @@ not rounded. Optionally (`pairwise_weight`) a ranking loss pushes a right trace'
 wrong trace's of the same problem: best-of-N's pick and tree search rank within a problem, while
 BCE alone can lower its loss by telling easy problems from hard ones. Full fine-tuning or LoRA (peft; the head is
 trained and saved with the adapter).
-Multi-GPU: `accelerate launch -m synth.cli train-prm ...`.
+Multi-GPU: `accelerate launch -m synth train-prm ...`.
 """
 
 from __future__ import annotations
@@ -14,16 +14,26 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from synth.config import ConfigError, check_fields
+from synth.models import Dtype
 from synth.prm.format import encode_steps
-from synth.train.sft import DTYPES, precision_args
+from synth.rundir import RunDir
+from synth.train.sft import OUTPUTS, TRAINER_RENAMED, TRAINER_RUN_CONTROL, check_trainer_args, trainer_kwargs
 
 log = logging.getLogger(__name__)
 IGNORE = -100.0
+
+# TrainingArguments values synth starts from; any TrainingArguments field given wins.
+PRM_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 2.0, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 2e-4,
+    "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "logging_steps": 10, "save_steps": 200, "save_total_limit": 2,
+    "seed": 0, "report_to": "none", "disable_tqdm": False, "remove_unused_columns": False,
+}
 
 
 @dataclass
@@ -36,34 +46,50 @@ class TrainPRMConfig:
     label: str = field(default="soft", metadata={"help": "Which labels to train on: 'soft' (fraction of correct rollouts) or 'hard' (any correct)."})
     step_separator: str = field(default="\n\n", metadata={"help": "Separator appended after the problem and each step."})
     lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (+ the head) instead of the full model."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
-    epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
-    batch_size: int = field(default=8, metadata={"help": "Per-device batch size."})
-    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
-    max_length: int = field(default=512, metadata={"help": "Max tokens per example (steps past it are dropped)."})
-    eval_fraction: float = field(default=0.1, metadata={"help": "Fraction of problems held out for evaluation (by prompt)."})
-    save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
+    lora_r: int = field(default=8, metadata={"range": "[1, inf)", "help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"range": "[1, inf)", "help": "LoRA alpha."})
+    max_length: int = field(default=512, metadata={"range": "[8, inf)", "help": "Max tokens per example (steps past it are dropped)."})
+    eval_fraction: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "Fraction of problems held out for evaluation (by prompt)."})
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
-    seed: int = field(default=0, metadata={"help": "Seed for the split, init and data order."})
-    dtype: str = field(default="float32", metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."})
-    pairwise_weight: float = field(default=0.0, metadata={"help": (
+    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth training run in output_dir first."})
+    dtype: Dtype = field(default="float32", metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."})
+    pairwise_weight: float = field(default=0.0, metadata={"range": "[0, inf)", "help": (
         "Weight of a within-problem ranking loss: a logistic loss on the final-step score of a right minus "
         "a wrong trace of the same problem, added to the BCE. Batches then hold the traces of one or two "
         "problems (problems shuffled, their traces kept together). 0 = BCE only.")})
+    args: dict = field(default_factory=dict, metadata={"passthrough": "transformers:TrainingArguments", "help": (
+        "Any other field of transformers.TrainingArguments; synth's defaults: "
+        + ", ".join(f"{k}={v}" for k, v in PRM_DEFAULTS.items()))})
+
+    RENAMED = TRAINER_RENAMED
 
     def __post_init__(self):
         if isinstance(self.dataset, str):
             self.dataset = [self.dataset] if self.dataset else []
+        check_fields(self)
+        check_trainer_args(self.args)
         if self.label not in ("soft", "hard"):
             raise ValueError(f"label must be 'soft' or 'hard', got {self.label!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError("eval_fraction must be in [0, 1)")
-        if self.pairwise_weight < 0:
-            raise ValueError(f"pairwise_weight must be >= 0, got {self.pairwise_weight}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
+
+    @property
+    def seed(self) -> int:
+        return int(self.args.get("seed", PRM_DEFAULTS["seed"]))
+
+
+def training_args(cfg: TrainPRMConfig, has_eval: bool):
+    from transformers import TrainingArguments
+
+    kwargs = trainer_kwargs(cfg.args, {**PRM_DEFAULTS, "eval_strategy": "epoch" if has_eval else "no"}, cfg.dtype, cfg.output_dir)
+    try:
+        return TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"transformers.TrainingArguments refused the training settings: {' '.join(str(err).split())[:300]}") from None
+
+
+def run_dir(cfg: TrainPRMConfig) -> RunDir:
+    return RunDir.for_config(cfg, "train-prm", OUTPUTS, TRAINER_RUN_CONTROL, resume=cfg.resume, overwrite=cfg.overwrite)
 
 
 def tokenize_row(tokenizer, row: dict, separator: str, max_length: int, label_key: str = "labels") -> dict:
@@ -159,28 +185,23 @@ def _trainer_class(pairwise_weight: float = 0.0):
     return PRMTrainer
 
 
-def split_by_prompt(ds, fraction: float, seed: int):
-    """Hold out whole problems, so no prompt is in both splits."""
-    import random
-
-    prompts = sorted(set(ds["prompt"]))
-    random.Random(seed).shuffle(prompts)
-    held = set(prompts[: int(round(len(prompts) * fraction))])
-    return ds.filter(lambda r: r["prompt"] not in held), ds.filter(lambda r: r["prompt"] in held)
-
-
 def train_prm(cfg: TrainPRMConfig) -> dict:
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments, set_seed
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
     from synth.models import resolve_model
     from synth.prm.data import load_stepwise_many
     from synth.prm.token_cls import META
+    from synth.train.data import split_by_problem
 
     if not cfg.dataset:
-        raise ValueError("train-prm needs --dataset (a stepwise dataset: prompt/completions/labels)")
+        raise ConfigError("train-prm needs --dataset (a stepwise dataset: prompt/completions/labels)")
+    run = run_dir(cfg).check()
     set_seed(cfg.seed)
     ds = load_stepwise_many(cfg.dataset)
     label_key = "labels" if cfg.label == "soft" or "hard_labels" not in ds.column_names else "hard_labels"
+    train_ds, eval_ds = split_by_problem(ds, cfg.eval_fraction, cfg.seed)
+    args = training_args(cfg, eval_ds is not None)
     base = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token_id is None:
@@ -192,7 +213,6 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
 
         model = get_peft_model(model, LoraConfig(task_type="TOKEN_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                  target_modules="all-linear", modules_to_save=["score"]))
-    train_ds, eval_ds = split_by_prompt(ds, cfg.eval_fraction, cfg.seed) if cfg.eval_fraction > 0 else (ds, None)
     cols = ds.column_names
     group_of: dict[str, int] = {}
     if cfg.pairwise_weight:
@@ -204,48 +224,27 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
         return {**out, "group": group_of[row["prompt"]]} if group_of else out
 
     train_tok = train_ds.map(tok, remove_columns=cols)
-    eval_tok = eval_ds.map(tok, remove_columns=cols) if eval_ds is not None and len(eval_ds) else None
-    args = TrainingArguments(
-        output_dir=cfg.output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
-        save_steps=cfg.save_steps, save_total_limit=2, eval_strategy="epoch" if eval_tok is not None else "no",
-        report_to="none", seed=cfg.seed, remove_unused_columns=False, disable_tqdm=False,
-        **precision_args(cfg.dtype),
-    )
+    eval_tok = eval_ds.map(tok, remove_columns=cols) if eval_ds is not None else None
     trainer = _trainer_class(cfg.pairwise_weight)(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
-                               data_collator=StepCollator(tokenizer.pad_token_id))
-    last = None
-    if cfg.resume:
-        from transformers.trainer_utils import get_last_checkpoint
+                                                  data_collator=StepCollator(tokenizer.pad_token_id))
+    with run.claim():
+        last = get_last_checkpoint(str(run.path)) if cfg.resume else None
+        result = trainer.train(resume_from_checkpoint=last)
+        final = run.path / "final"
+        trainer.save_model(str(final))
+        tokenizer.save_pretrained(final)
+        meta = {"format": "token-classification", "step_separator": cfg.step_separator, "base_model": cfg.model, "num_labels": 1}
+        cuts = set(ds["step_cut"]) if "step_cut" in ds.column_names else set()
+        if len(cuts) == 1:  # the steps it learned to score: search warns when asked to score other ones
+            meta["step_cut"] = cuts.pop()
+        (final / META).write_text(json.dumps(meta, indent=2))
+        metrics = {"train_loss": result.training_loss, "steps": result.global_step,
+                   "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1)}
+        if eval_ds is not None:
+            from synth.prm.evaluate import step_auroc
+            from synth.prm.load import load_prm
 
-        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
-    final = Path(cfg.output_dir) / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(final)
-    meta = {"format": "token-classification", "step_separator": cfg.step_separator, "base_model": cfg.model, "num_labels": 1}
-    cuts = set(ds["step_cut"]) if "step_cut" in ds.column_names else set()
-    if len(cuts) == 1:  # the steps it learned to score: search warns when asked to score other ones
-        meta["step_cut"] = cuts.pop()
-    (final / META).write_text(json.dumps(meta, indent=2))
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
-               "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1)}
-    if eval_ds is not None and len(eval_ds):
-        from synth.prm.evaluate import step_auroc
-        from synth.prm.load import load_prm
-
-        prm = load_prm(str(final))
-        metrics.update(step_auroc(prm, eval_ds))
-    (final / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            metrics.update(step_auroc(load_prm(str(final)), eval_ds))
+        (final / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("PRM saved to %s: %s", final, metrics)
     return metrics
-
-
-Config = TrainPRMConfig
-
-
-def main(cfg: TrainPRMConfig) -> int:
-    metrics = train_prm(cfg)
-    print(json.dumps(metrics, indent=2))
-    return 0

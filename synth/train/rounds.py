@@ -25,124 +25,109 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from synth.config import ConfigError, dump_yaml
+from synth.config import check_fields
 from synth.filter.select import normalize
-from synth.generate.hf import DEFAULT_SYSTEM_PROMPT
 from synth.generate.run import GenerateConfig, generate
-from synth.generate.search import SearchConfig
-from synth.hub import is_repo_id
+from synth.generate.search import SearchConfig, require_prm
+from synth.hub import PUSH_KEYS, PushConfig, check_push
 from synth.journal import Journal
 from synth.problems import PoolConfig, load_pool
 from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
-from synth.train.data import sft_examples
+from synth.rundir import RunDir
 from synth.train.report import add_report_to_card, round_summary, write_report
-from synth.train.sft import DTYPES, TrainConfig, train_sft
+from synth.train.sft import TrainConfig, train_sft
 from synth.train.stages import ModelCache, private_datasets_cache, read_marker, run_stage
 
 log = logging.getLogger(__name__)
 
 # Keys of the sub-commands' configs that rounds sets itself, per round.
 OWNED = {
-    "sft": ("model", "dataset", "output_dir", "resume"),
-    "label": ("model", "dataset", "output_dir", "resume", "system_prompt", "batch_size"),
-    "prm_train": ("model", "dataset", "output_dir", "resume"),
+    "generate": ("model", "prm", "pool", "output_dir", "resume", "overwrite", "shard", *PUSH_KEYS),
+    "sft": ("model", "dataset", "output_dir", "resume", "overwrite"),
+    "label": ("model", "dataset", "output_dir", "resume", "overwrite", "system_prompt", "batch_size", "step_cut",
+              "step_delimiter", "shard", *PUSH_KEYS),
+    "prm_train": ("model", "dataset", "output_dir", "resume", "overwrite"),
 }
+# Generate settings that recipes used to give at the top level; they live in `generate:` now.
+MOVED_TO_GENERATE = ("system_prompt", "dtype", "batch_size", "problems_per_batch", "seed", "search")
+OUTPUTS = ("round-*", "report.md", "rounds.json", "rounds.png")
 # Keys that may change between a run and its continuation.
-RUN_CONTROL = ("rounds", "output_dir", "batch_size", "push_to_hub", "push_private")
+RUN_CONTROL = ("rounds", "generate.batch_size", "generate.vllm", *PUSH_KEYS)
 
 
 @dataclass
-class RoundsConfig:
+class RoundsConfig(PushConfig):
     model: str = field(default="smollm2-135m", metadata={"help": "Base policy: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."})
     prm: str | None = field(default=None, metadata={"help": "PRM for search and selection ('default', a PRM dir) or null; with train_prm the PRM of round 0."})
-    rounds: int = field(default=2, metadata={"help": "Self-improvement rounds after round 0 (the base model's evaluation)."})
+    rounds: int = field(default=2, metadata={"range": "[0, inf)", "help": "Self-improvement rounds after round 0 (the base model's evaluation)."})
     output_dir: str = field(default="runs/rounds", metadata={"help": "Where round-{k}/ stage dirs, report.md and rounds.png go."})
     from_base: bool = field(default=True, metadata={"help": "Fine-tune the base model each round on that round's data (ReST-EM); false: continue from the last policy."})
     train_prm: bool = field(default=False, metadata={"help": "Also label each round's traces and train a new PRM for the next round's search."})
-    top_k: int = field(default=4, metadata={"help": "Verified completions kept per problem for SFT (the shortest, exact duplicates dropped)."})
-    eval_n: int = field(default=8, metadata={"help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."})
+    top_k: int = field(default=4, metadata={"range": "[1, inf)", "help": "Verified completions kept per problem for SFT (the shortest, duplicates dropped)."})
+    eval_n: int = field(default=8, metadata={"range": "[1, inf)", "help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."})
     n_per_round: list[int] | None = field(default=None, metadata={"help": (
         "N of the training-pool search per round (round k uses entry k-1; rounds past the end use the last); "
-        "null: search.n every round.")})
-    push_to_hub: str | None = field(default=None, metadata={"help": (
-        "Hub dataset repo (user/name): after each round its SFT data is pushed on branch round-{k}, with the "
-        "rounds report in its card. A failed push is logged and retried on the next rerun; nothing local is lost.")})
-    push_private: bool = field(default=False, metadata={"help": "Create the push_to_hub repo as private."})
-    system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt for generation and SFT data (null: the chat template's own)."})
-    dtype: str = field(default="float32", metadata={"help": "Inference weights dtype (float32, bfloat16, float16)."})
-    batch_size: int = field(default=64, metadata={"help": "Max sequences per engine forward batch."})
-    problems_per_batch: int = field(default=8, metadata={"help": "Problems searched together (the unit saved to disk)."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed (round k samples the training pool with seed + k)."})
+        "null: generate.search.n every round.")})
     # Sections keep their commands' defaults (a recipe's section starts from them): set the pools' seeds.
     train_pool: PoolConfig = field(default_factory=PoolConfig)
     eval_pool: PoolConfig = field(default_factory=PoolConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     sft: TrainConfig = field(default_factory=TrainConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     prm_train: TrainPRMConfig = field(default_factory=TrainPRMConfig)
 
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        data = PushConfig.upgrade(data, prefix)
+        moved = [k for k in MOVED_TO_GENERATE if k in data]
+        if moved:
+            from synth.config import _warn_once
+
+            _warn_once(f"rounds: {', '.join(moved)} at the top level are deprecated: give them in the generate: section")
+            section = dict(data.get("generate") or {})
+            for key in moved:
+                section.setdefault(key, data.pop(key))
+            data["generate"] = section
+        return data
+
     def __post_init__(self):
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
-        if self.top_k < 1 or self.eval_n < 1:
-            raise ValueError("top_k and eval_n must be >= 1")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        super().__post_init__()
+        check_fields(self)
+        if self.hub_revision is not None:
+            raise ValueError("hub_revision: rounds pushes round k's SFT data to the branch round-k; leave it out")
         if self.train_pool == self.eval_pool or (
             self.train_pool.source == self.eval_pool.source == "reasoning_gym" and self.train_pool.seed == self.eval_pool.seed
         ):
             raise ValueError("eval_pool must be held out from train_pool: give it another seed "
                              "(e.g. train_pool.seed 200, eval_pool.seed 1000) or another file")
-        if self.search.strategy != "best_of_n" and not self.prm:
-            raise ValueError(f"search.strategy {self.search.strategy} needs a PRM: set prm (e.g. prm: default)")
+        require_prm(self.search.strategy, self.prm)
         try:  # the held-out search at eval_n must be valid too (n vs beam_width)
             dataclasses.replace(self.search, n=self.eval_n)
         except ValueError as err:
             raise ValueError(f"eval_n {self.eval_n}: {err}") from None
         if self.n_per_round is not None and not self.n_per_round:
-            raise ValueError("n_per_round: give at least one N (or null for search.n every round)")
+            raise ValueError("n_per_round: give at least one N (or null for generate.search.n every round)")
         for n in self.n_per_round or []:
             try:
                 dataclasses.replace(self.search, n=n)
             except ValueError as err:
                 raise ValueError(f"n_per_round {n}: {err}") from None
-        if self.push_to_hub is not None and not is_repo_id(self.push_to_hub):
-            raise ValueError(f"push_to_hub {self.push_to_hub!r} must look like 'user/name' or 'org/name'")
         for section, keys in OWNED.items():
             sub = getattr(self, section)
             defaults = type(sub)()
             for key in keys:
                 if getattr(sub, key) != getattr(defaults, key):
                     raise ValueError(f"{section}.{key} is set by rounds for every round; leave it out "
-                                     f"(use the top-level {'model' if key == 'model' else 'options'})")
+                                     f"(use the top-level {key if key in ('model', 'prm') else 'options'})")
+
+    @property
+    def search(self) -> SearchConfig:
+        return self.generate.search
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, dict) and k not in ("task_config",):
-            out.update(_flat(v, f"{prefix}{k}."))
-        elif f"{prefix}{k}" not in RUN_CONTROL:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def prepare_output(cfg: RoundsConfig) -> Path:
-    """A rerun continues the run in output_dir, but only with the same recipe (rounds may grow)."""
-    out = Path(cfg.output_dir)
-    saved = out / "config.yaml"
-    if saved.exists():
-        old, new = _flat(yaml.safe_load(saved.read_text())), _flat(yaml.safe_load(dump_yaml(cfg)))
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        if changed:
-            raise ConfigError(f"{out} holds a rounds run with a different config ({saved}; changed: {', '.join(changed)}); "
-                              "use the same recipe (only rounds may change) or a new output_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(dump_yaml(cfg))
-    return out
+def run_dir(cfg: RoundsConfig) -> RunDir:
+    return RunDir.for_config(cfg, "rounds", OUTPUTS, RUN_CONTROL, mode="continue")
 
 
 class Rounds:
@@ -151,20 +136,26 @@ class Rounds:
     def __init__(self, cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None,
                  load_prm: Callable[[str], Any] | None = None):
         self.cfg = cfg
-        self.out = prepare_output(cfg)
-        self.models = ModelCache(load_policy or self._load_policy, load_prm or _load_prm)
+        self.run_dir = run_dir(cfg).check()
+        check_push(cfg)
+        self.out = self.run_dir.path
+        self.models = ModelCache(load_policy or self._load_policy, load_prm or self._load_prm)
         self.policy_path, self.prm_spec = cfg.model, cfg.prm
 
     def _load_policy(self, path: str):
         from synth.generate.run import load_policy
 
-        return load_policy(self._gen_cfg(path, None, self.cfg.eval_pool, self.cfg.search, "", 0))
+        return load_policy(dataclasses.replace(self.cfg.generate, model=path))
+
+    def _load_prm(self, spec: str):
+        from synth.prm.load import load_prm
+
+        return load_prm(spec, dtype=self.cfg.generate.prm_dtype)
 
     def _gen_cfg(self, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, out: str, seed: int) -> GenerateConfig:
-        c = self.cfg
-        return GenerateConfig(model=model, system_prompt=c.system_prompt, prm=prm, dtype=c.dtype, batch_size=c.batch_size,
-                              problems_per_batch=c.problems_per_batch, seed=seed, output_dir=out, resume=True,
-                              pool=pool, search=search)
+        """The generate settings of one stage: the recipe's `generate:` section with what rounds owns set."""
+        return dataclasses.replace(self.cfg.generate, model=model, prm=prm, pool=pool, search=search, output_dir=out,
+                                   resume=True, seed=seed)
 
     def _generate(self, d: Path, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, seed: int) -> dict:
         cfg = self._gen_cfg(model, prm, pool, search, str(d), seed)
@@ -176,6 +167,10 @@ class Rounds:
         return dataclasses.replace(self.cfg.search, n=ns[min(k, len(ns)) - 1]) if ns else self.cfg.search
 
     def run(self) -> list[dict]:
+        with self.run_dir.claim():
+            return self._rounds()
+
+    def _rounds(self) -> list[dict]:
         rows = []
         for k in range(self.cfg.rounds + 1):
             self.round(k)
@@ -197,9 +192,10 @@ class Rounds:
         if marker.exists():
             return
         try:
-            url = push_dataset(data_dir, self.cfg.push_to_hub, private=self.cfg.push_private, revision=f"round-{k}")
+            url = push_dataset(data_dir, self.cfg.hub_dataset_id, private=self.cfg.hub_private, config_name=self.cfg.hub_config_name,
+                           revision=f"round-{k}", overwrite=self.cfg.hub_overwrite)
         except PushError as err:
-            log.error("round %d: push to %s failed (%s); rerun the same command to retry", k, self.cfg.push_to_hub, err)
+            log.error("round %d: push to %s failed (%s); rerun the same command to retry", k, self.cfg.hub_dataset_id, err)
             return
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"stage": "push", "result": {"url": url, "revision": f"round-{k}"}}, indent=2))
@@ -212,7 +208,7 @@ class Rounds:
 
         if k > 0:
             policy, prm = self.policy_path, self.prm_spec
-            stage("generate", lambda d: self._generate(d, policy, prm, c.train_pool, self.search_for_round(k), c.seed + k))
+            stage("generate", lambda d: self._generate(d, policy, prm, c.train_pool, self.search_for_round(k), c.generate.seed + k))
             data = stage("sft_data", lambda d: self._sft_data(d, rd / "generate"))
             if c.train_prm:
                 labels = stage("label", lambda d: self._label(d, rd / "generate", policy))
@@ -225,17 +221,23 @@ class Rounds:
                               step_delimiter=c.search.step_delimiter, step_cut=c.search.step_cut)
         search = dataclasses.replace(c.search, n=c.eval_n)
         policy, prm = self.policy_path, self.prm_spec
-        stage("eval_greedy", lambda d: self._generate(d, policy, None, c.eval_pool, greedy, c.seed))
-        stage("eval_search", lambda d: self._generate(d, policy, prm, c.eval_pool, search, c.seed))
+        stage("eval_greedy", lambda d: self._generate(d, policy, None, c.eval_pool, greedy, c.generate.seed))
+        stage("eval_search", lambda d: self._generate(d, policy, prm, c.eval_pool, search, c.generate.seed))
 
     def _sft_data(self, d: Path, gen_dir: Path) -> dict:
+        """The round's SFT data: the filter pipeline on its traces (verified, finished, exact duplicates
+        dropped, the top_k shortest per problem), without any problem of the held-out pool."""
+        from synth.filter.run import FilterConfig, select
+        from synth.filter.select import Filters, flatten
         from synth.hub import write_dataset
 
         rows = Journal(gen_dir / "rows.jsonl").read()
         # Held-out problems never reach training: small arithmetic pools of different seeds do overlap.
         held_out = {normalize(p.problem) for p in load_pool(self.cfg.eval_pool)}
         kept = [r for r in rows if normalize(r["problem"]) not in held_out]
-        examples = sft_examples(kept, self.cfg.top_k, self.cfg.system_prompt)
+        filters = Filters(correctness="verified", near_dup_threshold=None, top_k=self.cfg.top_k, rank_by="shortest")
+        examples, _ = select(flatten(kept), FilterConfig(format="sft", system_prompt=self.cfg.generate.system_prompt,
+                                                         filters=filters))
         if examples:
             write_dataset(examples, d, {"name": "synth SFT data (verified traces)", "model": rows[0]["model"],
                                         "summary": {"examples": len(examples)}, "load_path": str(d.resolve())})
@@ -252,8 +254,8 @@ class Rounds:
 
     def _label(self, d: Path, gen_dir: Path, policy: str) -> dict:
         # The PRM trained on these labels scores the next round's search steps: label the same steps.
-        cfg = dataclasses.replace(self.cfg.label, dataset=str(gen_dir), model=policy, system_prompt=self.cfg.system_prompt,
-                                  batch_size=self.cfg.batch_size, output_dir=str(d), resume=True,
+        cfg = dataclasses.replace(self.cfg.label, dataset=str(gen_dir), model=policy, system_prompt=self.cfg.generate.system_prompt,
+                                  batch_size=self.cfg.generate.batch_size, output_dir=str(d), resume=True,
                                   step_cut=self.cfg.search.step_cut, step_delimiter=self.cfg.search.step_delimiter)
         with private_datasets_cache():  # label reads gen_dir with load_dataset
             return label(cfg, policy=self.models.policy(policy))
@@ -267,12 +269,6 @@ class Rounds:
             return {**train_prm(cfg), "prm": str(d / "final")}
 
 
-def _load_prm(spec: str):
-    from synth.prm.load import load_prm
-
-    return load_prm(spec)
-
-
 def run_rounds(cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None,
                load_prm: Callable[[str], Any] | None = None) -> list[dict]:
     """Run (or continue) every round; returns one summary per round (also in rounds.json)."""
@@ -281,13 +277,3 @@ def run_rounds(cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = Non
     except KeyboardInterrupt:
         log.warning("interrupted: finished stages are kept in %s; rerun the same command to continue", cfg.output_dir)
         raise
-
-
-Config = RoundsConfig
-
-
-def main(cfg: RoundsConfig) -> int:
-    rows = run_rounds(cfg)
-    print("\n" + (Path(cfg.output_dir) / "report.md").read_text())
-    print(json.dumps({"rounds": len(rows) - 1, "report": str(Path(cfg.output_dir) / "report.md")}))
-    return 0

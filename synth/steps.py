@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from synth.generate.engine import Continuation
-
 StepCut = Literal["delimiter", "sentence"]
 STEP_CUTS = ("delimiter", "sentence")
 
@@ -46,11 +44,11 @@ class StepRule:
         """Whether the engine keeps the stop string (a sentence keeps its full stop)."""
         return self.cut == "sentence"
 
-    def generated(self, c: Continuation) -> tuple[str, str]:
-        """(lead, step) of a step generated with `stops` and `include_stop`."""
+    def generated(self, text: str) -> tuple[str, str]:
+        """(lead, step) of a step's text generated with `stops` and `include_stop`."""
         if self.cut == "delimiter":
-            return "", c.text.strip()
-        return _lead_and_step(c.text)
+            return "", text.strip()
+        return _lead_and_step(text)
 
     def cut_text(self, text: str) -> list[tuple[str, str]]:
         """A whole completion as the (lead, step) pairs step-by-step generation would have produced."""

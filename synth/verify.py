@@ -1,9 +1,11 @@
 """Answer extraction and verification against gold answers.
 
 reasoning-gym problems are scored by the task's own `score_answer`; only 1.0 counts as verified
-(partial credit does not). Other problems are compared with math-verify (gold parsed first), in
-worker processes with a timeout: math-verify's own timeout uses signals, which only work on the
-main thread, so a pathological expression could otherwise hang or crash a run.
+(partial credit does not). Other problems are compared with math-verify (gold parsed first) in worker
+processes: there math-verify's own signal timeouts work (a worker runs each check on its main
+thread), so a pathological expression ends after `timeout` seconds without blocking the checks
+behind it, and a check that ignores the signal (stuck in C code) is abandoned at a hard deadline,
+its worker killed and the checks still queued sent to a fresh pool. Workers exit with their parent.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import atexit
 import logging
 import re
-from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from fractions import Fraction
 from functools import lru_cache
 
@@ -69,11 +72,22 @@ def extract_answer(text: str | None) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
 def _as_number(text: str) -> Fraction | None:
-    text = text.strip().strip("$").replace(",", "").replace(" ", "")
+    """A plain number (12, -3.5, 1/2, \\frac{1}{2}, 1,234 with thousands separators, $18.90), else None.
+    A comma is a thousands separator only between groups of three digits: "1, 2" is no number."""
+    text = text.strip().replace("\\$", "$").strip("$").strip()
+    if "," in text:
+        if not _THOUSANDS.fullmatch(text):
+            return None
+        text = text.replace(",", "")
     m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", text)
     if m:
         text = f"{m.group(1)}/{m.group(2)}"
+    if not re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)(/\d+)?", text):
+        return None
     try:
         return Fraction(text)
     except (ValueError, ZeroDivisionError):
@@ -90,47 +104,115 @@ def _fast_equal(pred: str, gold: str) -> bool | None:
     return None
 
 
-def _math_verify(pred: str, gold: str) -> bool:
-    """Runs in a worker process: math-verify with its signal timeouts off."""
+class _Expired(BaseException):
+    """Raised by the worker's timer; a BaseException so that no `except Exception` inside math-verify eats it."""
+
+
+def _math_verify(pred: str, gold: str, timeout: float) -> bool:
+    """Runs in a worker process, on its main thread: one timer bounds the whole check (both parses and the
+    comparison), with math-verify's own whole-second alarms off."""
+    import signal
+
     from math_verify import parse, verify
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+
+    def expire(*_):
+        raise _Expired
+
+    timer = hasattr(signal, "setitimer")
+    if timer:
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         gold_parsed = parse(_wrap(gold), parsing_timeout=None)
         pred_parsed = parse(_wrap(pred), parsing_timeout=None)
         if not gold_parsed or not pred_parsed:
             return False
         return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-    except Exception:  # noqa: BLE001 - bad LaTeX is unverified, never raised
+    except (Exception, _Expired):  # noqa: BLE001 - bad LaTeX or a timeout is unverified, never raised
         return False
+    finally:
+        if timer:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _wrap(answer: str) -> str:
-    """math-verify extracts from LaTeX environments: give bare answers one."""
-    return answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
+    """math-verify extracts from LaTeX environments: give bare answers one (an escaped \\$ is a dollar sign)."""
+    return answer if "$" in answer.replace("\\$", "") or "\\boxed" in answer else f"${answer}$"
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the parent is gone (killed, SIGTERM), never linger as an orphan."""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+WORKERS = 4  # started on demand: a few pathological checks at once do not hold up the rest
 
 
 @lru_cache(maxsize=1)
-def _pool(workers: int | None = None) -> ProcessPoolExecutor:
+def _pool() -> ProcessPoolExecutor:
     import multiprocessing as mp
     import os
 
-    pool = ProcessPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1), mp_context=mp.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=mp.get_context("spawn"),
+                               initializer=_watch_parent, initargs=(os.getpid(),))
     atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
 
 
 def _reset_pool() -> None:
-    """A timed-out task keeps its worker busy: replace the pool so later checks are not stuck behind it."""
+    """Kill the workers (one is stuck past its deadline) and start afresh on the next call."""
     pool = _pool()
     _pool.cache_clear()
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _run_checks(pairs: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], bool]:
+    """math-verify every pair in the worker pool. Each check has `timeout` seconds inside its worker; a
+    round waits at most twice that (the workers' timers end almost every check by then), then abandons
+    the checks still running (False) and resubmits those never started to a fresh pool."""
+    verdicts: dict[tuple[str, str], bool] = {}
+    todo = list(dict.fromkeys(pairs))
+    while todo:
+        try:
+            futures = {_pool().submit(_math_verify, p, g, timeout): (p, g) for p, g in todo}
+        except BrokenProcessPool:  # a worker died earlier (killed from outside): start afresh once
+            _reset_pool()
+            futures = {_pool().submit(_math_verify, p, g, timeout): (p, g) for p, g in todo}
+        done, pending = wait(futures, timeout=2 * timeout + 1)
+        for fut in done:
+            try:
+                verdicts[futures[fut]] = bool(fut.result())
+            except Exception:  # noqa: BLE001 - a broken worker must not stop the run
+                verdicts[futures[fut]] = False
+        if not pending:
+            break
+        started = [f for f in pending if f.running()]
+        for fut in started:
+            verdicts[futures[fut]] = False
+        log.warning("%d math-verify check(s) ran past %.0fs: counted unverified", len(started), 2 * timeout + 1)
+        todo = [futures[f] for f in pending if not f.running()]
+        _reset_pool()
+        if not started:  # nothing got to run: the pool itself is broken
+            verdicts.update({pair: False for pair in todo})
+            break
+    return verdicts
+
+
 def verify_many(pairs: list[tuple[str | None, str]], timeout: float = 5.0) -> list[bool]:
-    """math_equal over many (pred, gold) pairs: fast paths in-process, the rest on a process pool."""
+    """math_equal over many (pred, gold) pairs: fast paths in-process, the rest on the worker pool."""
     results: list[bool | None] = []
     pending = {}
     for i, (pred, gold) in enumerate(pairs):
@@ -142,20 +224,10 @@ def verify_many(pairs: list[tuple[str | None, str]], timeout: float = 5.0) -> li
         if fast is None:
             pending[i] = (str(pred), str(gold))
     if pending:
-        # N samples of a problem often give the same answer: verify each distinct pair once
-        futures = {args: _pool().submit(_math_verify, *args) for args in dict.fromkeys(pending.values())}
-        verdicts, timed_out = {}, False
-        for args, fut in futures.items():
-            try:
-                verdicts[args] = bool(fut.result(timeout=timeout))
-            except FutureTimeout:
-                verdicts[args], timed_out = False, True
-            except Exception:  # noqa: BLE001 - a broken worker must not stop the run
-                verdicts[args], timed_out = False, True
+        # N samples of a problem often give the same answer: each distinct pair is checked once
+        verdicts = _run_checks(list(pending.values()), timeout)
         for i, args in pending.items():
             results[i] = verdicts[args]
-        if timed_out:
-            _reset_pool()
     return [bool(r) for r in results]
 
 

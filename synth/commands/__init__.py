@@ -1,0 +1,1 @@
+"""The `synth` commands: each module is a thin layer (its `Config` and `main`) over the libraries below."""
