@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install install-vllm quickstart test test-fast bench clean
+.PHONY: install install-vllm quickstart lint test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,11 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(VENV)/bin/synth generate --config configs/quickstart.yaml
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check synth tests bench scripts
+	$(VENV)/bin/ruff format --check synth tests bench scripts
+
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install

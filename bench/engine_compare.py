@@ -120,8 +120,13 @@ def best_of_n_run(policy, prompts: list[str], n: int, max_tokens: int) -> dict:
     seconds = time.perf_counter() - t
     tokens = sum(c.num_tokens for o in outs for c in o)
     prompt_tokens = sum(o[0].prompt_tokens for o in outs)
-    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "prompt_tokens": prompt_tokens,
-            "finished": sum(c.stop_reason == "eos" for o in outs for c in o) / max(1, sum(len(o) for o in outs))}
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "prompt_tokens": prompt_tokens,
+        "finished": sum(c.stop_reason == "eos" for o in outs for c in o) / max(1, sum(len(o) for o in outs)),
+    }
 
 
 def dvts_run(policy, problems, cfg: SearchConfig, prm) -> dict:
@@ -129,10 +134,14 @@ def dvts_run(policy, problems, cfg: SearchConfig, prm) -> dict:
     t = time.perf_counter()
     results = dvts(timed, problems, cfg, seed=0, prm=prm)
     wall = time.perf_counter() - t
-    return {"wall_s": wall, "policy_s": timed.seconds, "prm_s": wall - timed.seconds,
-            "generated_tokens": sum(r.cost.generated_tokens for r in results),
-            "prefill_tokens": sum(r.cost.prefill_tokens for r in results),
-            "engine_calls": max(r.cost.engine_calls for r in results)}
+    return {
+        "wall_s": wall,
+        "policy_s": timed.seconds,
+        "prm_s": wall - timed.seconds,
+        "generated_tokens": sum(r.cost.generated_tokens for r in results),
+        "prefill_tokens": sum(r.cost.prefill_tokens for r in results),
+        "engine_calls": max(r.cost.engine_calls for r in results),
+    }
 
 
 def load_bench_prm(spec: str | None):
@@ -156,20 +165,36 @@ def main() -> None:
     ap.add_argument("--beam-width", type=int, default=4, help="M of DVTS")
     ap.add_argument("--step-max-tokens", type=int, default=64)
     ap.add_argument("--max-iterations", type=int, default=6)
-    ap.add_argument("--prm", default="default" if bundled else None,
-                    help="PRM for DVTS: 'default' (the bundled one; the default when it exists), a PRM dir, "
-                         "or 'constant' (every step 0.5: no PRM model, engine time only)")
-    ap.add_argument("--hf-batch-size", type=int, default=64, help="TransformersPolicy batch_size (GenerateConfig's default)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights of both engines (and the ceiling GEMM)")
-    ap.add_argument("--hf-threads", type=int, default=None,
-                    help="torch threads of the transformers engine (default: torch's, i.e. all cores). On a busy "
-                         "machine 1 is far more stable: OpenMP threads that wait on each other for a core thrash")
+    ap.add_argument(
+        "--prm",
+        default="default" if bundled else None,
+        help="PRM for DVTS: 'default' (the bundled one; the default when it exists), a PRM dir, "
+        "or 'constant' (every step 0.5: no PRM model, engine time only)",
+    )
+    ap.add_argument(
+        "--hf-batch-size", type=int, default=64, help="TransformersPolicy batch_size (GenerateConfig's default)"
+    )
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="weights of both engines (and the ceiling GEMM)",
+    )
+    ap.add_argument(
+        "--hf-threads",
+        type=int,
+        default=None,
+        help="torch threads of the transformers engine (default: torch's, i.e. all cores). On a busy "
+        "machine 1 is far more stable: OpenMP threads that wait on each other for a core thrash",
+    )
     ap.add_argument("--no-hf-dvts", action="store_true", help="skip the transformers DVTS reference run")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
     if args.dvts_n and args.prm is None:
-        ap.error("DVTS needs a PRM and the bundled one is missing (scripts/make_default_prm.sh): "
-                 "pass --prm PATH, --prm constant, or --dvts-n 0")
+        ap.error(
+            "DVTS needs a PRM and the bundled one is missing (scripts/make_default_prm.sh): "
+            "pass --prm PATH, --prm constant, or --dvts-n 0"
+        )
     try:
         import vllm  # noqa: F401
     except ImportError as err:
@@ -180,8 +205,11 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > 0.5 * cores:
-        print(f"WARNING: load average {load:.1f} on {cores} cores: other jobs share the CPU, timings will be noisy "
-              f"(and multi-threaded torch can slow down many times over; try --hf-threads 1)", file=sys.stderr)
+        print(
+            f"WARNING: load average {load:.1f} on {cores} cores: other jobs share the CPU, timings will be noisy "
+            f"(and multi-threaded torch can slow down many times over; try --hf-threads 1)",
+            file=sys.stderr,
+        )
     if args.hf_threads:
         torch.set_num_threads(args.hf_threads)
 
@@ -191,8 +219,16 @@ def main() -> None:
     ns = [int(x) for x in args.ns.split(",") if x.strip()]
     model_path = resolve_model("smollm2-135m")
     problems = load_pool(PoolConfig(tasks=["basic_arithmetic"], num_problems=args.problems, seed=123))
-    results: dict = {"dtype": args.dtype, "problems": args.problems, "max_tokens": args.max_tokens, "ns": ns, "cores": cores,
-                     "load_average_at_start": load, "best_of_n": {}, "dvts": {}}
+    results: dict = {
+        "dtype": args.dtype,
+        "problems": args.problems,
+        "max_tokens": args.max_tokens,
+        "ns": ns,
+        "cores": cores,
+        "load_average_at_start": load,
+        "best_of_n": {},
+        "dvts": {},
+    }
 
     # -- engines ----------------------------------------------------------------------------------
     hf = TransformersPolicy(model_path, batch_size=args.hf_batch_size, dtype=args.dtype)
@@ -208,8 +244,10 @@ def main() -> None:
 
     # -- 1. best-of-N tokens/s --------------------------------------------------------------------
     for n in ns:
-        row = {"transformers": best_of_n_run(hf, prompts, n, args.max_tokens),
-               "vllm": best_of_n_run(vl, prompts, n, args.max_tokens)}
+        row = {
+            "transformers": best_of_n_run(hf, prompts, n, args.max_tokens),
+            "vllm": best_of_n_run(vl, prompts, n, args.max_tokens),
+        }
         row["ratio"] = row["vllm"]["tok_s"] / row["transformers"]["tok_s"]
         results["best_of_n"][n] = row
 
@@ -217,8 +255,13 @@ def main() -> None:
     if args.dvts_n:
         prm, prm_name = load_bench_prm(args.prm)
         results["prm"] = prm_name
-        cfg = SearchConfig(strategy="dvts", n=args.dvts_n, beam_width=args.beam_width, max_iterations=args.max_iterations,
-                           step_max_tokens=args.step_max_tokens)
+        cfg = SearchConfig(
+            strategy="dvts",
+            n=args.dvts_n,
+            beam_width=args.beam_width,
+            max_iterations=args.max_iterations,
+            step_max_tokens=args.step_max_tokens,
+        )
         prm.score([problems[0].problem], [["warm-up"]])
         results["dvts"]["vllm_prefix_cache_on"] = dvts_run(vl, problems, cfg, prm)
         if not args.no_hf_dvts:
@@ -238,9 +281,13 @@ def main() -> None:
     ceiling = {}
     for k in sorted({1, all_threads, hf_threads, vl_threads or all_threads}):
         ceiling[k] = matmul_flops(k, dtype=getattr(torch, args.dtype))
-    results["ceiling"] = {"device": "cuda" if torch.cuda.is_available() else "cpu", "params": params,
-                          "matmul_flop_s": {str(k): v for k, v in ceiling.items()},
-                          "hf_threads": hf_threads, "vllm_threads": vl_threads}
+    results["ceiling"] = {
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "params": params,
+        "matmul_flop_s": {str(k): v for k, v in ceiling.items()},
+        "hf_threads": hf_threads,
+        "vllm_threads": vl_threads,
+    }
     for n, row in results["best_of_n"].items():
         for name, threads in (("transformers", hf_threads), ("vllm", vl_threads or all_threads)):
             r = row[name]
@@ -248,34 +295,55 @@ def main() -> None:
             context = r["prompt_tokens"] / args.problems + per_seq / 2  # average attended context while decoding
             fpt = flops_per_token(config, params, context)
             achieved = (r["tokens"] + r["prompt_tokens"]) * fpt / r["seconds"]  # each prompt prefilled once
-            r.update(flops_per_token=fpt, achieved_flop_s=achieved, ceiling_fraction=achieved / ceiling[threads],
-                     ceiling_fraction_all_threads=achieved / ceiling[all_threads], ceiling_tok_s=ceiling[threads] / fpt)
+            r.update(
+                flops_per_token=fpt,
+                achieved_flop_s=achieved,
+                ceiling_fraction=achieved / ceiling[threads],
+                ceiling_fraction_all_threads=achieved / ceiling[all_threads],
+                ceiling_tok_s=ceiling[threads] / fpt,
+            )
 
     # -- report -----------------------------------------------------------------------------------
-    print(f"\nSmolLM2-135M ({params / 1e6:.1f}M params, {args.dtype}), {args.problems} basic_arithmetic problems, "
-          f"max {args.max_tokens} tokens, T=0.8; vLLM {vllm.__version__} (startup {results['vllm_startup_s']:.0f} s)")
-    print(f"threads: transformers {hf_threads}, vLLM worker {vl_threads or '?'}; "
-          f"matmul ceiling ({results['ceiling']['device']}, {args.dtype} 2048^3): "
-          + ", ".join(f"{k} thread{'s' if k > 1 else ''} {v / 1e9:.1f} GFLOP/s" for k, v in sorted(ceiling.items())))
+    print(
+        f"\nSmolLM2-135M ({params / 1e6:.1f}M params, {args.dtype}), {args.problems} basic_arithmetic problems, "
+        f"max {args.max_tokens} tokens, T=0.8; vLLM {vllm.__version__} (startup {results['vllm_startup_s']:.0f} s)"
+    )
+    print(
+        f"threads: transformers {hf_threads}, vLLM worker {vl_threads or '?'}; "
+        f"matmul ceiling ({results['ceiling']['device']}, {args.dtype} 2048^3): "
+        + ", ".join(f"{k} thread{'s' if k > 1 else ''} {v / 1e9:.1f} GFLOP/s" for k, v in sorted(ceiling.items()))
+    )
     print("(of ceiling: the model FLOP/s an engine reached / matmul FLOP/s at the thread count it ran on)")
-    print(f"\nbest-of-N{'':9}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'GFLOP/s':>9}{'of ceiling':>11}{'ceiling tok/s':>14}")
+    print(
+        f"\nbest-of-N{'':9}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'GFLOP/s':>9}{'of ceiling':>11}{'ceiling tok/s':>14}"
+    )
     for n, row in results["best_of_n"].items():
         for name in ("transformers", "vllm"):
             r = row[name]
-            print(f"  N={n:<3} {name:12}{r['tokens']:>8}{r['seconds']:>9.1f}{r['tok_s']:>9.1f}"
-                  f"{r['achieved_flop_s'] / 1e9:>9.2f}{r['ceiling_fraction']:>10.1%}{r['ceiling_tok_s']:>14.0f}")
+            print(
+                f"  N={n:<3} {name:12}{r['tokens']:>8}{r['seconds']:>9.1f}{r['tok_s']:>9.1f}"
+                f"{r['achieved_flop_s'] / 1e9:>9.2f}{r['ceiling_fraction']:>10.1%}{r['ceiling_tok_s']:>14.0f}"
+            )
         print(f"  N={n:<3} ratio vLLM / transformers tok/s: {row['ratio']:.2f}x")
     if results["dvts"]:
-        print(f"\nDVTS N={args.dvts_n} M={args.beam_width} (PRM {results['prm']}){'':4}{'wall s':>8}{'policy s':>9}{'PRM s':>7}"
-              f"{'gen tok':>9}{'prefill tok':>12}")
+        print(
+            f"\nDVTS N={args.dvts_n} M={args.beam_width} (PRM {results['prm']}){'':4}{'wall s':>8}{'policy s':>9}{'PRM s':>7}"
+            f"{'gen tok':>9}{'prefill tok':>12}"
+        )
         for name, r in results["dvts"].items():
-            print(f"  {name:32}{r['wall_s']:>8.1f}{r['policy_s']:>9.1f}{r['prm_s']:>7.1f}{r['generated_tokens']:>9}{r['prefill_tokens']:>12}")
+            print(
+                f"  {name:32}{r['wall_s']:>8.1f}{r['policy_s']:>9.1f}{r['prm_s']:>7.1f}{r['generated_tokens']:>9}{r['prefill_tokens']:>12}"
+            )
         on, off = results["dvts"]["vllm_prefix_cache_on"], results["dvts"]["vllm_prefix_cache_off"]
-        print(f"  prefix caching off / on: wall {off['wall_s'] / on['wall_s']:.2f}x, policy time {off['policy_s'] / on['policy_s']:.2f}x")
+        print(
+            f"  prefix caching off / on: wall {off['wall_s'] / on['wall_s']:.2f}x, policy time {off['policy_s'] / on['policy_s']:.2f}x"
+        )
         if "transformers" in results["dvts"]:
             hf_d = results["dvts"]["transformers"]
-            print(f"  transformers / vLLM (cache on): wall {hf_d['wall_s'] / on['wall_s']:.2f}x, "
-                  f"policy time {hf_d['policy_s'] / on['policy_s']:.2f}x")
+            print(
+                f"  transformers / vLLM (cache on): wall {hf_d['wall_s'] / on['wall_s']:.2f}x, "
+                f"policy time {hf_d['policy_s'] / on['policy_s']:.2f}x"
+            )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2, default=str))

@@ -28,14 +28,23 @@ from synth.filter.select import Filters, build_filters, flatten, run_filters  # 
 from synth.verify import _fast_equal, _math_verify, _pool, extract_answer, verify_many  # noqa: E402
 
 # (gold, equal prediction, wrong prediction): each needs math-verify
-LATEX = [("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", "\\sqrt{3}/2"), ("x^2+2x+1", "(x+1)^2", "(x+2)^2"),
-         ("2\\pi", "\\pi \\cdot 2", "3\\pi"), ("[0,1)", "[0, 1)", "(0,1]"), ("3", "x=3", "x=4"),
-         ("\\{1,2\\}", "\\{2,1\\}", "\\{1,3\\}"), ("\\frac{1}{\\sqrt{3}}", "\\frac{\\sqrt{3}}{3}", "\\sqrt{3}")]
+LATEX = [
+    ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", "\\sqrt{3}/2"),
+    ("x^2+2x+1", "(x+1)^2", "(x+2)^2"),
+    ("2\\pi", "\\pi \\cdot 2", "3\\pi"),
+    ("[0,1)", "[0, 1)", "(0,1]"),
+    ("3", "x=3", "x=4"),
+    ("\\{1,2\\}", "\\{2,1\\}", "\\{1,3\\}"),
+    ("\\frac{1}{\\sqrt{3}}", "\\frac{\\sqrt{3}}{3}", "\\sqrt{3}"),
+]
 WORDS = "we add the numbers first then multiply carefully and check each partial result before moving on".split()
 
 
 def completion(rng: random.Random, answer: str) -> str:
-    steps = [" ".join(rng.choices(WORDS, k=rng.randint(8, 20))) + f" giving {rng.randint(1, 999)}." for _ in range(rng.randint(2, 5))]
+    steps = [
+        " ".join(rng.choices(WORDS, k=rng.randint(8, 20))) + f" giving {rng.randint(1, 999)}."
+        for _ in range(rng.randint(2, 5))
+    ]
     return "\n\n".join(steps + [f"The answer is $\\boxed{{{answer}}}$."])
 
 
@@ -51,7 +60,7 @@ def build_rows(traces: int, n: int, latex_share: float, seed: int) -> list[dict]
             good = rng.choice([gold, f"{gold}.0", f"\\frac{{{2 * (a + b)}}}{{2}}"])
             bad = str(a + b + rng.randint(1, 9))
         texts: list[str] = []
-        for i in range(n):
+        for _ in range(n):
             if texts and rng.random() < 0.1:  # exact duplicate
                 texts.append(rng.choice(texts))
             elif texts and rng.random() < 0.1:  # near duplicate: one word changed
@@ -60,9 +69,21 @@ def build_rows(traces: int, n: int, latex_share: float, seed: int) -> list[dict]
                 texts.append(" ".join(words))
             else:
                 texts.append(completion(rng, good if rng.random() < 0.6 else bad))
-        rows.append({"id": f"p{p}", "problem": f"Problem {p}: compute the value.", "gold_answer": gold, "source": "bench",
-                     "completions": texts, "steps": [t.split("\n\n") for t in texts], "num_tokens": [len(t.split()) for t in texts],
-                     "finished": [True] * n, "model": "bench", "strategy": "best_of_n", "n": n})
+        rows.append(
+            {
+                "id": f"p{p}",
+                "problem": f"Problem {p}: compute the value.",
+                "gold_answer": gold,
+                "source": "bench",
+                "completions": texts,
+                "steps": [t.split("\n\n") for t in texts],
+                "num_tokens": [len(t.split()) for t in texts],
+                "finished": [True] * n,
+                "model": "bench",
+                "strategy": "best_of_n",
+                "n": n,
+            }
+        )
     return rows
 
 
@@ -89,7 +110,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000, help="synthetic traces (completions) in all")
     ap.add_argument("--n", type=int, default=16, help="completions per problem")
-    ap.add_argument("--latex-share", type=float, default=0.08, help="fraction of problems whose answers need math-verify")
+    ap.add_argument(
+        "--latex-share", type=float, default=0.08, help="fraction of problems whose answers need math-verify"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 

@@ -50,8 +50,15 @@ def main() -> None:
     problems = load_pool(PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=args.problems, seed=123))
     prompts = [policy.chat_prompt(p.problem) for p in problems]
     params = SamplingParams(n=args.n, max_tokens=args.max_tokens, temperature=0.8, seed=0)
-    gen_kw = dict(do_sample=True, temperature=0.8, top_p=1.0, top_k=None, max_new_tokens=args.max_tokens,
-                  pad_token_id=tok.pad_token_id, eos_token_id=sorted(policy.eos_ids))
+    gen_kw = dict(
+        do_sample=True,
+        temperature=0.8,
+        top_p=1.0,
+        top_k=None,
+        max_new_tokens=args.max_tokens,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=sorted(policy.eos_ids),
+    )
 
     policy.generate(prompts[:1], SamplingParams(n=1, max_tokens=4))  # warm-up
 
@@ -66,20 +73,28 @@ def main() -> None:
         for p in prompts:
             enc = tok(p, return_tensors="pt", add_special_tokens=False)
             out = model.generate(**enc, num_return_sequences=args.n, **gen_kw)
-            loop_tok += count_tokens(out[:, enc.input_ids.shape[1]:], policy.eos_ids)
+            loop_tok += count_tokens(out[:, enc.input_ids.shape[1] :], policy.eos_ids)
     loop_s = time.perf_counter() - t
 
     torch.manual_seed(0)
     t = time.perf_counter()
     with torch.inference_mode():
-        enc = tok([p for p in prompts for _ in range(args.n)], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok(
+            [p for p in prompts for _ in range(args.n)], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         out = model.generate(**enc, **gen_kw)
-        batch_tok = count_tokens(out[:, enc.input_ids.shape[1]:], policy.eos_ids)
+        batch_tok = count_tokens(out[:, enc.input_ids.shape[1] :], policy.eos_ids)
     batch_s = time.perf_counter() - t
 
-    print(f"\nSmolLM2-135M fp32, {args.problems} problems x N={args.n}, max {args.max_tokens} tokens, {torch.get_num_threads()} threads")
+    print(
+        f"\nSmolLM2-135M fp32, {args.problems} problems x N={args.n}, max {args.max_tokens} tokens, {torch.get_num_threads()} threads"
+    )
     print(f"{'':18}{'tokens':>8}{'seconds':>9}{'tok/s':>8}")
-    for name, n_tok, s in [("synth engine", synth_tok, synth_s), ("plain loop", loop_tok, loop_s), ("plain one batch", batch_tok, batch_s)]:
+    for name, n_tok, s in [
+        ("synth engine", synth_tok, synth_s),
+        ("plain loop", loop_tok, loop_s),
+        ("plain one batch", batch_tok, batch_s),
+    ]:
         print(f"{name:18}{n_tok:>8}{s:>9.1f}{n_tok / s:>8.1f}")
     print(f"ratio synth / plain loop      : {synth_tok / synth_s / (loop_tok / loop_s):.2f}x")
     print(f"ratio synth / plain one batch : {synth_tok / synth_s / (batch_tok / batch_s):.2f}x")
@@ -97,8 +112,10 @@ def main() -> None:
             summary = generate(cfg, policy=policy)
             minutes = (time.perf_counter() - t) / 60
         n = summary["n"]
-        print(f"quickstart: {summary['problems']} problems in {minutes * 60:.0f} s = {summary['problems'] / minutes:.1f} problems/min "
-              f"(pass@1 {summary['pass@1']:.3f}, maj@{n} {summary[f'maj@{n}']:.3f}, pass@{n} {summary[f'pass@{n}']:.3f})")
+        print(
+            f"quickstart: {summary['problems']} problems in {minutes * 60:.0f} s = {summary['problems'] / minutes:.1f} problems/min "
+            f"(pass@1 {summary['pass@1']:.3f}, maj@{n} {summary[f'maj@{n}']:.3f}, pass@{n} {summary[f'pass@{n}']:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -18,17 +18,34 @@ from synth.problems import PoolConfig  # noqa: E402
 
 def held_out_pool(seed: int, problems: int) -> PoolConfig:
     """The benches' held-out arithmetic pool (1-2 digit, two terms): the default PRM trained on seed 100."""
-    return PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=problems, seed=seed,
-                      task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-                                   "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}})
+    return PoolConfig(
+        tasks=["basic_arithmetic", "chain_sum"],
+        num_problems=problems,
+        seed=seed,
+        task_config={
+            "basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+            "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+        },
+    )
 
 
-def greedy_correct(model: str, pool: PoolConfig, out: Path, keep: set[str], max_tokens: int, batch_size: int,
-                   seed: int) -> dict[str, bool]:
+def greedy_correct(
+    model: str, pool: PoolConfig, out: Path, keep: set[str], max_tokens: int, batch_size: int, seed: int
+) -> dict[str, bool]:
     """Greedy answer verified, per problem id in `keep` (a resumable `synth generate` run in `out`)."""
     greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=max_tokens)
-    generate(GenerateConfig(model=model, pool=pool, search=greedy, output_dir=str(out), resume=True,
-                            problems_per_batch=64, batch_size=batch_size, seed=seed))
+    generate(
+        GenerateConfig(
+            model=model,
+            pool=pool,
+            search=greedy,
+            output_dir=str(out),
+            resume=True,
+            problems_per_batch=64,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    )
     return {r["id"]: bool(r["verified"][0]) for r in Journal(out / "rows.jsonl").read() if r["id"] in keep}
 
 

@@ -24,15 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import held_out_pool  # noqa: E402
+
 from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
-from synth.steps import StepRule  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.evaluate import step_auroc, within_problem_value_spread  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 from synth.prm.rescore import rescore_rows  # noqa: E402
+from synth.steps import StepRule  # noqa: E402
+
 
 def trace_auroc(rows: list[dict]) -> tuple[float, float, int]:
     """AUROC of each finished completion's aggregated PRM score against its verified flag: pooled, and
@@ -58,19 +60,32 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--prm", default="default")
-    ap.add_argument("--prm-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                    help="dtype the PRM scores in (auto: bf16 where the hardware has native bf16)")
+    ap.add_argument(
+        "--prm-dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="dtype the PRM scores in (auto: bf16 where the hardware has native bf16)",
+    )
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--traces-per-problem", type=int, default=2)
     ap.add_argument("--out", default="runs/bench-prm-quality")
-    ap.add_argument("--step-cut", default="delimiter", choices=["delimiter", "sentence"],
-                    help="steps the PRM scores and the labels use ('\\n\\n' paragraphs or sentences; labels in OUT/labels[-sentence])")
+    ap.add_argument(
+        "--step-cut",
+        default="delimiter",
+        choices=["delimiter", "sentence"],
+        help="steps the PRM scores and the labels use ('\\n\\n' paragraphs or sentences; labels in OUT/labels[-sentence])",
+    )
     args = ap.parse_args()
 
     out = Path(args.out)
     pool = held_out_pool(1000, args.problems)
-    gen_cfg = GenerateConfig(pool=pool, prm=None, output_dir=str(out / "traces"), problems_per_batch=8,
-                             search=SearchConfig(strategy="best_of_n", n=args.n, temperature=0.8, max_tokens=160))
+    gen_cfg = GenerateConfig(
+        pool=pool,
+        prm=None,
+        output_dir=str(out / "traces"),
+        problems_per_batch=8,
+        search=SearchConfig(strategy="best_of_n", n=args.n, temperature=0.8, max_tokens=160),
+    )
     policy, prm = load_policy(gen_cfg), load_prm(args.prm, dtype=args.prm_dtype)
     if not (out / "traces" / "summary.json").exists():
         gen_cfg.resume = (out / "traces" / "rows.jsonl").exists()
@@ -79,12 +94,25 @@ def main() -> None:
     rows = rescore_rows(Journal(out / "traces" / "rows.jsonl").read(), prm, steps=StepRule(args.step_cut))
     summary = summarize(rows)
 
-    suffix = "" if args.step_cut == "delimiter" else f"-{args.step_cut}"  # sentence labels and results sit beside the others
+    suffix = (
+        "" if args.step_cut == "delimiter" else f"-{args.step_cut}"
+    )  # sentence labels and results sit beside the others
     label_dir = out / f"labels{suffix}"
     if not (label_dir / "summary.json").exists():
-        label(LabelConfig(dataset=str(out / "traces"), rollouts=args.rollouts, max_tokens=80, traces_per_problem=args.traces_per_problem,
-                          max_steps=4 if args.step_cut == "delimiter" else 8, step_cut=args.step_cut, output_dir=str(label_dir),
-                          resume=(label_dir / "rows.jsonl").exists(), seed=1), policy=policy)
+        label(
+            LabelConfig(
+                dataset=str(out / "traces"),
+                rollouts=args.rollouts,
+                max_tokens=80,
+                traces_per_problem=args.traces_per_problem,
+                max_steps=4 if args.step_cut == "delimiter" else 8,
+                step_cut=args.step_cut,
+                output_dir=str(label_dir),
+                resume=(label_dir / "rows.jsonl").exists(),
+                seed=1,
+            ),
+            policy=policy,
+        )
     label_stats = json.loads((label_dir / "summary.json").read_text())
     from datasets import Dataset
 
@@ -93,26 +121,47 @@ def main() -> None:
     spread = within_problem_value_spread(label_rows)
 
     n = args.n
-    print(f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}, "
-          f"steps cut at {args.step_cut}")
-    print(f"step AUROC (MC labels, K={args.rollouts}, {steps['eval_steps']} steps, "
-          f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}   (target >= 0.75)")
-    print(f"within-problem step AUROC (a good and a bad step of one problem; what tree search ranks): "
-          f"all {steps['within_problem_auroc']:.3f} ({steps['within_problem_pairs']} pairs) | "
-          f"partial steps {steps['within_problem_auroc_partial']:.3f} ({steps['within_problem_pairs_partial']}) | "
-          f"final steps {steps['within_problem_auroc_final']:.3f} ({steps['within_problem_pairs_final']})")
-    print(f"value spread within a problem (sd of step labels, rollout noise removed; the most any ranking of "
-          f"siblings can exploit): partial steps {spread['partial_sd']:.3f} ({spread['partial_problems']} problems) | "
-          f"final steps {spread['final_sd']:.3f} ({spread['final_problems']})")
+    print(
+        f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}, "
+        f"steps cut at {args.step_cut}"
+    )
+    print(
+        f"step AUROC (MC labels, K={args.rollouts}, {steps['eval_steps']} steps, "
+        f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}   (target >= 0.75)"
+    )
+    print(
+        f"within-problem step AUROC (a good and a bad step of one problem; what tree search ranks): "
+        f"all {steps['within_problem_auroc']:.3f} ({steps['within_problem_pairs']} pairs) | "
+        f"partial steps {steps['within_problem_auroc_partial']:.3f} ({steps['within_problem_pairs_partial']}) | "
+        f"final steps {steps['within_problem_auroc_final']:.3f} ({steps['within_problem_pairs_final']})"
+    )
+    print(
+        f"value spread within a problem (sd of step labels, rollout noise removed; the most any ranking of "
+        f"siblings can exploit): partial steps {spread['partial_sd']:.3f} ({spread['partial_problems']} problems) | "
+        f"final steps {spread['final_sd']:.3f} ({spread['final_problems']})"
+    )
     traces = trace_auroc(rows)
-    print(f"trace AUROC (score vs verified answer, all finished completions): {traces[0]:.3f} pooled | "
-          f"{traces[1]:.3f} within problems ({traces[2]} pairs)")
-    print(f"maj@{n} {summary[f'maj@{n}']:.3f} | naive@{n} {summary[f'naive@{n}']:.3f} | "
-          f"weighted@{n} {summary[f'weighted@{n}']:.3f} | pass@{n} {summary[f'pass@{n}']:.3f} | "
-          f"weighted - maj = {summary[f'weighted@{n}'] - summary[f'maj@{n}']:+.3f}")
-    print(f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
-          f"{label_stats['seconds_per_100_steps']} s per 100 steps")
-    result = {"step": steps, "value_spread": spread, "trace_auroc": traces[0], "trace_auroc_within_problem": traces[1], "summary": summary, "label": label_stats}
+    print(
+        f"trace AUROC (score vs verified answer, all finished completions): {traces[0]:.3f} pooled | "
+        f"{traces[1]:.3f} within problems ({traces[2]} pairs)"
+    )
+    print(
+        f"maj@{n} {summary[f'maj@{n}']:.3f} | naive@{n} {summary[f'naive@{n}']:.3f} | "
+        f"weighted@{n} {summary[f'weighted@{n}']:.3f} | pass@{n} {summary[f'pass@{n}']:.3f} | "
+        f"weighted - maj = {summary[f'weighted@{n}'] - summary[f'maj@{n}']:+.3f}"
+    )
+    print(
+        f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
+        f"{label_stats['seconds_per_100_steps']} s per 100 steps"
+    )
+    result = {
+        "step": steps,
+        "value_spread": spread,
+        "trace_auroc": traces[0],
+        "trace_auroc_within_problem": traces[1],
+        "summary": summary,
+        "label": label_stats,
+    }
     (out / f"result{suffix}.json").write_text(json.dumps(result, indent=2, default=str))
 
 

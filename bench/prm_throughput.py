@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth.problems import PoolConfig, load_pool  # noqa: E402
 from synth.prm.load import BUNDLED_DIR, load_prm  # noqa: E402
 from synth.prm.token_cls import META, TokenClassificationPRM  # noqa: E402
+from synth.problems import PoolConfig, load_pool  # noqa: E402
 
 STEP_TEMPLATES = [
     "First, let me restate the task: {head}",
@@ -70,7 +70,9 @@ def make_prm(batch_size: int, device: str | None, dtype: str = "auto"):
     path = resolve_model("smollm2-135m")
     model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
-    return "smollm2-135m backbone, untrained head", TokenClassificationPRM(model, tok, batch_size=batch_size, device=device, dtype=dtype)
+    return "smollm2-135m backbone, untrained head", TokenClassificationPRM(
+        model, tok, batch_size=batch_size, device=device, dtype=dtype
+    )
 
 
 def main() -> None:
@@ -88,8 +90,10 @@ def main() -> None:
     problems, steps = make_pairs(args.pairs)
     n_steps = sum(len(s) for s in steps)
     n_tokens = sum(len(prm.tokenizer.encode(p + " ".join(s))) for p, s in zip(problems, steps))
-    print(f"PRM: {name} on {prm.device} in {prm.dtype}, {torch.get_num_threads()} threads; {len(problems)} pairs, "
-          f"{n_steps} steps, ~{n_tokens} tokens; batch size {args.batch_size}")
+    print(
+        f"PRM: {name} on {prm.device} in {prm.dtype}, {torch.get_num_threads()} threads; {len(problems)} pairs, "
+        f"{n_steps} steps, ~{n_tokens} tokens; batch size {args.batch_size}"
+    )
 
     prm.score(problems[:2], steps[:2])  # warm-up
 
@@ -114,8 +118,10 @@ def main() -> None:
         timed[dtype] = (prm.score(problems, steps), time.perf_counter() - t)
     (a, fp32_s), (b, bf16_s) = timed[torch.float32], timed[torch.bfloat16]
     diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
-    print(f"batched float32 {n_steps / fp32_s:9.1f} steps/s | bfloat16 {n_steps / bf16_s:9.1f} steps/s | "
-          f"ratio bf16 / fp32: {fp32_s / bf16_s:.2f}x   (max |score difference| {diff:.3f})")
+    print(
+        f"batched float32 {n_steps / fp32_s:9.1f} steps/s | bfloat16 {n_steps / bf16_s:9.1f} steps/s | "
+        f"ratio bf16 / fp32: {fp32_s / bf16_s:.2f}x   (max |score difference| {diff:.3f})"
+    )
 
     if not hasattr(prm, "share_prefixes"):
         return
@@ -129,8 +135,10 @@ def main() -> None:
     (a, plain_s), (b, shared_s) = timed[False], timed[True]
     diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
     n = sum(len(c) for c in cands)
-    print(f"beam-like siblings ({len(cands)} candidates, M=4, {prm.dtype}): without prefix sharing {n / plain_s:.1f} steps/s | "
-          f"shared {n / shared_s:.1f} steps/s | ratio {plain_s / shared_s:.2f}x   (max |score difference| {diff:.3f})")
+    print(
+        f"beam-like siblings ({len(cands)} candidates, M=4, {prm.dtype}): without prefix sharing {n / plain_s:.1f} steps/s | "
+        f"shared {n / shared_s:.1f} steps/s | ratio {plain_s / shared_s:.2f}x   (max |score difference| {diff:.3f})"
+    )
 
 
 if __name__ == "__main__":

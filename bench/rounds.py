@@ -36,10 +36,21 @@ def tiny_model(out: Path) -> str:
     gguf = bundled_gguf("smollm2-135m")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=1024,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+    )
     model.generation_config.eos_token_id = [tok.eos_token_id] + list(range(5, len(tok), 5))
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -59,13 +70,28 @@ def fake_verification() -> None:
 
 def tiny_config(base: dict, model: str, out: str) -> dict:
     gen = base.get("generate", {})
-    small = {"model": model, "output_dir": out, "top_k": 2, "eval_n": 2,
-             "generate": {**gen, "batch_size": 16, "problems_per_batch": 4,
-                          "search": {**gen.get("search", {}), "n": 4, "max_tokens": 12, "temperature": 1.0}}}
+    small = {
+        "model": model,
+        "output_dir": out,
+        "top_k": 2,
+        "eval_n": 2,
+        "generate": {
+            **gen,
+            "batch_size": 16,
+            "problems_per_batch": 4,
+            "search": {**gen.get("search", {}), "n": 4, "max_tokens": 12, "temperature": 1.0},
+        },
+    }
     for pool in ("train_pool", "eval_pool"):
         small[pool] = {**base.get(pool, {}), "num_problems": 4}
-    small["sft"] = {**base.get("sft", {}), "learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 2,
-                    "logging_steps": 1, "save_steps": 1000}
+    small["sft"] = {
+        **base.get("sft", {}),
+        "learning_rate": 1e-2,
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 2,
+        "logging_steps": 1,
+        "save_steps": 1000,
+    }
     return {**base, **small}
 
 
@@ -95,21 +121,28 @@ def main() -> None:
     rows = run_rounds(cfg)
     wall = time.perf_counter() - started
 
-    print(f"\n{cfg.rounds} rounds of {'a tiny random model (FAKE verification)' if args.tiny else cfg.model} "
-          f"({'from base' if cfg.from_base else 'continued'}), {cfg.train_pool.num_problems} training problems "
-          f"(seed {cfg.train_pool.seed}) at N={cfg.search.n}, {cfg.eval_pool.num_problems} held-out (seed {cfg.eval_pool.seed})\n")
+    print(
+        f"\n{cfg.rounds} rounds of {'a tiny random model (FAKE verification)' if args.tiny else cfg.model} "
+        f"({'from base' if cfg.from_base else 'continued'}), {cfg.train_pool.num_problems} training problems "
+        f"(seed {cfg.train_pool.seed}) at N={cfg.search.n}, {cfg.eval_pool.num_problems} held-out (seed {cfg.eval_pool.seed})\n"
+    )
     print(table(rows))
     base = rows[0]["greedy"]
     for r in rows[1:2] + rows[2:][-1:]:
-        print(f"\nheld-out greedy accuracy, round {r['round']} - round 0: {r['greedy'] - base:+.3f} "
-              f"({base:.3f} -> {r['greedy']:.3f})", end="")
+        print(
+            f"\nheld-out greedy accuracy, round {r['round']} - round 0: {r['greedy'] - base:+.3f} "
+            f"({base:.3f} -> {r['greedy']:.3f})",
+            end="",
+        )
     print("\n\nseconds per stage, all rounds:")
     for stage in STAGES:
         total = sum(r["wall_s"].get(stage, 0.0) for r in rows)
         if total:
             print(f"  {stage:12s} {total:8.1f}")
-    print(f"  {'total':12s} {sum(sum(r['wall_s'].values()) for r in rows):8.1f}   (this invocation: {wall:.1f}s; "
-          "stages finished by an earlier invocation keep their own time)")
+    print(
+        f"  {'total':12s} {sum(sum(r['wall_s'].values()) for r in rows):8.1f}   (this invocation: {wall:.1f}s; "
+        "stages finished by an earlier invocation keep their own time)"
+    )
     print(f"\nreport: {Path(cfg.output_dir) / 'report.md'}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import greedy_correct, paired_gain  # noqa: E402
+
 from synth.config import from_dict, load_yaml  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
@@ -29,14 +30,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="+", default=["runs/rounds-smollm2", "runs/rounds-smollm2-256"])
     ap.add_argument("--problems", type=int, default=320, help="held-out pool size before removing training problems")
-    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="held-out pool seeds (default: the run's eval seed)")
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="held-out pool seeds (default: the run's eval seed)"
+    )
     ap.add_argument("--out", default="runs/bench-rounds-eval")
     args = ap.parse_args()
 
     missing = [r for r in args.runs if not (Path(r) / "config.yaml").exists()]
     if missing:
-        sys.exit(f"not a `synth rounds` run dir (no config.yaml): {', '.join(missing)}; run bench/rounds.py "
-                 "(--config configs/rounds-smollm2-256.yaml for the second default) first, or pass --runs")
+        sys.exit(
+            f"not a `synth rounds` run dir (no config.yaml): {', '.join(missing)}; run bench/rounds.py "
+            "(--config configs/rounds-smollm2-256.yaml for the second default) first, or pass --runs"
+        )
     runs = [(Path(r), from_dict(RoundsConfig, load_yaml(Path(r) / "config.yaml"))) for r in args.runs]
     first = runs[0][1]
     seeds = args.seeds or [first.eval_pool.seed]
@@ -53,8 +58,10 @@ def main() -> None:
                 seen.add(normalize(p.problem))
                 held_out.append(p.id)
         keep[seed] = set(held_out)
-        print(f"held-out pool: {args.problems} problems (seed {seed}), {len(held_out)} after removing training "
-              "problems (and problems of an earlier seed)")
+        print(
+            f"held-out pool: {args.problems} problems (seed {seed}), {len(held_out)} after removing training "
+            "problems (and problems of an earlier seed)"
+        )
 
     models = [("base", first.model)]
     for run, cfg in runs:
@@ -66,8 +73,15 @@ def main() -> None:
     for seed in seeds:
         for name, model in models:
             out = Path(args.out) / ("" if seed == first.eval_pool.seed else f"seed-{seed}") / name.replace(" ", "-")
-            ok = greedy_correct(model, pools[seed], out, keep[seed], first.search.max_tokens, first.generate.batch_size,
-                                first.generate.seed)
+            ok = greedy_correct(
+                model,
+                pools[seed],
+                out,
+                keep[seed],
+                first.search.max_tokens,
+                first.generate.batch_size,
+                first.generate.seed,
+            )
             correct[name].update({(seed, i): v for i, v in ok.items()})
 
     def row(name: str, ids: list) -> str:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth.generate.search import STRATEGIES  # noqa: E402
-from synth.steps import StepRule  # noqa: E402
-from synth.journal import Journal  # noqa: E402
-
 from heldout import first_ids, paired_gain, search_run_dir  # noqa: E402
+
+from synth.generate.search import STRATEGIES  # noqa: E402
+from synth.journal import Journal  # noqa: E402
+from synth.steps import StepRule  # noqa: E402
 
 
 def load_runs(out: str, seeds: list[int], n: int) -> dict[str, list[dict]]:
@@ -53,8 +53,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--prm", default=None, help="rescore the final traces with this PRM ('default', a dir, ...)")
     ap.add_argument("--prm-dtype", default="float32", choices=["auto", "float32", "bfloat16"])
-    ap.add_argument("--step-cut", default="delimiter", choices=["delimiter", "sentence"],
-                    help="the steps --prm scores (each completion cut again)")
+    ap.add_argument(
+        "--step-cut",
+        default="delimiter",
+        choices=["delimiter", "sentence"],
+        help="the steps --prm scores (each completion cut again)",
+    )
     ap.add_argument("--aggregation", default="last", choices=["last", "min", "prod", "mean"])
     ap.add_argument("--against", default=None, help="another --out directory with the same seeds and N")
     args = ap.parse_args()
@@ -75,19 +79,26 @@ def main() -> None:
             rs = [r for r in rs if r["id"] in keep]
             rescored = rescore_rows(rs, prm, args.aggregation, StepRule(args.step_cut))
             own, new = picks(rs, "weighted_verified"), picks(rescored, "weighted_verified")
-            print(f"{strategy}: weighted {describe(own, majority, ids)} over majority | rescored by {args.prm} "
-                  f"{describe(new, majority, ids)}", flush=True)
+            print(
+                f"{strategy}: weighted {describe(own, majority, ids)} over majority | rescored by {args.prm} "
+                f"{describe(new, majority, ids)}",
+                flush=True,
+            )
     if args.against:
         other = load_runs(args.against, args.seeds, args.n)
         other_ids = [{r["id"] for r in rs} for rs in other.values()]
         missing = [i for i in ids if any(i not in got for got in other_ids)]
         if missing:
-            raise SystemExit(f"{args.against} lacks {len(missing)} of the {len(ids)} problems of {args.out} (e.g. {missing[0]}): "
-                             "compare runs of the same --seeds and --problems")
+            raise SystemExit(
+                f"{args.against} lacks {len(missing)} of the {len(ids)} problems of {args.out} (e.g. {missing[0]}): "
+                "compare runs of the same --seeds and --problems"
+            )
         gain, se = paired_gain(majority, picks(other["best_of_n"], "majority_verified"), ids)
         print(f"{args.out} - {args.against}: majority {gain:+.1f} ± {se:.1f}")
         for strategy in rows:
-            gain, se = paired_gain(picks(rows[strategy], "weighted_verified"), picks(other[strategy], "weighted_verified"), ids)
+            gain, se = paired_gain(
+                picks(rows[strategy], "weighted_verified"), picks(other[strategy], "weighted_verified"), ids
+            )
             print(f"{args.out} - {args.against}: {strategy} weighted {gain:+.1f} ± {se:.1f}")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import greedy_correct, paired_gain  # noqa: E402
+
 from synth.config import from_dict, load_yaml, to_dict  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
@@ -46,7 +47,9 @@ def main() -> None:
     ap.add_argument("--dev-seed", type=int, default=3000)
     ap.add_argument("--problems", type=int, default=320, help="development pool size before removing training problems")
     ap.add_argument("--out", default="runs/bench-sft-sweep")
-    ap.add_argument("--train-only", action="store_true", help="train the variants, skip the evaluation (parallel lanes)")
+    ap.add_argument(
+        "--train-only", action="store_true", help="train the variants, skip the evaluation (parallel lanes)"
+    )
     args = ap.parse_args()
 
     run = Path(args.run)
@@ -63,7 +66,9 @@ def main() -> None:
     seen = {normalize(p.problem) for p in load_pool(cfg.train_pool)}
     dev = [p for p in load_pool(pool) if normalize(p.problem) not in seen]
     keep = {p.id for p in dev}
-    print(f"development pool: {args.problems} problems (seed {pool.seed}), {len(keep)} after removing training problems")
+    print(
+        f"development pool: {args.problems} problems (seed {pool.seed}), {len(keep)} after removing training problems"
+    )
     start = cfg.model if cfg.from_base or args.round == 1 else str(run / f"round-{args.round - 1}" / "sft" / "final")
 
     out = Path(args.out) / run.name / f"round-{args.round}"
@@ -72,21 +77,43 @@ def main() -> None:
         if name == "recipe":
             models[name] = str(rd / "sft" / "final")
             continue
-        sft = from_dict(TrainConfig, {**to_dict(cfg.sft), **VARIANTS[name], "model": start, "dataset": str(rd / "sft_data"),
-                                      "output_dir": str(out / name / "sft"), "resume": True})
+        sft = from_dict(
+            TrainConfig,
+            {
+                **to_dict(cfg.sft),
+                **VARIANTS[name],
+                "model": start,
+                "dataset": str(rd / "sft_data"),
+                "output_dir": str(out / name / "sft"),
+                "resume": True,
+            },
+        )
         metrics = train_sft(sft)
-        print(f"{name}: train_loss {metrics['train_loss']:.4f} eval_loss {metrics.get('eval_loss')} "
-              f"train_runtime_s {metrics.get('train_runtime_s')}")
+        print(
+            f"{name}: train_loss {metrics['train_loss']:.4f} eval_loss {metrics.get('eval_loss')} "
+            f"train_runtime_s {metrics.get('train_runtime_s')}"
+        )
         models[name] = str(out / name / "sft" / "final")
     if args.train_only:
         return
 
-    correct = {name: greedy_correct(model, pool, out / name / "dev_greedy", keep, cfg.search.max_tokens, cfg.generate.batch_size,
-                                     cfg.generate.seed)
-               for name, model in models.items()}
+    correct = {
+        name: greedy_correct(
+            model,
+            pool,
+            out / name / "dev_greedy",
+            keep,
+            cfg.search.max_tokens,
+            cfg.generate.batch_size,
+            cfg.generate.seed,
+        )
+        for name, model in models.items()
+    }
 
-    print(f"\nround {args.round} of {run}: SFT variants, greedy accuracy on {len(keep)} development problems "
-          "(gains paired over problems, ± one standard error)")
+    print(
+        f"\nround {args.round} of {run}: SFT variants, greedy accuracy on {len(keep)} development problems "
+        "(gains paired over problems, ± one standard error)"
+    )
     print("| variant | settings | greedy accuracy | gain over base | gain over the recipe's model |")
     print("|---|---|---|---|---|")
 
@@ -97,8 +124,12 @@ def main() -> None:
 
     for name in models:
         acc = sum(correct[name].values()) / len(keep)
-        settings = ", ".join(f"{k}={v}" for k, v in VARIANTS.get(name, {}).items()) or ("-" if name == "base" else "recipe")
-        print(f"| {name} | {settings} | {acc:.3f} | {gain(name, 'base')} | {gain(name, 'recipe') if name != 'base' else '-'} |")
+        settings = ", ".join(f"{k}={v}" for k, v in VARIANTS.get(name, {}).items()) or (
+            "-" if name == "base" else "recipe"
+        )
+        print(
+            f"| {name} | {settings} | {acc:.3f} | {gain(name, 'base')} | {gain(name, 'recipe') if name != 'base' else '-'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -81,9 +81,11 @@ def main() -> None:
         labelled = journal.read()
         spread = within_problem_value_spread(labelled)
         steps = [len(r["completions"]) for r in labelled]
-        print(f"{how:9s}: {len(labelled)} traces, {sum(steps) / len(steps):.2f} steps per trace | value spread within a problem: "
-              f"partial steps {spread['partial_sd']:.3f} ({spread['partial_problems']} problems) | final steps "
-              f"{spread['final_sd']:.3f} ({spread['final_problems']}) | {cost['tokens']} rollout tokens in {cost['seconds']:.0f} s")
+        print(
+            f"{how:9s}: {len(labelled)} traces, {sum(steps) / len(steps):.2f} steps per trace | value spread within a problem: "
+            f"partial steps {spread['partial_sd']:.3f} ({spread['partial_problems']} problems) | final steps "
+            f"{spread['final_sd']:.3f} ({spread['final_problems']}) | {cost['tokens']} rollout tokens in {cost['seconds']:.0f} s"
+        )
         (Path(args.out) / how / "spread.json").write_text(json.dumps(spread, indent=2))
 
 

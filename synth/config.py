@@ -26,7 +26,7 @@ import math
 import re
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +47,7 @@ class FieldError(ConfigError):
 # ---------------------------------------------------------------- fields and types
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -160,7 +160,7 @@ def _coerce(value: Any, tp, key: str) -> Any:
 _INTERVAL = re.compile(r"([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _interval(spec: str) -> tuple[float, float, bool, bool]:
     m = _INTERVAL.fullmatch(spec.strip())
     if not m:
@@ -205,7 +205,7 @@ def _renamed(cls, key: str, prefix: str) -> str:
     return new
 
 
-@lru_cache(maxsize=None)
+@cache
 def _warn_once(message: str) -> None:
     log.warning(message)
 
@@ -224,7 +224,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         key = _renamed(cls, str(raw_key), prefix)
         name = f"{prefix}{key}"
         if key == through_name:
-            raise ConfigError(f"'{name}' is not a key of its own: give its fields directly in '{prefix.rstrip('.') or 'the recipe'}'")
+            raise ConfigError(
+                f"'{name}' is not a key of its own: give its fields directly in '{prefix.rstrip('.') or 'the recipe'}'"
+            )
         if key not in fields:
             through = _passthrough(cls) if through_name else None
             if through is not None and key in _fields(through[1]):
@@ -233,7 +235,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             candidates = [k for k in fields if k != through_name] + (list(_fields(through[1])) if through else [])
             close = difflib.get_close_matches(key, candidates, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            also = f"; it also takes any field of {through[1].__module__.split('.')[0]}.{through[1].__name__}" if through else ""
+            also = (
+                f"; it also takes any field of {through[1].__module__.split('.')[0]}.{through[1].__name__}"
+                if through
+                else ""
+            )
             raise ConfigError(f"unknown config key '{name}'{hint}{also}")
         tp = _strip_optional(hints[key])
         if _is_dataclass_type(tp):
@@ -470,8 +476,13 @@ def _default_repr(f: dataclasses.Field) -> str:
 
 def format_help(cls, prog: str, description: str) -> str:
     """Usage and every option, grouped by section, with help, choices, range and default."""
-    lines = [f"usage: {prog} [--config RECIPE.yaml] [--option value ...]", "", description, "",
-             "  --config RECIPE.yaml   YAML recipe; options given after it override its values"]
+    lines = [
+        f"usage: {prog} [--config RECIPE.yaml] [--option value ...]",
+        "",
+        description,
+        "",
+        "  --config RECIPE.yaml   YAML recipe; options given after it override its values",
+    ]
     groups: dict[str, list[Option]] = {}
     for opt in options(cls):
         group = opt.field.metadata.get("group") or opt.section or "options"
@@ -493,6 +504,9 @@ def format_help(cls, prog: str, description: str) -> str:
         spec = next((f.metadata["passthrough"] for f in dataclasses.fields(sub) if f.metadata.get("passthrough")), None)
         if spec:
             head = f"--{section}." if section else "--"
-            lines += ["", f"{section or 'training'} also takes every field of {spec.replace(':', '.')} as {head}FIELD value "
-                      f"(e.g. {head}lr_scheduler_type linear)."]
+            lines += [
+                "",
+                f"{section or 'training'} also takes every field of {spec.replace(':', '.')} as {head}FIELD value "
+                f"(e.g. {head}lr_scheduler_type linear).",
+            ]
     return "\n".join(lines) + "\n"

@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Literal
 
 from synth.config import check_fields
-from synth.evaluate import (EvalError, accuracy_by_bucket, accuracy_curves, compute_optimal, curves_table, difficulty_buckets,
-                            first_n_reaching, plot_curves, resolve_difficulty)
+from synth.evaluate import (
+    EvalError,
+    accuracy_by_bucket,
+    accuracy_curves,
+    compute_optimal,
+    curves_table,
+    difficulty_buckets,
+    first_n_reaching,
+    plot_curves,
+    resolve_difficulty,
+)
 from synth.journal import Journal
 from synth.rundir import RunDir
 
@@ -24,17 +33,37 @@ OUTPUTS = ("eval.md", "eval.json", "accuracy_vs_n.png")
 
 @dataclass
 class EvalConfig:
-    runs: list[str] = field(default_factory=list, metadata={"help": "`synth generate` runs (output dirs, or Hub dataset ids 'user/name[:config]'), e.g. one per strategy."})
-    output_dir: str = field(default="runs/eval", metadata={"help": "Where eval.md, eval.json and accuracy_vs_n.png go."})
-    samples: int = field(default=16, metadata={"range": "[1, inf)", "help": "Random subsets per N when subsampling completions."})
-    reference: str = field(default="best_of_n", metadata={"help": "Strategy whose accuracy at its largest N the others must reach."})
+    runs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "`synth generate` runs (output dirs, or Hub dataset ids 'user/name[:config]'), e.g. one per strategy."
+        },
+    )
+    output_dir: str = field(
+        default="runs/eval", metadata={"help": "Where eval.md, eval.json and accuracy_vs_n.png go."}
+    )
+    samples: int = field(
+        default=16, metadata={"range": "[1, inf)", "help": "Random subsets per N when subsampling completions."}
+    )
+    reference: str = field(
+        default="best_of_n", metadata={"help": "Strategy whose accuracy at its largest N the others must reach."}
+    )
     selector: Literal["majority", "naive", "weighted"] = field(
-        default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."})
-    difficulty: Literal["auto", "pool", "prm", "oracle"] = field(default="auto", metadata={"help": (
-        "Difficulty estimate for the buckets: pool, prm (mean PRM score, known without gold answers), oracle (pass@1), "
-        "auto (pool if it has enough levels, else prm, else oracle).")})
+        default="weighted", metadata={"help": "Selector used for the compute-optimal mix (majority, naive, weighted)."}
+    )
+    difficulty: Literal["auto", "pool", "prm", "oracle"] = field(
+        default="auto",
+        metadata={
+            "help": (
+                "Difficulty estimate for the buckets: pool, prm (mean PRM score, known without gold answers), oracle (pass@1), "
+                "auto (pool if it has enough levels, else prm, else oracle)."
+            )
+        },
+    )
     buckets: int = field(default=3, metadata={"range": "[1, inf)", "help": "Difficulty buckets."})
-    folds: int = field(default=5, metadata={"range": "[1, inf)", "help": "Folds for the cross-fitted compute-optimal accuracy."})
+    folds: int = field(
+        default=5, metadata={"range": "[1, inf)", "help": "Folds for the cross-fitted compute-optimal accuracy."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an eval in output_dir made with other settings."})
 
     def __post_init__(self):
@@ -72,7 +101,9 @@ def _hub_rows(spec: str) -> list[dict]:
     try:
         return load_dataset(repo, name or None, split="train").to_list()
     except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
-        raise EvalError(f"could not load {spec!r} from the Hub: {(str(err).strip().splitlines() or [type(err).__name__])[0][:300]}") from None
+        raise EvalError(
+            f"could not load {spec!r} from the Hub: {(str(err).strip().splitlines() or [type(err).__name__])[0][:300]}"
+        ) from None
 
 
 def shared_problems(results: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -82,8 +113,11 @@ def shared_problems(results: dict[str, list[dict]]) -> dict[str, list[dict]]:
     if not common:
         raise EvalError("the runs share no problem: compare runs over the same pool")
     if any(len(i) != len(common) for i in ids):
-        log.warning("the runs cover different problems: comparing them on the %d they share (of %s)", len(common),
-                    ", ".join(str(len(i)) for i in ids))
+        log.warning(
+            "the runs cover different problems: comparing them on the %d they share (of %s)",
+            len(common),
+            ", ".join(str(len(i)) for i in ids),
+        )
     return {name: [r for r in rows if r["id"] in common] for name, rows in results.items()}
 
 
@@ -113,8 +147,16 @@ def _write_eval(cfg: EvalConfig, out: Path, results: dict[str, list[dict]], curv
     report = {"curves": {k: {h: {str(n): a for n, a in c.items()} for h, c in v.items()} for k, v in curves.items()}}
     problems = len(next(iter(results.values())))
     report["problems"] = problems
-    lines = ["# synth eval", "", f"{len(results)} run(s) on {problems} shared problems.", "", curves_table(curves), "",
-             "![accuracy vs N](accuracy_vs_n.png)", ""]
+    lines = [
+        "# synth eval",
+        "",
+        f"{len(results)} run(s) on {problems} shared problems.",
+        "",
+        curves_table(curves),
+        "",
+        "![accuracy vs N](accuracy_vs_n.png)",
+        "",
+    ]
     ref = next((k for k in curves if k.startswith(cfg.reference)), None)
     if ref:
         selector = cfg.selector if cfg.selector in curves[ref] else "majority"
@@ -124,8 +166,10 @@ def _write_eval(cfg: EvalConfig, out: Path, results: dict[str, list[dict]], curv
         reach = {k: first_n_reaching(v.get(selector) or v["majority"], target) for k, v in curves.items()}
         report["reach"] = {"target": target, "reference_n": n_ref, "selector": selector, "first_n": reach}
         lines += [f"N at which each strategy first reaches {ref} {selector}@{n_ref} = {target:.3f}:", ""]
-        lines += [f"- {k}: {v if v is not None else 'not reached'}" + (f" (compute ratio {n_ref / v:.1f}x)" if v else "")
-                  for k, v in reach.items()]
+        lines += [
+            f"- {k}: {v if v is not None else 'not reached'}" + (f" (compute ratio {n_ref / v:.1f}x)" if v else "")
+            for k, v in reach.items()
+        ]
         lines.append("")
     first = next(iter(results.values()))
     estimate = resolve_difficulty(first, cfg.buckets, cfg.difficulty)
@@ -136,9 +180,12 @@ def _write_eval(cfg: EvalConfig, out: Path, results: dict[str, list[dict]], curv
     if len(results) > 1:
         opt = compute_optimal(results, cfg.selector, buckets, cfg.folds)
         report["compute_optimal"] = {k: v for k, v in opt.items() if k != "correct"}
-        lines += ["", f"Compute-optimal ({cfg.selector}; best strategy per difficulty bucket): accuracy "
-                  f"{opt['cross_fitted_accuracy']:.3f} cross-fitted ({cfg.folds} folds: each problem's strategy chosen on the "
-                  f"others), {opt['accuracy']:.3f} in-sample; choice {opt['choice']}"]
+        lines += [
+            "",
+            f"Compute-optimal ({cfg.selector}; best strategy per difficulty bucket): accuracy "
+            f"{opt['cross_fitted_accuracy']:.3f} cross-fitted ({cfg.folds} folds: each problem's strategy chosen on the "
+            f"others), {opt['accuracy']:.3f} in-sample; choice {opt['choice']}",
+        ]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     (out / "eval.json").write_text(json.dumps(report, indent=2, default=str))
     return report

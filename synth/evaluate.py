@@ -91,8 +91,10 @@ def row_traces(row: dict) -> list:
     from synth.records import Trace
 
     scores = row.get("scores") or [None] * len(row["answers"])
-    return [Trace(row["id"], "", [], answer=a, verified=v, finished=f, score=s)
-            for a, v, f, s in zip(row["answers"], row["verified"], row["finished"], scores)]
+    return [
+        Trace(row["id"], "", [], answer=a, verified=v, finished=f, score=s)
+        for a, v, f, s in zip(row["answers"], row["verified"], row["finished"], scores)
+    ]
 
 
 def powers_of_two(n: int) -> list[int]:
@@ -104,8 +106,10 @@ def powers_of_two(n: int) -> list[int]:
 
 
 def accuracy_curves(rows: list[dict], samples: int = 16, seed: int = 0) -> dict[str, dict[int, float]]:
-    """maj@n, naive@n, weighted@n and pass@n for n = 1, 2, 4, ... N, each the mean over `samples`
-    random subsets of size n of every problem's N completions (as in the blog's figures)."""
+    """maj@n, naive@n, weighted@n and pass@n for n = 1, 2, 4, ... N. pass@n is the unbiased estimate
+    (Chen et al., 2021) and every selector's n=1 point the exact mean accuracy of one sample (so it
+    equals pass@1); the selectors at 1 < n < N are the mean over `samples` random subsets of size n of
+    every problem's completions (as in the blog's figures), and exact at n = N."""
     import random
 
     rng = random.Random(seed)
@@ -115,15 +119,19 @@ def accuracy_curves(rows: list[dict], samples: int = 16, seed: int = 0) -> dict[
         hits: dict[str, float] = {}
         for row in rows:
             traces = row_traces(row)
-            draws = 1 if n == len(traces) else samples
+            correct = sum(bool(t.verified) for t in traces)
+            hits["pass"] = hits.get("pass", 0.0) + pass_at_k(len(traces), correct, min(n, len(traces)))
+            if n == 1:
+                for how in select_answers(traces):
+                    hits[how] = hits.get(how, 0.0) + correct / len(traces)
+                continue
+            draws = 1 if n >= len(traces) else samples
             for _ in range(draws):
                 subset = [traces[i] for i in sorted(rng.sample(range(len(traces)), min(n, len(traces))))]
-                picks = select_answers(subset)
-                for how, i in picks.items():
+                for how, i in select_answers(subset).items():
                     hits[how] = hits.get(how, 0.0) + (bool(subset[i].verified) if i is not None else 0.0) / draws
-                hits["pass"] = hits.get("pass", 0.0) + any(t.verified for t in subset) / draws
-        for how, h in hits.items():
-            curves.setdefault(how, {})[n] = h / len(rows)
+        for how in sorted(hits, key=lambda h: (h == "pass", SELECTORS.index(h) if h in SELECTORS else 0)):
+            curves.setdefault(how, {})[n] = hits[how] / len(rows)
     return curves
 
 
@@ -176,8 +184,9 @@ def difficulty_buckets(rows: list[dict], buckets: int = 3, estimate: str = "auto
     return {r["id"]: min(i * buckets // len(ordered), buckets - 1) for i, r in enumerate(ordered)}
 
 
-def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", buckets: dict[str, int] | None = None,
-                    folds: int = 5) -> dict:
+def compute_optimal(
+    results: dict[str, list[dict]], selector: str = "weighted", buckets: dict[str, int] | None = None, folds: int = 5
+) -> dict:
     """The blog's compute-optimal strategy: per difficulty bucket, the strategy with the best accuracy
     at the same budget N. Returns its choice per bucket, its in-sample accuracy (choice and score on the
     same problems) and its cross-fitted accuracy: problems split into `folds`, each fold scored with the
@@ -209,8 +218,13 @@ def compute_optimal(results: dict[str, list[dict]], selector: str = "weighted", 
         fold_choice = choose([i for i in common if fold_of[i] != f]) if folds > 1 else choice
         crossed.update({i: correct(fold_choice[buckets[i]], i) for i in common if fold_of[i] == f})
     n = max(len(common), 1)
-    return {"choice": choice, "accuracy": in_sample / n, "cross_fitted_accuracy": sum(crossed.values()) / n,
-            "folds": folds, "correct": crossed}
+    return {
+        "choice": choice,
+        "accuracy": in_sample / n,
+        "cross_fitted_accuracy": sum(crossed.values()) / n,
+        "folds": folds,
+        "correct": crossed,
+    }
 
 
 def accuracy_by_bucket(rows: list[dict], buckets: dict[str, int], selector: str = "majority") -> dict[int, float]:
@@ -251,7 +265,9 @@ def curves_table(curves: dict[str, dict[str, dict[int, float]]]) -> str:
     lines = ["| strategy | selector | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
     for strategy, by_selector in curves.items():
         for how, curve in by_selector.items():
-            lines.append(f"| {strategy} | {how} | " + " | ".join(f"{curve[n]:.3f}" if n in curve else "" for n in ns) + " |")
+            lines.append(
+                f"| {strategy} | {how} | " + " | ".join(f"{curve[n]:.3f}" if n in curve else "" for n in ns) + " |"
+            )
     return "\n".join(lines)
 
 

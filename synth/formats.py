@@ -35,8 +35,9 @@ def validate(ds, kind: Kind, name: str = "dataset"):
     columns = ds.column_names if hasattr(ds, "column_names") else sorted({k for r in ds for k in r})
     missing = [c for c in REQUIRED[kind] if c not in columns]
     if missing:
-        raise FormatError(f"{name}: missing column(s) {missing}; it has {columns}. Expected {kind} rows "
-                          f"({', '.join(REQUIRED[kind])})")
+        raise FormatError(
+            f"{name}: missing column(s) {missing}; it has {columns}. Expected {kind} rows ({', '.join(REQUIRED[kind])})"
+        )
     if len(ds) == 0:
         raise FormatError(f"{name}: the dataset is empty")
     for i, row in enumerate(ds):

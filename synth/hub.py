@@ -18,8 +18,15 @@ import synth
 log = logging.getLogger(__name__)
 
 
-def write_dataset(rows: list[dict[str, Any]], out_dir: str | Path, card: dict[str, Any], split: str = "train",
-                  rows_per_shard: int = 50_000, body: str | None = None, extra: str = "") -> Path:
+def write_dataset(
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    card: dict[str, Any],
+    split: str = "train",
+    rows_per_shard: int = 50_000,
+    body: str | None = None,
+    extra: str = "",
+) -> Path:
     """Write ``rows`` as ``data/{split}-0000i-of-0000n.parquet`` and a dataset card.
 
     ``load_dataset(out_dir)`` reads it back (the card's ``configs`` names the files). ``body``
@@ -119,8 +126,8 @@ def dataset_card(info: dict[str, Any], split: str, num_rows: int, body: str | No
 Generated with [synth](https://github.com/) {synth.__version__}: test-time search with a policy LLM,
 answers verified against gold answers.
 
-- Model: `{info.get('model')}`
-- Strategy: `{info.get('config', {}).get('search', {}).get('strategy')}` with N = {info.get('config', {}).get('search', {}).get('n')}
+- Model: `{info.get("model")}`
+- Strategy: `{info.get("config", {}).get("search", {}).get("strategy")}` with N = {info.get("config", {}).get("search", {}).get("n")}
 - Problems: {num_rows}
 
 ## Results
@@ -133,7 +140,7 @@ answers verified against gold answers.
 
 ```python
 from datasets import load_dataset
-ds = load_dataset("{info.get('load_path', 'path/to/this/dataset')}", split="{split}")
+ds = load_dataset("{info.get("load_path", "path/to/this/dataset")}", split="{split}")
 ```
 
 Each row is one problem with all its completions: `completions`, `steps`, `answers`, `verified`,
@@ -167,14 +174,39 @@ class PushConfig:
     """Where a command publishes its dataset, in transformers' push_to_hub vocabulary. Commands that
     push inherit these fields; the repo id and the token are checked before any work starts."""
 
-    push_to_hub: bool = field(default=False, metadata={"group": "hub", "help": "Push the dataset to the Hub when the command finishes."})
-    hub_dataset_id: str | None = field(default=None, metadata={"group": "hub", "help": "Hub dataset repo, 'user/name' or 'org/name' (created if missing)."})
-    hub_revision: str | None = field(default=None, metadata={"group": "hub", "help": "Branch to push to (created from main when missing; default main)."})
-    hub_private: bool = field(default=False, metadata={"group": "hub", "help": "Create the repo private (an existing repo keeps its visibility)."})
-    hub_config_name: str | None = field(default=None, metadata={"group": "hub", "help": (
-        "Dataset config: its files go to '<name>/' and the card lists it (default: named from the run's parameters).")})
-    hub_overwrite: bool = field(default=False, metadata={"group": "hub", "help": (
-        "Replace different data already pushed to this config and revision (the local output_dir is not affected).")})
+    push_to_hub: bool = field(
+        default=False, metadata={"group": "hub", "help": "Push the dataset to the Hub when the command finishes."}
+    )
+    hub_dataset_id: str | None = field(
+        default=None,
+        metadata={"group": "hub", "help": "Hub dataset repo, 'user/name' or 'org/name' (created if missing)."},
+    )
+    hub_revision: str | None = field(
+        default=None,
+        metadata={"group": "hub", "help": "Branch to push to (created from main when missing; default main)."},
+    )
+    hub_private: bool = field(
+        default=False,
+        metadata={"group": "hub", "help": "Create the repo private (an existing repo keeps its visibility)."},
+    )
+    hub_config_name: str | None = field(
+        default=None,
+        metadata={
+            "group": "hub",
+            "help": (
+                "Dataset config: its files go to '<name>/' and the card lists it (default: named from the run's parameters)."
+            ),
+        },
+    )
+    hub_overwrite: bool = field(
+        default=False,
+        metadata={
+            "group": "hub",
+            "help": (
+                "Replace different data already pushed to this config and revision (the local output_dir is not affected)."
+            ),
+        },
+    )
 
     RENAMED = {"push_revision": "hub_revision", "push_private": "hub_private"}
 
@@ -195,8 +227,12 @@ class PushConfig:
             raise ValueError(f"hub_dataset_id {self.hub_dataset_id!r} must look like 'user/name' or 'org/name'")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("push_to_hub needs hub_dataset_id (the Hub dataset repo, 'user/name')")
-        if self.hub_config_name is not None and (not _CONFIG_NAME.fullmatch(self.hub_config_name) or self.hub_config_name == "data"):
-            raise ValueError(f"hub_config_name {self.hub_config_name!r}: use letters, digits, '_', '-' or '.' (and not 'data')")
+        if self.hub_config_name is not None and (
+            not _CONFIG_NAME.fullmatch(self.hub_config_name) or self.hub_config_name == "data"
+        ):
+            raise ValueError(
+                f"hub_config_name {self.hub_config_name!r}: use letters, digits, '_', '-' or '.' (and not 'data')"
+            )
 
 
 PUSH_KEYS = tuple(f.name for f in PushConfig.__dataclass_fields__.values())
@@ -213,15 +249,28 @@ def check_push(cfg: PushConfig, api: Any = None) -> None:
 
         api = HfApi()
     if not _has_token(api):
-        raise PushError(f"cannot push to {cfg.hub_dataset_id}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); "
-                        "nothing was run")
+        raise PushError(
+            f"cannot push to {cfg.hub_dataset_id}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); "
+            "nothing was run"
+        )
     if constants.HF_HUB_OFFLINE:
-        log.warning("HF_HUB_OFFLINE is set: the push to %s at the end will fail; the output stays local and "
-                    "`synth push` publishes it later", cfg.hub_dataset_id)
+        log.warning(
+            "HF_HUB_OFFLINE is set: the push to %s at the end will fail; the output stays local and "
+            "`synth push` publishes it later",
+            cfg.hub_dataset_id,
+        )
 
 
-def push_dataset(local_dir: str | Path, repo_id: str, private: bool = False, config_name: str | None = None,
-                 revision: str | None = None, overwrite: bool = False, split: str = "train", api: Any = None) -> str:
+def push_dataset(
+    local_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    config_name: str | None = None,
+    revision: str | None = None,
+    overwrite: bool = False,
+    split: str = "train",
+    api: Any = None,
+) -> str:
     """Upload a dataset dir written by `write_dataset` to the Hub dataset repo `repo_id`; returns its URL.
 
     The data of config `config_name` lives in the folder `<config_name>/` (the default config at the
@@ -245,7 +294,9 @@ def push_dataset(local_dir: str | Path, repo_id: str, private: bool = False, con
 
         api = HfApi()
     if not _has_token(api):
-        raise PushError(f"cannot push to {repo_id}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); {intact}")
+        raise PushError(
+            f"cannot push to {repo_id}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); {intact}"
+        )
     try:
         return _push(api, local, files, repo_id, private, name, revision or "main", overwrite, split)
     except PushError:
@@ -296,8 +347,17 @@ def _local_files(local: Path) -> dict[str, Path]:
     return out
 
 
-def _push(api: Any, local: Path, files: dict[str, Path], repo_id: str, private: bool, name: str, branch: str,
-          overwrite: bool, split: str) -> str:
+def _push(
+    api: Any,
+    local: Path,
+    files: dict[str, Path],
+    repo_id: str,
+    private: bool,
+    name: str,
+    branch: str,
+    overwrite: bool,
+    split: str,
+) -> str:
     from huggingface_hub.errors import EntryNotFoundError
 
     prefix = "" if name == "default" else f"{name}/"
@@ -308,24 +368,41 @@ def _push(api: Any, local: Path, files: dict[str, Path], repo_id: str, private: 
         if _ids(_owned(remote, prefix, files)) == _ids(_owned(main_files, prefix, files)):
             remote = {}  # what is there was inherited from main when the branch was made (e.g. by a push that failed)
     owned = _owned(remote or {}, prefix, files)
-    differ = sorted(p for p, f in owned.items() if p[len(prefix):] not in files or not _same(f, files[p[len(prefix):]]))
+    differ = sorted(
+        p for p, f in owned.items() if p[len(prefix) :] not in files or not _same(f, files[p[len(prefix) :]])
+    )
     if differ and not overwrite:
         where = f"{repo_id}@{branch}" + (f" (config {name!r})" if prefix else "")
-        raise PushError(f"{where} already holds different data ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); "
-                        f"nothing was changed. Pass --overwrite true to replace it, or pick another config_name or revision")
+        raise PushError(
+            f"{where} already holds different data ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); "
+            f"nothing was changed. Pass --overwrite true to replace it, or pick another config_name or revision"
+        )
     if remote is None:
         api.create_branch(repo_id, branch=branch, repo_type="dataset", exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(local), path_in_repo=prefix.rstrip("/") or None, repo_type="dataset",
-                      revision=branch, ignore_patterns=_NOT_UPLOADED + ([] if prefix else ["README.md"]),
-                      delete_patterns=["data/*"], commit_message=f"synth: upload config {name}")
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(local),
+        path_in_repo=prefix.rstrip("/") or None,
+        repo_type="dataset",
+        revision=branch,
+        ignore_patterns=_NOT_UPLOADED + ([] if prefix else ["README.md"]),
+        delete_patterns=["data/*"],
+        commit_message=f"synth: upload config {name}",
+    )
     try:
         existing = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=branch)).read_text()
     except EntryNotFoundError:
         existing = None
     readme = root_card((local / "README.md").read_text(), existing, name, prefix, split)
     if readme != existing:
-        api.upload_file(path_or_fileobj=readme.encode(), path_in_repo="README.md", repo_id=repo_id, repo_type="dataset",
-                        revision=branch, commit_message=f"synth: list config {name} in the card")
+        api.upload_file(
+            path_or_fileobj=readme.encode(),
+            path_in_repo="README.md",
+            repo_id=repo_id,
+            repo_type="dataset",
+            revision=branch,
+            commit_message=f"synth: list config {name} in the card",
+        )
     return f"https://huggingface.co/datasets/{repo_id}" + (f"/tree/{branch}" if branch != "main" else "")
 
 
@@ -334,8 +411,11 @@ def _remote_files(api: Any, repo_id: str, branch: str) -> dict[str, Any] | None:
     from huggingface_hub.errors import RevisionNotFoundError
 
     try:
-        return {f.path: f for f in api.list_repo_tree(repo_id, recursive=True, revision=branch, repo_type="dataset")
-                if hasattr(f, "blob_id")}
+        return {
+            f.path: f
+            for f in api.list_repo_tree(repo_id, recursive=True, revision=branch, repo_type="dataset")
+            if hasattr(f, "blob_id")
+        }
     except RevisionNotFoundError:
         return None
 
@@ -380,15 +460,25 @@ def root_card(local_card: str, existing: str | None, name: str, prefix: str, spl
     meta, body = (local_meta, local_body) if existing is None or name == "default" else (old_meta, old_body)
     entry = {"config_name": name, "data_files": [{"split": split, "path": f"{prefix}data/{split}-*.parquet"}]}
     configs = [c for c in old_meta.get("configs", []) if c.get("config_name") != name] + [entry]
-    meta = {**meta, "configs": sorted(configs, key=lambda c: (c.get("config_name") != "default", c.get("config_name", "")))}
+    meta = {
+        **meta,
+        "configs": sorted(configs, key=lambda c: (c.get("config_name") != "default", c.get("config_name", ""))),
+    }
     return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n\n{body}"
 
 
 def push(cfg: PushConfig, local_dir: str | Path, default_config: str = "default", split: str = "train") -> str:
     """Push a dataset dir a command just wrote, as `cfg` says; prints and returns the URL."""
     name = cfg.hub_config_name or default_config
-    url = push_dataset(local_dir, cfg.hub_dataset_id, private=cfg.hub_private, config_name=name, revision=cfg.hub_revision,
-                       overwrite=cfg.hub_overwrite, split=split)
+    url = push_dataset(
+        local_dir,
+        cfg.hub_dataset_id,
+        private=cfg.hub_private,
+        config_name=name,
+        revision=cfg.hub_revision,
+        overwrite=cfg.hub_overwrite,
+        split=split,
+    )
     print(f"pushed {local_dir} to {url} (config {name})")
     return url
 

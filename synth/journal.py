@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,10 @@ class Journal:
                 if number >= len(lines) - 1:  # the torn tail of an interrupted write
                     log.warning("%s: dropping an incomplete last line", self.path)
                     continue
-                raise JournalError(f"{self.path}:{number}: corrupt line in the middle of the journal (edited by hand?); "
-                                   "restore it, or start a new run in another output_dir") from None
+                raise JournalError(
+                    f"{self.path}:{number}: corrupt line in the middle of the journal (edited by hand?); "
+                    "restore it, or start a new run in another output_dir"
+                ) from None
             if not isinstance(row, dict) or "id" not in row:
                 raise JournalError(f"{self.path}:{number}: a journal line must be a JSON object with an 'id'")
             if row["id"] not in seen:

@@ -25,8 +25,17 @@ from synth.rundir import MARKER, RunDir, config_diff
 
 OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json", "accuracy_vs_n.png", "source_config.yaml")
 # Keys of a shard's config that may differ between shards.
-_RUN_CONTROL = ("shard", "output_dir", "resume", "overwrite", "batch_size", "problems_per_batch", "traces_per_batch", "vllm",
-                *PUSH_KEYS)
+_RUN_CONTROL = (
+    "shard",
+    "output_dir",
+    "resume",
+    "overwrite",
+    "batch_size",
+    "problems_per_batch",
+    "traces_per_batch",
+    "vllm",
+    *PUSH_KEYS,
+)
 MERGEABLE = ("generate", "label")
 
 
@@ -36,9 +45,18 @@ class MergeError(ValueError):
 
 @dataclass
 class MergeConfig(PushConfig):
-    runs: list[str] = field(default_factory=list, metadata={"help": "Output dirs of `synth generate --shard i/n` (or `synth label --shard i/n`) runs, one per shard, any order."})
-    output_dir: str = field(default="runs/merged", metadata={"help": "Where the merged run (rows.jsonl, parquet, card) goes."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace a merged run in output_dir made from other shards."})
+    runs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Output dirs of `synth generate --shard i/n` (or `synth label --shard i/n`) runs, one per shard, any order."
+        },
+    )
+    output_dir: str = field(
+        default="runs/merged", metadata={"help": "Where the merged run (rows.jsonl, parquet, card) goes."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace a merged run in output_dir made from other shards."}
+    )
 
 
 @dataclass
@@ -78,7 +96,10 @@ def check_shards(shards: list[Shard]) -> int:
         raise MergeError("the runs mix commands: " + ", ".join(f"{s.path} is a {s.command} run" for s in shards))
     counts = sorted({s.count for s in shards})
     if len(counts) > 1:
-        raise MergeError("the runs disagree on the number of shards: " + ", ".join(f"{s.path} is {s.index}/{s.count}" for s in shards))
+        raise MergeError(
+            "the runs disagree on the number of shards: "
+            + ", ".join(f"{s.path} is {s.index}/{s.count}" for s in shards)
+        )
     n = counts[0]
     seen: dict[int, Path] = {}
     for s in shards:
@@ -87,14 +108,18 @@ def check_shards(shards: list[Shard]) -> int:
         seen[s.index] = s.path
     missing = [i for i in range(n) if i not in seen]
     if missing:
-        raise MergeError(f"missing shard(s) {', '.join(f'{i}/{n}' for i in missing)}: run `synth {commands[0]} --shard i/{n}` "
-                         f"for them (have {', '.join(f'{i}/{n}' for i in sorted(seen))})")
+        raise MergeError(
+            f"missing shard(s) {', '.join(f'{i}/{n}' for i in missing)}: run `synth {commands[0]} --shard i/{n}` "
+            f"for them (have {', '.join(f'{i}/{n}' for i in sorted(seen))})"
+        )
     base = _comparable(shards[0].config)
     for s in shards[1:]:
         keys = config_diff(base, _comparable(s.config))
         if keys:
-            raise MergeError(f"{s.path} (shard {s.index}/{n}) was made with another config than {shards[0].path}: "
-                             f"{', '.join(keys)} differ")
+            raise MergeError(
+                f"{s.path} (shard {s.index}/{n}) was made with another config than {shards[0].path}: "
+                f"{', '.join(keys)} differ"
+            )
     return n
 
 
@@ -108,12 +133,16 @@ def merge_rows(shards: list[Shard]) -> list[dict[str, Any]]:
     owner: dict[str, Shard] = {}
     for s in sorted(shards, key=lambda s: s.index):
         if not (s.path / "data").is_dir():
-            raise MergeError(f"{s.path} (shard {s.index}/{s.count}) is not finished (no parquet data): resume it with --resume true")
+            raise MergeError(
+                f"{s.path} (shard {s.index}/{s.count}) is not finished (no parquet data): resume it with --resume true"
+            )
         rows = read_rows(s.path)
         for r in rows:
             if r["id"] in owner:
-                raise MergeError(f"row {r['id']!r} is in shard {owner[r['id']].index}/{s.count} ({owner[r['id']].path}) "
-                                 f"and in shard {s.index}/{s.count} ({s.path})")
+                raise MergeError(
+                    f"row {r['id']!r} is in shard {owner[r['id']].index}/{s.count} ({owner[r['id']].path}) "
+                    f"and in shard {s.index}/{s.count} ({s.path})"
+                )
             owner[r["id"]] = s
         by_index[s.index] = rows
     return [r for i in sorted(by_index) for r in by_index[i]]  # shards are contiguous blocks of the pool
@@ -147,9 +176,15 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
             summary = summarize(rows)
             name = f"synth {(config.get('search') or {}).get('strategy')} on {config.get('model')} ({n} shards merged)"
         summary["shards"] = n
-        card = {"name": name, "model": config.get("model"), "config": config, "summary": summary,
-                "merged_from": [str(s.path) for s in sorted(shards, key=lambda s: s.index)],
-                "load_path": str(out.resolve()), "synth_version": synth.__version__}
+        card = {
+            "name": name,
+            "model": config.get("model"),
+            "config": config,
+            "summary": summary,
+            "merged_from": [str(s.path) for s in sorted(shards, key=lambda s: s.index)],
+            "load_path": str(out.resolve()),
+            "synth_version": synth.__version__,
+        }
         strategy = (config.get("search") or {}).get("strategy")
         extra = curves_section(rows, out, strategy) if command == "generate" and rows and strategy else ""
         write_dataset(rows, out, card, extra=extra)

@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -97,7 +97,7 @@ def resolve_model(spec: str | None) -> str:
 # ---------------------------------------------------------------- dtypes
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16 on this CPU (Linux /proc/cpuinfo) and oneDNN built with bf16."""
     import torch
@@ -139,5 +139,8 @@ def precision_args(dtype: str) -> dict[str, bool]:
     """TrainingArguments flags for `dtype` (one of DTYPES): mixed precision, on the CPU when there is no GPU."""
     import torch
 
-    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16",
-            "use_cpu": dtype != "float32" and not torch.cuda.is_available()}  # else transformers refuses bf16 on a CPU
+    return {
+        "bf16": dtype == "bfloat16",
+        "fp16": dtype == "float16",
+        "use_cpu": dtype != "float32" and not torch.cuda.is_available(),
+    }  # else transformers refuses bf16 on a CPU

@@ -21,20 +21,44 @@ class PoolError(ValueError):
 
 @dataclass
 class PoolConfig:
-    source: Literal["reasoning_gym", "file", "hub"] = field(default="reasoning_gym", metadata={"help": "Where problems come from."})
-    tasks: list[str] = field(default_factory=lambda: ["basic_arithmetic"], metadata={"help": "reasoning-gym tasks, 'name' or 'name:weight' for a mix."})
-    num_problems: int = field(default=32, metadata={"range": "[1, inf)", "help": "Problems in a reasoning-gym pool (split across tasks by weight)."})
-    seed: int = field(default=0, metadata={"help": "reasoning-gym generation seed (use another seed for a held-out pool)."})
-    task_config: dict = field(default_factory=dict, metadata={"help": "reasoning-gym difficulty knobs: {key: value} for every task, or {task: {key: value}} per task."})
+    source: Literal["reasoning_gym", "file", "hub"] = field(
+        default="reasoning_gym", metadata={"help": "Where problems come from."}
+    )
+    tasks: list[str] = field(
+        default_factory=lambda: ["basic_arithmetic"],
+        metadata={"help": "reasoning-gym tasks, 'name' or 'name:weight' for a mix."},
+    )
+    num_problems: int = field(
+        default=32,
+        metadata={"range": "[1, inf)", "help": "Problems in a reasoning-gym pool (split across tasks by weight)."},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "reasoning-gym generation seed (use another seed for a held-out pool)."}
+    )
+    task_config: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "reasoning-gym difficulty knobs: {key: value} for every task, or {task: {key: value}} per task."
+        },
+    )
     path: str | None = field(default=None, metadata={"help": "Local .json/.jsonl/.parquet/.csv file (source: file)."})
-    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id (source: hub), e.g. HuggingFaceH4/MATH-500."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Hub dataset id (source: hub), e.g. HuggingFaceH4/MATH-500."}
+    )
     subset: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     split: str = field(default="test", metadata={"help": "Hub dataset split."})
     problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
     answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
-    id_column: str | None = field(default=None, metadata={"help": "Column holding a problem id (default: 'id' when there is one, else file stem + row index)."})
-    difficulty_column: str | None = field(default=None, metadata={"help": "Column holding a difficulty (e.g. MATH-500 'level')."})
-    limit: int | None = field(default=None, metadata={"range": "[1, inf)", "help": "Use only the first N problems of a file or Hub pool."})
+    id_column: str | None = field(
+        default=None,
+        metadata={"help": "Column holding a problem id (default: 'id' when there is one, else file stem + row index)."},
+    )
+    difficulty_column: str | None = field(
+        default=None, metadata={"help": "Column holding a difficulty (e.g. MATH-500 'level')."}
+    )
+    limit: int | None = field(
+        default=None, metadata={"range": "[1, inf)", "help": "Use only the first N problems of a file or Hub pool."}
+    )
 
     def __post_init__(self):
         check_fields(self)
@@ -94,22 +118,33 @@ def _reasoning_gym(cfg: PoolConfig) -> list[Problem]:
     for (name, _), count in zip(tasks, _split_counts(cfg.num_problems, [w for _, w in tasks])):
         if name not in DATASETS:
             close = difflib.get_close_matches(name, list(DATASETS), n=3)
-            raise PoolError(f"unknown reasoning-gym task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+            raise PoolError(
+                f"unknown reasoning-gym task {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
         if count == 0:
             continue
         kwargs = cfg.task_config.get(name, {}) if per_task else dict(cfg.task_config)
         try:
             ds = reasoning_gym.create_dataset(name, size=count, seed=cfg.seed, **kwargs)
         except TypeError as err:
-            raise PoolError(f"task {name}: bad task_config ({err}); valid keys are those of reasoning-gym's {DATASETS[name][1].__name__}") from None
+            raise PoolError(
+                f"task {name}: bad task_config ({err}); valid keys are those of reasoning-gym's {DATASETS[name][1].__name__}"
+            ) from None
         except (ValueError, AssertionError) as err:
             raise PoolError(f"task {name}: invalid task_config {kwargs}: {err}") from None
         rows = []
         for i, entry in enumerate(ds):
             entry = json.loads(json.dumps(entry, default=str))  # survives parquet / jsonl round trips
-            rows.append(Problem(id=f"{name}-{cfg.seed}-{i}", problem=entry["question"], answer=str(entry["answer"]),
-                                source=f"reasoning_gym/{name}", metadata={"reasoning_gym": {"dataset": name, "entry": entry}},
-                                difficulty=_difficulty(entry.get("metadata", {}))))
+            rows.append(
+                Problem(
+                    id=f"{name}-{cfg.seed}-{i}",
+                    problem=entry["question"],
+                    answer=str(entry["answer"]),
+                    source=f"reasoning_gym/{name}",
+                    metadata={"reasoning_gym": {"dataset": name, "entry": entry}},
+                    difficulty=_difficulty(entry.get("metadata", {})),
+                )
+            )
         problems.append(rows)
     # interleave tasks so any prefix of the pool is a mix
     out = []
@@ -134,20 +169,28 @@ def _as_text(value: Any, column: str, where: str) -> str | None:
     if isinstance(value, (int, str)):
         text = str(value).strip()
         return text or None
-    raise PoolError(f"{where}: column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), not text; "
-                    "point pool.problem_column, pool.answer_column and pool.id_column at text columns")
+    raise PoolError(
+        f"{where}: column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), not text; "
+        "point pool.problem_column, pool.answer_column and pool.id_column at text columns"
+    )
 
 
-def _from_rows(rows: list[dict], columns: list[str], cfg: PoolConfig, name: str, source: str) -> tuple[list[Problem], PoolReport]:
+def _from_rows(
+    rows: list[dict], columns: list[str], cfg: PoolConfig, name: str, source: str
+) -> tuple[list[Problem], PoolReport]:
     id_column = cfg.id_column or ("id" if "id" in columns else None)
     for col in (cfg.problem_column, cfg.answer_column, id_column, cfg.difficulty_column):
         if col and col not in columns:
-            raise PoolError(f"{name}: no column {col!r}; columns are {columns} (set pool.problem_column / pool.answer_column)")
+            raise PoolError(
+                f"{name}: no column {col!r}; columns are {columns} (set pool.problem_column / pool.answer_column)"
+            )
     problems, skipped = [], []
     text_columns = (cfg.problem_column, cfg.answer_column, id_column)
     for i, row in enumerate(rows[: cfg.limit] if cfg.limit is not None else rows):
         where = f"{name} row {i + 1}"
-        pid = _as_text(row.get(id_column), id_column, where) if id_column else f"{Path(name).stem.replace('/', '_')}-{i}"
+        pid = (
+            _as_text(row.get(id_column), id_column, where) if id_column else f"{Path(name).stem.replace('/', '_')}-{i}"
+        )
         text = _as_text(row.get(cfg.problem_column), cfg.problem_column, where)
         answer = _as_text(row.get(cfg.answer_column), cfg.answer_column, where)
         if text is None or answer is None or pid is None:
@@ -155,8 +198,16 @@ def _from_rows(rows: list[dict], columns: list[str], cfg: PoolConfig, name: str,
             continue
         diff = row.get(cfg.difficulty_column) if cfg.difficulty_column else None
         meta = {k: v for k, v in row.items() if k not in text_columns}
-        problems.append(Problem(pid, text, answer, source, json.loads(json.dumps(meta, default=str)),
-                                float(diff) if isinstance(diff, (int, float)) and not isinstance(diff, bool) else _level(diff)))
+        problems.append(
+            Problem(
+                pid,
+                text,
+                answer,
+                source,
+                json.loads(json.dumps(meta, default=str)),
+                float(diff) if isinstance(diff, (int, float)) and not isinstance(diff, bool) else _level(diff),
+            )
+        )
     return problems, PoolReport(len(problems), skipped)
 
 
@@ -187,7 +238,7 @@ def _json_records(path: Path) -> list[dict]:
             if isinstance(data, dict) and records is None:
                 records = [data]
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-                raise PoolError(f"{path}: expected a list of objects (or {{\"data\": [...]}})")
+                raise PoolError(f'{path}: expected a list of objects (or {{"data": [...]}})')
             return records
     records = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -252,8 +303,10 @@ def _file(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
             raw = _json_records(path)
             columns = list(dict.fromkeys(k for r in raw for k in r))
             text_columns = {cfg.problem_column, cfg.answer_column, cfg.id_column or "id"}
-            rows = [{k: (str(v) if isinstance(v, _Number) else v) if k in text_columns else _plain(v) for k, v in r.items()}
-                    for r in raw]
+            rows = [
+                {k: (str(v) if isinstance(v, _Number) else v) if k in text_columns else _plain(v) for k, v in r.items()}
+                for r in raw
+            ]
         else:
             raise PoolError(f"{path}: unsupported file type {path.suffix!r} (use .json, .jsonl, .parquet or .csv)")
     except PoolError:
@@ -272,8 +325,10 @@ def _hub(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
         ds = load_dataset(cfg.dataset, cfg.subset, split=cfg.split)
     except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise PoolError(f"could not load {cfg.dataset!r} (split {cfg.split!r}) from the Hugging Face Hub: {reason}. "
-                        "Offline? Download it where you have network and use pool.source: file with pool.path.") from None
+        raise PoolError(
+            f"could not load {cfg.dataset!r} (split {cfg.split!r}) from the Hugging Face Hub: {reason}. "
+            "Offline? Download it where you have network and use pool.source: file with pool.path."
+        ) from None
     return _from_rows(list(ds), ds.column_names, cfg, cfg.dataset, f"hub/{cfg.dataset}")
 
 
@@ -286,7 +341,11 @@ def load_pool_with_report(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
     else:
         problems, report = _hub(cfg)
     if report.skipped_ids:
-        log.warning("skipped %d rows with no problem or no answer (first: %s)", len(report.skipped_ids), ", ".join(report.skipped_ids[:5]))
+        log.warning(
+            "skipped %d rows with no problem or no answer (first: %s)",
+            len(report.skipped_ids),
+            ", ".join(report.skipped_ids[:5]),
+        )
     if not problems:
         raise PoolError("the pool is empty: every row lacks a problem or an answer")
     ids = [p.id for p in problems]

@@ -23,10 +23,11 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from synth.config import ConfigError
 
@@ -98,8 +99,17 @@ class RunDir:
         self.path = Path(self.path).expanduser()
 
     @classmethod
-    def for_config(cls, cfg, command: str, outputs: tuple[str, ...], run_control: tuple[str, ...] = (),
-                   mode: Mode = "journal", resume: bool = False, overwrite: bool = False, path: str | Path | None = None) -> "RunDir":
+    def for_config(
+        cls,
+        cfg,
+        command: str,
+        outputs: tuple[str, ...],
+        run_control: tuple[str, ...] = (),
+        mode: Mode = "journal",
+        resume: bool = False,
+        overwrite: bool = False,
+        path: str | Path | None = None,
+    ) -> RunDir:
         """The run dir of a config dataclass with an `output_dir`; `run_control` names the (dotted) keys
         that may change between a run and its continuation (flags, batch sizes, push options)."""
         from synth.config import dump_yaml, from_dict, to_dict
@@ -107,8 +117,17 @@ class RunDir:
         def comparable(data: dict[str, Any]) -> dict[str, Any]:
             return without(data, run_control + ("output_dir", "resume", "overwrite"))
 
-        return cls(Path(path if path is not None else cfg.output_dir), command, comparable(to_dict(cfg)), dump_yaml(cfg),
-                   outputs, mode, resume, overwrite, lambda data: comparable(to_dict(from_dict(type(cfg), data))))
+        return cls(
+            Path(path if path is not None else cfg.output_dir),
+            command,
+            comparable(to_dict(cfg)),
+            dump_yaml(cfg),
+            outputs,
+            mode,
+            resume,
+            overwrite,
+            lambda data: comparable(to_dict(from_dict(type(cfg), data))),
+        )
 
     # ------------------------------------------------------------ read-only checks
 
@@ -124,10 +143,11 @@ class RunDir:
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            raise RunDirError(f"{self.path}/{MARKER} is unreadable: this is no intact synth run dir; "
-                              "pick another output_dir") from None
+            raise RunDirError(
+                f"{self.path}/{MARKER} is unreadable: this is no intact synth run dir; pick another output_dir"
+            ) from None
 
-    def check(self) -> "RunDir":
+    def check(self) -> RunDir:
         """Refuse what must not be touched; nothing is written."""
         if self.resume and self.overwrite:
             raise RunDirError("resume and overwrite exclude each other")
@@ -142,21 +162,29 @@ class RunDir:
             return self
         marker = self.marker()
         if marker is None:
-            raise RunDirError(f"{self.path} already exists and was not made by synth (it holds {_names(entries)}); "
-                              "synth writes only into new, empty or synth-made directories: pick another output_dir")
+            raise RunDirError(
+                f"{self.path} already exists and was not made by synth (it holds {_names(entries)}); "
+                "synth writes only into new, empty or synth-made directories: pick another output_dir"
+            )
         if marker.get("command") != self.command:
-            raise RunDirError(f"{self.path} holds a `synth {marker.get('command')}` run, not a `synth {self.command}` one; "
-                              "pick another output_dir")
+            raise RunDirError(
+                f"{self.path} holds a `synth {marker.get('command')}` run, not a `synth {self.command}` one; "
+                "pick another output_dir"
+            )
         self.existing = True
         foreign = self.foreign_entries()
         if self.overwrite:
             if foreign:
-                raise RunDirError(f"--overwrite would clear {self.path}, but it holds {_names(foreign)}, which synth did "
-                                  "not write: move them away first, or pick another output_dir")
+                raise RunDirError(
+                    f"--overwrite would clear {self.path}, but it holds {_names(foreign)}, which synth did "
+                    "not write: move them away first, or pick another output_dir"
+                )
             return self
         if self.mode == "journal" and not self.resume:
-            raise RunDirError(f"{self.path} already holds a `synth {self.command}` run: pass --resume true to continue it, "
-                              "--overwrite true to start over, or pick another output_dir")
+            raise RunDirError(
+                f"{self.path} already holds a `synth {self.command}` run: pass --resume true to continue it, "
+                "--overwrite true to start over, or pick another output_dir"
+            )
         self._check_same_config()
         return self
 
@@ -175,12 +203,14 @@ class RunDir:
         if keys:
             what = {"journal": "--resume", "rebuild": "rebuilding it", "continue": "continuing it"}[self.mode]
             fix = "--overwrite true to replace it" if self.mode != "continue" else "the same recipe"
-            raise RunDirError(f"{what}: {self.path} was made with another config: {describe_diff(old, self.config, keys)}; "
-                              f"use {fix}, or pick another output_dir")
+            raise RunDirError(
+                f"{what}: {self.path} was made with another config: {describe_diff(old, self.config, keys)}; "
+                f"use {fix}, or pick another output_dir"
+            )
 
     # ------------------------------------------------------------ writing
 
-    def claim(self) -> "RunDir":
+    def claim(self) -> RunDir:
         """Lock the dir, clear it on overwrite, write the marker and config.yaml (after `check`)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self._take_lock()
@@ -189,10 +219,19 @@ class RunDir:
                 if entry.name in (LOCK,) or not self.owned(entry.name):
                     continue
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        _write_atomic(self.path / MARKER, json.dumps({
-            "command": self.command, "synth_version": _version(),
-            "created_at": (self.marker() or {}).get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }, indent=2) + "\n")
+        _write_atomic(
+            self.path / MARKER,
+            json.dumps(
+                {
+                    "command": self.command,
+                    "synth_version": _version(),
+                    "created_at": (self.marker() or {}).get("created_at")
+                    or datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         _write_atomic(self.path / "config.yaml", self.config_yaml)
         return self
 
@@ -208,8 +247,10 @@ class RunDir:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             handle.close()
-            raise RunDirError(f"{self.path} is in use by another synth process ({owner}); wait for it to finish, "
-                              "or pick another output_dir") from None
+            raise RunDirError(
+                f"{self.path} is in use by another synth process ({owner}); wait for it to finish, "
+                "or pick another output_dir"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -221,7 +262,7 @@ class RunDir:
             self._lock.close()  # closing the file releases the flock
             self._lock = None
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,7 +16,7 @@ import re
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from synth.records import Problem
 
@@ -164,8 +164,9 @@ def _pool() -> ProcessPoolExecutor:
     import multiprocessing as mp
     import os
 
-    pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=mp.get_context("spawn"),
-                               initializer=_watch_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=WORKERS, mp_context=mp.get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),)
+    )
     atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
 
@@ -236,7 +237,7 @@ def math_equal(pred: str | None, gold: str, timeout: float = 5.0) -> bool:
     return verify_many([(pred, gold)], timeout)[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _task_scorer(name: str):
     import reasoning_gym
 

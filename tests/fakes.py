@@ -68,8 +68,11 @@ class StepPolicy(FakeEngine):
                     steps = [self._step(depth, i, p)]
                     while steps[-1].stop_reason != "eos":
                         steps.append(self._step(depth + len(steps), i, p))
-                    samples.append(Continuation(self.delimiter.join(c.text for c in steps), sum(c.num_tokens for c in steps),
-                                                "eos", len(p)))
+                    samples.append(
+                        Continuation(
+                            self.delimiter.join(c.text for c in steps), sum(c.num_tokens for c in steps), "eos", len(p)
+                        )
+                    )
                 else:
                     samples.append(self._step(depth, i, p))
             out.append(samples)

@@ -29,11 +29,14 @@ def test_bad_pool_is_a_clear_error(tmp_path, capsys):
     assert "unknown reasoning-gym task 'basic_arithmetc'" in err and "basic_arithmetic" in err
 
 
-@pytest.mark.parametrize("extra, message", [
-    ([], "no rows (is it a `synth generate` output dir?)"),
-    (["--difficulty", "guess"], "difficulty: 'guess' is not one of"),
-    (["--folds", "0"], "folds must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "no rows (is it a `synth generate` output dir?)"),
+        (["--difficulty", "guess"], "difficulty: 'guess' is not one of"),
+        (["--folds", "0"], "folds must be >= 1, got 0"),
+    ],
+)
 def test_eval_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
     empty = tmp_path / "not-a-run"
     empty.mkdir()

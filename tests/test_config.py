@@ -68,10 +68,18 @@ def test_cli_list_values():
     assert parse(["--inner.names", "p"]).inner.names == ["p"]
 
 
-SHIPPED_RECIPES = {"quickstart.yaml": "generate", "prm-smollm2-generate.yaml": "generate", "prm-smollm2-label.yaml": "label",
-                   "prm-smollm2-generate-more.yaml": "generate", "prm-smollm2-label-final.yaml": "label",
-                   "prm-smollm2-label-sentence.yaml": "label", "prm-smollm2-label-sentence-more.yaml": "label",
-                   "prm-smollm2.yaml": "train-prm", "rounds-smollm2.yaml": "rounds", "rounds-smollm2-256.yaml": "rounds"}
+SHIPPED_RECIPES = {
+    "quickstart.yaml": "generate",
+    "prm-smollm2-generate.yaml": "generate",
+    "prm-smollm2-label.yaml": "label",
+    "prm-smollm2-generate-more.yaml": "generate",
+    "prm-smollm2-label-final.yaml": "label",
+    "prm-smollm2-label-sentence.yaml": "label",
+    "prm-smollm2-label-sentence-more.yaml": "label",
+    "prm-smollm2.yaml": "train-prm",
+    "rounds-smollm2.yaml": "rounds",
+    "rounds-smollm2-256.yaml": "rounds",
+}
 
 
 def test_shipped_recipes_parse():
@@ -139,4 +147,7 @@ def test_passthrough_fields_and_renamed_keys():
     assert from_dict(Passing, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="unknown config key 'learning_rat' .*did you mean.*TrainingArguments"):
         from_dict(Passing, {"learning_rat": 1})
-    assert parse_cli(Passing, ["--learning-rate", "1e-4", "--epochs", "2"]).args == {"learning_rate": 1e-4, "num_train_epochs": 2.0}
+    assert parse_cli(Passing, ["--learning-rate", "1e-4", "--epochs", "2"]).args == {
+        "learning_rate": 1e-4,
+        "num_train_epochs": 2.0,
+    }

@@ -37,7 +37,9 @@ def test_stop_string_cuts_text(tiny_policy):
     assert stop not in cut.text
     assert free.text.startswith(cut.text)
     assert cut.num_tokens <= free.num_tokens
-    kept = tiny_policy.generate(prompts, SamplingParams(n=1, max_tokens=20, temperature=0, stop=[stop], include_stop=True))[0][0]
+    kept = tiny_policy.generate(
+        prompts, SamplingParams(n=1, max_tokens=20, temperature=0, stop=[stop], include_stop=True)
+    )[0][0]
     assert kept.text == cut.text + stop and kept.num_tokens == cut.num_tokens  # the text after the stop is dropped
 
 
@@ -68,7 +70,9 @@ def test_kept_kv_gives_the_same_continuations_as_a_fresh_prefill(tiny_policy):
     first = tiny_policy.generate(prompts, SamplingParams(n=3, max_tokens=6, temperature=1.0, seed=3, keep_cache=True))
     assert len(tiny_policy.stash.entries) == 6
     # like beam search: each continuation (text re-tokenised) plus a delimiter becomes a prompt
-    extended = [p + c.text + "\n\n" for p, cs in zip(prompts, first) for c in cs] + [tiny_policy.chat_prompt("unrelated")]
+    extended = [p + c.text + "\n\n" for p, cs in zip(prompts, first) for c in cs] + [
+        tiny_policy.chat_prompt("unrelated")
+    ]
     ids = [tiny_policy.tokenizer(p, add_special_tokens=False).input_ids for p in extended]
     matches = [tiny_policy.stash.match(x) for x in ids]
     with torch.inference_mode():
@@ -81,7 +85,9 @@ def test_kept_kv_gives_the_same_continuations_as_a_fresh_prefill(tiny_policy):
     fresh = tiny_policy.generate(extended, greedy)
     assert [c[0].text for c in reused] == [c[0].text for c in fresh]
     prompt_len = [len(tiny_policy.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts for _ in range(3)]
-    assert all(c[0].cached_tokens >= n - 2 for c, n in zip(reused[:6], prompt_len)), [c[0].cached_tokens for c in reused]
+    assert all(c[0].cached_tokens >= n - 2 for c, n in zip(reused[:6], prompt_len)), [
+        c[0].cached_tokens for c in reused
+    ]
     # an unrelated problem reuses exactly the chat template's shared head (system prompt, role tags)
     ids = [tiny_policy.tokenizer(p, add_special_tokens=False).input_ids for p in (prompts[0], extended[-1])]
     head = next(i for i, (a, b) in enumerate(zip(*ids)) if a != b)

@@ -1,12 +1,28 @@
 import pytest
 
-from synth.evaluate import (accuracy_curves, answer_key, compute_optimal, difficulty_buckets, first_n_reaching,
-                            majority_index, pass_at_k, plot_curves, powers_of_two)
+from synth.evaluate import (
+    accuracy_curves,
+    answer_key,
+    compute_optimal,
+    difficulty_buckets,
+    first_n_reaching,
+    majority_index,
+    pass_at_k,
+    plot_curves,
+    powers_of_two,
+)
 
 
 def row(pid, answers, verified, scores=None, difficulty=None):
-    return {"id": pid, "answers": answers, "verified": verified, "finished": [True] * len(answers), "scores": scores,
-            "difficulty": difficulty, "majority_verified": False}
+    return {
+        "id": pid,
+        "answers": answers,
+        "verified": verified,
+        "finished": [True] * len(answers),
+        "scores": scores,
+        "difficulty": difficulty,
+        "majority_verified": False,
+    }
 
 
 def test_answer_key_groups_equal_numbers():
@@ -24,17 +40,21 @@ def test_pass_at_k():
 
 
 def test_curves_on_hand_made_rows():
-    rows = [row("a", ["1", "1", "2", "2"], [True, True, False, False], [0.9, 0.8, 0.1, 0.1]),
-            row("b", ["5", "6", "6", "7"], [True, False, False, False], [0.9, 0.2, 0.2, 0.1])]
+    rows = [
+        row("a", ["1", "1", "2", "2"], [True, True, False, False], [0.9, 0.8, 0.1, 0.1]),
+        row("b", ["5", "6", "6", "7"], [True, False, False, False], [0.9, 0.2, 0.2, 0.1]),
+    ]
     curves = accuracy_curves(rows, samples=200, seed=1)
     assert powers_of_two(4) == [1, 2, 4] and set(curves["majority"]) == {1, 2, 4}
-    # N=1: every selector equals the mean per-sample accuracy (0.5 + 0.25) / 2
+    # N=1: every selector is exactly the mean per-sample accuracy (0.5 + 0.25) / 2, i.e. pass@1
     for how in ("majority", "naive", "weighted", "pass"):
-        assert curves[how][1] == pytest.approx(0.375, abs=0.05)
+        assert curves[how][1] == pytest.approx(0.375, abs=1e-12)
+    # pass@2 is the unbiased estimate: a has 2 of 4 right, b 1 of 4
+    assert curves["pass"][2] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 1, 2)) / 2, abs=1e-12)
     # N=4 is exact (no subsampling): majority: a tie 1 vs 2 -> first (correct); b: 6 wins (wrong)
     assert curves["majority"][4] == 0.5
-    assert curves["naive"][4] == 1.0        # highest score is the right answer in both
-    assert curves["weighted"][4] == 1.0     # a: 1.7 vs 0.2; b: 0.9 vs 0.4
+    assert curves["naive"][4] == 1.0  # highest score is the right answer in both
+    assert curves["weighted"][4] == 1.0  # a: 1.7 vs 0.2; b: 0.9 vs 0.4
     assert curves["pass"][4] == 1.0
     assert first_n_reaching(curves["naive"], 1.0) == 4 or first_n_reaching(curves["naive"], 1.0) <= 4
 
@@ -51,8 +71,16 @@ def test_compute_optimal_picks_best_strategy_per_bucket():
 def test_compute_optimal_cross_fitted_choice_never_sees_the_problem_it_scores():
     # Bucket 0 holds one problem where only B is right: in-sample the bucket picks B and scores it,
     # cross-fitted that problem's choice comes from the other folds, which have no bucket-0 problem (-> A).
-    a = [{"id": "p0", "weighted_verified": False}, {"id": "p1", "weighted_verified": True}, {"id": "p2", "weighted_verified": True}]
-    b = [{"id": "p0", "weighted_verified": True}, {"id": "p1", "weighted_verified": False}, {"id": "p2", "weighted_verified": False}]
+    a = [
+        {"id": "p0", "weighted_verified": False},
+        {"id": "p1", "weighted_verified": True},
+        {"id": "p2", "weighted_verified": True},
+    ]
+    b = [
+        {"id": "p0", "weighted_verified": True},
+        {"id": "p1", "weighted_verified": False},
+        {"id": "p2", "weighted_verified": False},
+    ]
     out = compute_optimal({"A": a, "B": b}, "weighted", {"p0": 0, "p1": 1, "p2": 1}, folds=3)
     assert out["choice"] == {0: "B", 1: "A"} and out["accuracy"] == 1.0
     assert out["cross_fitted_accuracy"] == pytest.approx(2 / 3)
@@ -60,9 +88,11 @@ def test_compute_optimal_cross_fitted_choice_never_sees_the_problem_it_scores():
 
 
 def test_difficulty_buckets_by_estimate():
-    rows = [{"id": "easy", "difficulty": 5.0, "scores": [0.9, 0.8], "verified": [True, False]},
-            {"id": "mid", "difficulty": 1.0, "scores": [0.5, 0.5], "verified": [True, True]},
-            {"id": "hard", "difficulty": 3.0, "scores": [0.1, None], "verified": [False, False]}]
+    rows = [
+        {"id": "easy", "difficulty": 5.0, "scores": [0.9, 0.8], "verified": [True, False]},
+        {"id": "mid", "difficulty": 1.0, "scores": [0.5, 0.5], "verified": [True, True]},
+        {"id": "hard", "difficulty": 3.0, "scores": [0.1, None], "verified": [False, False]},
+    ]
     assert difficulty_buckets(rows, 3, "prm") == {"easy": 0, "mid": 1, "hard": 2}  # high PRM scores: easy
     assert difficulty_buckets(rows, 3, "oracle") == {"mid": 0, "easy": 1, "hard": 2}
     assert difficulty_buckets(rows, 3, "pool") == {"mid": 0, "hard": 1, "easy": 2}
@@ -91,9 +121,23 @@ def _run_dir(tmp_path, name: str, strategy: str, right: list[bool]):
     out.mkdir()
     with (out / "rows.jsonl").open("w") as f:
         for k, ok in enumerate(right):
-            f.write(json.dumps({"id": f"p{k}", "strategy": strategy, "difficulty": float(k), "answers": ["1", "2"],
-                                "verified": [ok, False], "finished": [True, True], "scores": [0.9, 0.1],
-                                "majority_verified": ok, "weighted_verified": ok, "naive_verified": ok}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"p{k}",
+                        "strategy": strategy,
+                        "difficulty": float(k),
+                        "answers": ["1", "2"],
+                        "verified": [ok, False],
+                        "finished": [True, True],
+                        "scores": [0.9, 0.1],
+                        "majority_verified": ok,
+                        "weighted_verified": ok,
+                        "naive_verified": ok,
+                    }
+                )
+                + "\n"
+            )
     return str(out)
 
 

@@ -2,19 +2,20 @@ import json
 
 import pytest
 from datasets import load_dataset
-
 from fakes import AnswerPolicy
+
 from synth.config import ConfigError
 from synth.generate.run import GenerateConfig, generate
 from synth.generate.search import SearchConfig, best_of_n
-from synth.steps import StepRule
 from synth.problems import PoolConfig, load_pool
+from synth.steps import StepRule
 
 
 def make_cfg(tmp_path, **kw):
     pool = PoolConfig(source="reasoning_gym", tasks=["basic_arithmetic"], num_problems=6, seed=3)
-    return GenerateConfig(output_dir=str(tmp_path / "run"), problems_per_batch=2, pool=pool,
-                          search=SearchConfig(n=4), **kw)
+    return GenerateConfig(
+        output_dir=str(tmp_path / "run"), problems_per_batch=2, pool=pool, search=SearchConfig(n=4), **kw
+    )
 
 
 def policy_for(cfg, **kw):
@@ -34,8 +35,12 @@ def test_sentence_steps_spell_the_completion_back():
     text = "To add 3.5 and 2, we sum them. Is it 5.5? Yes!\n\nSo the answer is \\boxed{5.5}.  \n"
     rule = StepRule("sentence")
     pairs = rule.cut_text(text)
-    assert pairs == [("", "To add 3.5 and 2, we sum them."), (" ", "Is it 5.5?"), (" ", "Yes!"),
-                     ("\n\n", "So the answer is \\boxed{5.5}.")]
+    assert pairs == [
+        ("", "To add 3.5 and 2, we sum them."),
+        (" ", "Is it 5.5?"),
+        (" ", "Yes!"),
+        ("\n\n", "So the answer is \\boxed{5.5}."),
+    ]
     assert rule.completion(pairs) == text.strip()
     # a prefix never ends in whitespace: the model writes the space before the next word itself
     assert rule.prefix(pairs[:2]) == "To add 3.5 and 2, we sum them. Is it 5.5?"

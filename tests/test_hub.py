@@ -27,7 +27,9 @@ class RepoFile:
 class FakeHfApi:
     """Repos as {branch: {path: bytes}}; records the calls that reach it."""
 
-    def __init__(self, tmp: Path, token: str | None = "hf_test", fail_on: str | None = None, error: Exception | None = None):
+    def __init__(
+        self, tmp: Path, token: str | None = "hf_test", fail_on: str | None = None, error: Exception | None = None
+    ):
         self.token, self.tmp, self.fail_on, self.error = token, tmp, fail_on, error
         self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
         self.calls: list[str] = []
@@ -56,8 +58,18 @@ class FakeHfApi:
         self._call("create_branch")
         self.repos[repo_id].setdefault(branch, dict(self.repos[repo_id]["main"]))
 
-    def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, repo_type=None, revision=None,
-                      ignore_patterns=None, delete_patterns=None, commit_message=None):
+    def upload_folder(
+        self,
+        *,
+        repo_id,
+        folder_path,
+        path_in_repo=None,
+        repo_type=None,
+        revision=None,
+        ignore_patterns=None,
+        delete_patterns=None,
+        commit_message=None,
+    ):
         self._call("upload_folder")
         files = self._branch(repo_id, revision)
         prefix = f"{path_in_repo}/" if path_in_repo else ""
@@ -67,7 +79,11 @@ class FakeHfApi:
             if p.is_file() and not any(fnmatch.fnmatch(rel, pat) for pat in ignore_patterns or []):
                 added[prefix + rel] = p.read_bytes()
         for path in list(files):
-            if path.startswith(prefix) and path not in added and any(fnmatch.fnmatch(path[len(prefix):], pat) for pat in delete_patterns or []):
+            if (
+                path.startswith(prefix)
+                and path not in added
+                and any(fnmatch.fnmatch(path[len(prefix) :], pat) for pat in delete_patterns or [])
+            ):
                 del files[path]
         files.update(added)
 
@@ -80,7 +96,9 @@ class FakeHfApi:
         out.write_bytes(files[filename])
         return str(out)
 
-    def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, repo_type=None, revision=None, commit_message=None):
+    def upload_file(
+        self, *, path_or_fileobj, path_in_repo, repo_id, repo_type=None, revision=None, commit_message=None
+    ):
         self._call("upload_file")
         self._branch(repo_id, revision)[path_in_repo] = path_or_fileobj
 
@@ -116,19 +134,31 @@ def test_push_default_config_sequence_and_files(tmp_path, api):
     assert sorted(files) == [".gitattributes", "README.md", "data/train-00000-of-00001.parquet"]
     assert files["data/train-00000-of-00001.parquet"] == (local / "data/train-00000-of-00001.parquet").read_bytes()
     meta = api.card("me/data")
-    assert meta["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}]
+    assert meta["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+    ]
     assert "test data" in files["README.md"].decode()
 
 
 def test_named_configs_live_in_folders_and_are_listed(tmp_path, api):
     push_dataset(make_dataset(tmp_path / "a"), "me/data", config_name="easy", api=api)
-    push_dataset(make_dataset(tmp_path / "b", [{"prompt": "x", "completion": "y"}]), "me/data", config_name="hard", api=api)
+    push_dataset(
+        make_dataset(tmp_path / "b", [{"prompt": "x", "completion": "y"}]), "me/data", config_name="hard", api=api
+    )
     push_dataset(make_dataset(tmp_path / "c"), "me/data", api=api)
     files = api.repos["me/data"]["main"]
-    assert {"easy/data/train-00000-of-00001.parquet", "hard/data/train-00000-of-00001.parquet", "easy/README.md",
-            "data/train-00000-of-00001.parquet"} <= set(files)
+    assert {
+        "easy/data/train-00000-of-00001.parquet",
+        "hard/data/train-00000-of-00001.parquet",
+        "easy/README.md",
+        "data/train-00000-of-00001.parquet",
+    } <= set(files)
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in api.card("me/data")["configs"]}
-    assert configs == {"default": "data/train-*.parquet", "easy": "easy/data/train-*.parquet", "hard": "hard/data/train-*.parquet"}
+    assert configs == {
+        "default": "data/train-*.parquet",
+        "easy": "easy/data/train-*.parquet",
+        "hard": "hard/data/train-*.parquet",
+    }
     assert [c["config_name"] for c in api.card("me/data")["configs"]][0] == "default"
 
 
@@ -138,7 +168,9 @@ def test_repush_same_data_is_allowed_different_data_refused_unless_overwrite(tmp
     push_dataset(tmp_path / "a", "me/data", config_name="cfg", api=api)  # a retry: same files
     assert api.repos["me/data"]["main"] == before
     other = make_dataset(tmp_path / "b", [{"prompt": "new", "completion": "data"}])
-    with pytest.raises(PushError, match=r"me/data@main \(config 'cfg'\) already holds different data.*--overwrite true"):
+    with pytest.raises(
+        PushError, match=r"me/data@main \(config 'cfg'\) already holds different data.*--overwrite true"
+    ):
         push_dataset(other, "me/data", config_name="cfg", api=api)
     assert api.repos["me/data"]["main"] == before
     push_dataset(other, "me/data", config_name="cfg", overwrite=True, api=api)
@@ -153,7 +185,10 @@ def test_revision_is_a_branch(tmp_path, api):
     url = push_dataset(v2, "me/data", revision="v2", api=api)
     assert url.endswith("/tree/v2") and "create_branch" in api.calls
     assert api.repos["me/data"]["main"] == main_before
-    assert api.repos["me/data"]["v2"]["data/train-00000-of-00001.parquet"] == (v2 / "data/train-00000-of-00001.parquet").read_bytes()
+    assert (
+        api.repos["me/data"]["v2"]["data/train-00000-of-00001.parquet"]
+        == (v2 / "data/train-00000-of-00001.parquet").read_bytes()
+    )
     push_dataset(v2, "me/data", revision="v2", api=api)  # retry
     with pytest.raises(PushError, match="me/data@v2 already holds different data"):
         push_dataset(tmp_path / "a", "me/data", revision="v2", api=api)
@@ -168,7 +203,10 @@ def test_retry_after_a_push_that_failed_after_creating_the_branch(tmp_path, api)
     assert "v2" in api.repos["me/data"]  # the branch exists, holding main's files
     api.fail_on = None
     push_dataset(v2, "me/data", revision="v2", api=api)
-    assert api.repos["me/data"]["v2"]["data/train-00000-of-00001.parquet"] == (v2 / "data/train-00000-of-00001.parquet").read_bytes()
+    assert (
+        api.repos["me/data"]["v2"]["data/train-00000-of-00001.parquet"]
+        == (v2 / "data/train-00000-of-00001.parquet").read_bytes()
+    )
 
 
 def test_no_token_fails_fast_with_the_local_path(tmp_path):
@@ -189,7 +227,9 @@ def test_connection_error_is_clear_and_retry_works(tmp_path):
     with pytest.raises(PushError) as exc:
         push_dataset(local, "me/data", api=api)
     msg = str(exc.value)
-    assert "cannot reach the Hugging Face Hub to push me/data" in msg and str(local.resolve()) in msg and "intact" in msg
+    assert (
+        "cannot reach the Hugging Face Hub to push me/data" in msg and str(local.resolve()) in msg and "intact" in msg
+    )
     api.fail_on = None
     push_dataset(local, "me/data", api=api)
     assert "data/train-00000-of-00001.parquet" in api.repos["me/data"]["main"]
@@ -220,7 +260,9 @@ def test_root_card_merges_configs():
     local = "---\nconfigs:\n- config_name: default\n  data_files: []\ntags: [synth]\n---\n\n# new\n"
     existing = "---\nconfigs:\n- config_name: old\n  data_files: [{split: train, path: old/data/train-*.parquet}]\nlicense: mit\n---\n\n# Mine\n"
     meta, body = split_card(root_card(local, existing, "x", "x/"))
-    assert [c["config_name"] for c in meta["configs"]] == ["old", "x"] and meta["license"] == "mit" and body == "# Mine\n"
+    assert (
+        [c["config_name"] for c in meta["configs"]] == ["old", "x"] and meta["license"] == "mit" and body == "# Mine\n"
+    )
     meta, body = split_card(root_card(local, existing, "default", ""))
     assert [c["config_name"] for c in meta["configs"]] == ["default", "old"] and body == "# new\n"
     assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "data/train-*.parquet"}]
@@ -233,14 +275,39 @@ def test_push_command_and_filter_push_option(tmp_path, api, monkeypatch, capsys)
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
     local = make_dataset(tmp_path / "ds")
     assert main(["push", "--dataset", str(local), "--repo_id", "me/data", "--config_name", "v1"]) == 0
-    assert "pushed" in capsys.readouterr().out and "v1/data/train-00000-of-00001.parquet" in api.repos["me/data"]["main"]
+    assert (
+        "pushed" in capsys.readouterr().out and "v1/data/train-00000-of-00001.parquet" in api.repos["me/data"]["main"]
+    )
     assert main(["push", "--dataset", str(local)]) == 2
 
-    gen = [{"id": "p", "problem": "What is 2 + 3?", "gold_answer": "5", "completions": ["It is \\boxed{5}"], "answers": ["5"],
-            "verified": [True], "num_tokens": [4], "finished": [True], "model": "tiny", "strategy": "best_of_n", "n": 1}]
+    gen = [
+        {
+            "id": "p",
+            "problem": "What is 2 + 3?",
+            "gold_answer": "5",
+            "completions": ["It is \\boxed{5}"],
+            "answers": ["5"],
+            "verified": [True],
+            "num_tokens": [4],
+            "finished": [True],
+            "model": "tiny",
+            "strategy": "best_of_n",
+            "n": 1,
+        }
+    ]
     write_dataset(gen, tmp_path / "gen", {"name": "gen"})
     out = tmp_path / "sft"
-    args = ["filter", "--dataset", str(tmp_path / "gen"), "--output_dir", str(out), "--push_to_hub", "me/data", "--config_name", "sft"]
+    args = [
+        "filter",
+        "--dataset",
+        str(tmp_path / "gen"),
+        "--output_dir",
+        str(out),
+        "--push_to_hub",
+        "me/data",
+        "--config_name",
+        "sft",
+    ]
     assert main(args) == 0
     assert "to https://huggingface.co/datasets/me/data (config sft)" in capsys.readouterr().out
     assert 'load_dataset("me/data", name="sft"' in api.repos["me/data"]["main"]["sft/README.md"].decode()

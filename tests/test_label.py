@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from synth.generate.engine import Continuation
@@ -31,7 +30,12 @@ class RolloutPolicy:
             problem = p.split("\n", 1)[0][3:]
             last = p.rstrip("\n").split("\n")[-1]
             good = int(last[2:]) if last.startswith("ok") else 0
-            out.append([Continuation(f"so \\boxed{{{self.gold[problem] if i < good else 'x'}}}", 3, "eos") for i in range(params.n)])
+            out.append(
+                [
+                    Continuation(f"so \\boxed{{{self.gold[problem] if i < good else 'x'}}}", 3, "eos")
+                    for i in range(params.n)
+                ]
+            )
         return out
 
 
@@ -39,18 +43,34 @@ def run_dir(tmp_path, traces: dict[str, list[tuple[list[str], bool]]]):
     """A generate-style dataset: one row per problem, its traces as (steps, verified)."""
     rows = []
     for k, (problem, ts) in enumerate(traces.items()):
-        rows.append({"id": f"p{k}", "problem": problem, "gold_answer": "7", "source": "test", "metadata": "{}",
-                     "completions": ["\n\n".join(s) for s, _ in ts], "steps": [s for s, _ in ts],
-                     "answers": ["7" if ok else "8" for _, ok in ts], "verified": [ok for _, ok in ts],
-                     "finished": [True] * len(ts)})
+        rows.append(
+            {
+                "id": f"p{k}",
+                "problem": problem,
+                "gold_answer": "7",
+                "source": "test",
+                "metadata": "{}",
+                "completions": ["\n\n".join(s) for s, _ in ts],
+                "steps": [s for s, _ in ts],
+                "answers": ["7" if ok else "8" for _, ok in ts],
+                "verified": [ok for _, ok in ts],
+                "finished": [True] * len(ts),
+            }
+        )
     write_dataset(rows, tmp_path / "traces", {"name": "test traces"})
     return tmp_path / "traces"
 
 
 def test_soft_and_hard_labels_from_known_rollouts(tmp_path):
-    data = run_dir(tmp_path, {"What is 3+4?": [(["ok3", "ok1", "The answer is 7"], True), (["ok2", "bad", "The answer is 8"], False)]})
+    data = run_dir(
+        tmp_path,
+        {"What is 3+4?": [(["ok3", "ok1", "The answer is 7"], True), (["ok2", "bad", "The answer is 8"], False)]},
+    )
     policy = RolloutPolicy({"What is 3+4?": "7"})
-    stats = label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "labels")), policy=policy)
+    stats = label(
+        LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "labels")),
+        policy=policy,
+    )
     rows = {r["id"]: r for r in Journal(tmp_path / "labels" / "rows.jsonl").read()}
     good, bad = rows["p0#0"], rows["p0#1"]
     # prefixes 1..k-1 get rollouts; the last step carries the trace's own verification
@@ -62,20 +82,32 @@ def test_soft_and_hard_labels_from_known_rollouts(tmp_path):
 
 
 def test_sharded_labels_concatenate_to_the_unsharded_dataset(tmp_path):
-    problems = {f"What is {k}+1?": [([f"ok{k % 3}", "The answer is 7"], k % 2 == 0), (["bad", "The answer is 8"], False)] for k in range(5)}
+    problems = {
+        f"What is {k}+1?": [([f"ok{k % 3}", "The answer is 7"], k % 2 == 0), (["bad", "The answer is 8"], False)]
+        for k in range(5)
+    }
     data = run_dir(tmp_path, problems)
     gold = {p: "7" for p in problems}
-    whole = label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "all")), policy=RolloutPolicy(gold))
+    whole = label(
+        LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / "all")),
+        policy=RolloutPolicy(gold),
+    )
     parts = []
     for i in range(2):
-        label(LabelConfig(dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / f"s{i}"), shard=f"{i}/2"),
-              policy=RolloutPolicy(gold))
+        label(
+            LabelConfig(
+                dataset=str(data), rollouts=K, traces_per_problem=2, output_dir=str(tmp_path / f"s{i}"), shard=f"{i}/2"
+            ),
+            policy=RolloutPolicy(gold),
+        )
         parts.append(Journal(tmp_path / f"s{i}" / "rows.jsonl").read())
     assert {r["problem_id"] for r in parts[0]}.isdisjoint({r["problem_id"] for r in parts[1]}) and all(parts)
     joined = merge(MergeConfig(runs=[str(tmp_path / "s1"), str(tmp_path / "s0")], output_dir=str(tmp_path / "joined")))
     assert joined["command"] == "label" and joined["shards"] == 2
     key = lambda rows: [(r["id"], r["labels"]) for r in rows]  # noqa: E731
-    assert key(Journal(tmp_path / "joined" / "rows.jsonl").read()) == key(Journal(tmp_path / "all" / "rows.jsonl").read())
+    assert key(Journal(tmp_path / "joined" / "rows.jsonl").read()) == key(
+        Journal(tmp_path / "all" / "rows.jsonl").read()
+    )
     assert key(read_rows(tmp_path / "joined")) == key(read_rows(tmp_path / "all"))
     assert joined["steps"] == whole["steps"]
     with pytest.raises(ValueError, match="shard"):
@@ -84,10 +116,25 @@ def test_sharded_labels_concatenate_to_the_unsharded_dataset(tmp_path):
 
 def test_one_step_traces_are_labelled_without_a_policy(tmp_path):
     """max_steps 1: every label is the trace's own verification, so no model is loaded (the name is bogus)."""
-    data = run_dir(tmp_path, {"What is 3+4?": [(["The answer is 7"], True), (["The answer is 8"], False),
-                                               (["ok1", "The answer is 7"], True)]})
-    stats = label(LabelConfig(dataset=str(data), model="no/such-model", traces_per_problem=8, max_steps=1,
-                              output_dir=str(tmp_path / "final")))
+    data = run_dir(
+        tmp_path,
+        {
+            "What is 3+4?": [
+                (["The answer is 7"], True),
+                (["The answer is 8"], False),
+                (["ok1", "The answer is 7"], True),
+            ]
+        },
+    )
+    stats = label(
+        LabelConfig(
+            dataset=str(data),
+            model="no/such-model",
+            traces_per_problem=8,
+            max_steps=1,
+            output_dir=str(tmp_path / "final"),
+        )
+    )
     rows = sorted(Journal(tmp_path / "final" / "rows.jsonl").read(), key=lambda r: r["id"])
     assert [(r["id"], r["labels"]) for r in rows] == [("p0#0", [1.0]), ("p0#1", [0.0])]
     assert stats["new_rollout_tokens"] == 0
@@ -100,10 +147,18 @@ def test_rescore_redoes_prm_picks_on_the_same_samples():
         def score(self, problems, steps):
             return [[1.0 / len(s) for s in path] for path in steps]
 
-    row = {"id": "p", "problem": "q", "completions": ["a\n\nlong wrong", "b\n\nok", "c\n\nlong wrong"],
-           "steps": [["a", "long wrong"], ["b", "ok"], ["c", "long wrong"]], "answers": ["8", "7", "8"],
-           "verified": [False, True, False], "finished": [True, True, True], "majority_verified": False,
-           "naive_verified": False, "weighted_verified": False}
+    row = {
+        "id": "p",
+        "problem": "q",
+        "completions": ["a\n\nlong wrong", "b\n\nok", "c\n\nlong wrong"],
+        "steps": [["a", "long wrong"], ["b", "ok"], ["c", "long wrong"]],
+        "answers": ["8", "7", "8"],
+        "verified": [False, True, False],
+        "finished": [True, True, True],
+        "majority_verified": False,
+        "naive_verified": False,
+        "weighted_verified": False,
+    }
     new = rescore_rows([row], LengthPRM())[0]
     assert new["scores"] == [0.1, 0.5, 0.1] and new["step_scores"][1] == [1.0, 0.5]
     assert new["naive_verified"] and new["naive_answer"] == "7"
@@ -122,10 +177,16 @@ def test_sentence_labels_roll_out_right_after_each_full_stop(tmp_path):
     # completion: "First add 3 and 4. That gives 7.\n\nThe answer is 7."
     data = run_dir(tmp_path, {"What is 3+4?": [(["First add 3 and 4. That gives 7.", "The answer is 7."], True)]})
     policy = RolloutPolicy({"What is 3+4?": "7"})
-    label(LabelConfig(dataset=str(data), rollouts=K, step_cut="sentence", output_dir=str(tmp_path / "labels")), policy=policy)
+    label(
+        LabelConfig(dataset=str(data), rollouts=K, step_cut="sentence", output_dir=str(tmp_path / "labels")),
+        policy=policy,
+    )
     [row] = Journal(tmp_path / "labels" / "rows.jsonl").read()
     assert row["completions"] == ["First add 3 and 4.", "That gives 7.", "The answer is 7."]
-    assert policy.prompts == ["Q: What is 3+4?\nFirst add 3 and 4.", "Q: What is 3+4?\nFirst add 3 and 4. That gives 7."]
+    assert policy.prompts == [
+        "Q: What is 3+4?\nFirst add 3 and 4.",
+        "Q: What is 3+4?\nFirst add 3 and 4. That gives 7.",
+    ]
     assert row["labels"] == [0.0, 0.0, 1.0]  # RolloutPolicy: no "ok" step, no correct rollout
     with pytest.raises(ValueError, match="step_cut: 'clause' is not one of"):
         LabelConfig(step_cut="clause")

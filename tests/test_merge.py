@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 from datasets import load_dataset
-
 from fakes import AnswerPolicy
+
 from synth.commands.cli import main
 from synth.eval_runs import load_rows
 from synth.generate.run import GenerateConfig, generate
@@ -105,18 +105,55 @@ def test_push_to_hub_on_producing_commands(shards, tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr("synth.hub.push_dataset", fake_push)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
-    assert main(["merge", "--runs", ",".join(shards[i] for i in range(3)), "--output_dir", str(tmp_path / "m"),
-                 "--push_to_hub", "--hub_dataset_id", "me/arith"]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                "--runs",
+                ",".join(shards[i] for i in range(3)),
+                "--output_dir",
+                str(tmp_path / "m"),
+                "--push_to_hub",
+                "--hub_dataset_id",
+                "me/arith",
+            ]
+        )
+        == 0
+    )
     pool = PoolConfig(source="reasoning_gym", tasks=["basic_arithmetic"], num_problems=3, seed=3)
     monkeypatch.setattr(run, "load_policy", lambda cfg: AnswerPolicy({p.problem: p.answer for p in load_pool(pool)}))
-    cfg = GenerateConfig(output_dir=str(tmp_path / "g"), pool=pool, search=SearchConfig(n=2), push_to_hub=True,
-                         hub_dataset_id="me/arith", hub_revision="v1")
+    cfg = GenerateConfig(
+        output_dir=str(tmp_path / "g"),
+        pool=pool,
+        search=SearchConfig(n=2),
+        push_to_hub=True,
+        hub_dataset_id="me/arith",
+        hub_revision="v1",
+    )
     assert generate_command.main(cfg) == 0
-    assert pushes == [("me/arith", "best_of_n--T-0.8--n-4--seed-0", None), ("me/arith", "best_of_n--T-0.8--n-2--seed-0", "v1")]
+    assert pushes == [
+        ("me/arith", "best_of_n--T-0.8--n-4--seed-0", None),
+        ("me/arith", "best_of_n--T-0.8--n-2--seed-0", "v1"),
+    ]
     assert "pushed" in capsys.readouterr().out
     # the old spelling still works, with a deprecation warning
-    old = main(["generate", "--output_dir", str(tmp_path / "g3"), "--pool.num_problems", "3", "--pool.seed", "3",
-                "--search.n", "2", "--push_to_hub", "me/arith", "--push_revision", "v2"])
+    old = main(
+        [
+            "generate",
+            "--output_dir",
+            str(tmp_path / "g3"),
+            "--pool.num_problems",
+            "3",
+            "--pool.seed",
+            "3",
+            "--search.n",
+            "2",
+            "--push_to_hub",
+            "me/arith",
+            "--push_revision",
+            "v2",
+        ]
+    )
     assert old == 0 and pushes[-1] == ("me/arith", "best_of_n--T-0.8--n-2--seed-0", "v2")
 
     def offline(*a, **kw):
@@ -124,12 +161,26 @@ def test_push_to_hub_on_producing_commands(shards, tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr("synth.hub.push_dataset", offline)
     with pytest.raises(PushError, match="intact"):
-        generate_command.main(GenerateConfig(output_dir=str(tmp_path / "g2"), pool=pool, search=SearchConfig(n=2), push_to_hub=True,
-                                             hub_dataset_id="me/arith"))
+        generate_command.main(
+            GenerateConfig(
+                output_dir=str(tmp_path / "g2"),
+                pool=pool,
+                search=SearchConfig(n=2),
+                push_to_hub=True,
+                hub_dataset_id="me/arith",
+            )
+        )
     assert len(read_rows(tmp_path / "g2")) == 3  # written before the push was tried
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     with pytest.raises(PushError, match="no Hugging Face token.*nothing was run"):  # checked before any work
-        generate_command.main(GenerateConfig(output_dir=str(tmp_path / "g4"), pool=pool, search=SearchConfig(n=2), push_to_hub=True,
-                                             hub_dataset_id="me/arith"))
+        generate_command.main(
+            GenerateConfig(
+                output_dir=str(tmp_path / "g4"),
+                pool=pool,
+                search=SearchConfig(n=2),
+                push_to_hub=True,
+                hub_dataset_id="me/arith",
+            )
+        )
     assert not (tmp_path / "g4").exists()

@@ -49,7 +49,9 @@ def test_soft_label_loss_is_bce_not_rounded():
 
 
 def test_collator_pads_right_and_ignores_padding():
-    batch = StepCollator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [IGNORE, IGNORE, 1.0]}, {"input_ids": [5], "labels": [0.5]}])
+    batch = StepCollator(pad_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE, IGNORE, 1.0]}, {"input_ids": [5], "labels": [0.5]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"][1].tolist() == [0.5, IGNORE, IGNORE]
@@ -64,13 +66,16 @@ def test_aggregations():
         aggregate([0.5], "max")
 
 
-@pytest.mark.parametrize("rows,msg", [
-    ({"prompt": ["q"], "completions": [["a"]]}, "missing column"),
-    ({"prompt": ["q"], "completions": [["a", "b"]], "labels": [[1.0]]}, "2 steps but 1 labels"),
-    ({"prompt": ["q"], "completions": [["a", " "]], "labels": [[1.0, 0.0]]}, "empty step"),
-    ({"prompt": ["q"], "completions": [[]], "labels": [[]]}, "no steps"),
-    ({"prompt": ["q"], "completions": [["a"]], "labels": [[1.5]]}, "outside"),
-])
+@pytest.mark.parametrize(
+    "rows,msg",
+    [
+        ({"prompt": ["q"], "completions": [["a"]]}, "missing column"),
+        ({"prompt": ["q"], "completions": [["a", "b"]], "labels": [[1.0]]}, "2 steps but 1 labels"),
+        ({"prompt": ["q"], "completions": [["a", " "]], "labels": [[1.0, 0.0]]}, "empty step"),
+        ({"prompt": ["q"], "completions": [[]], "labels": [[]]}, "no steps"),
+        ({"prompt": ["q"], "completions": [["a"]], "labels": [[1.5]]}, "outside"),
+    ],
+)
 def test_bad_stepwise_datasets(rows, msg):
     with pytest.raises(FormatError, match=msg):
         validate(Dataset.from_dict(rows), "stepwise")
@@ -81,21 +86,34 @@ def stepwise_rows(n=24):
     rows = []
     for i in range(n):
         good = i % 2 == 0
-        rows.append({"prompt": f"What is {i}+1?", "completions": [f"{i}+1 = {i + 1} right", "The answer is right" if good else "The answer is wrong"],
-                     "labels": [1.0, 1.0 if good else 0.0], "hard_labels": [1.0, 1.0 if good else 0.0]})
+        rows.append(
+            {
+                "prompt": f"What is {i}+1?",
+                "completions": [f"{i}+1 = {i + 1} right", "The answer is right" if good else "The answer is wrong"],
+                "labels": [1.0, 1.0 if good else 0.0],
+                "hard_labels": [1.0, 1.0 if good else 0.0],
+            }
+        )
     return rows
 
 
 def test_train_prm_end_to_end_loss_falls_and_roundtrips(tmp_path, tiny_model_dir):
+    from fakes import StepPolicy
+
     from synth.generate.search import SearchConfig, beam_search
     from synth.prm.load import load_prm
     from synth.records import Problem
-    from fakes import StepPolicy
 
     data = tmp_path / "steps.jsonl"
     data.write_text("\n".join(json.dumps({**r, "step_cut": "sentence"}) for r in stepwise_rows()))
-    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), eval_fraction=0.25, lora=True,
-                         args={"num_train_epochs": 8, "per_device_train_batch_size": 8, "learning_rate": 3e-3, "save_steps": 1000})
+    cfg = TrainPRMConfig(
+        dataset=str(data),
+        model=tiny_model_dir,
+        output_dir=str(tmp_path / "prm"),
+        eval_fraction=0.25,
+        lora=True,
+        args={"num_train_epochs": 8, "per_device_train_batch_size": 8, "learning_rate": 3e-3, "save_steps": 1000},
+    )
     metrics = train_prm(cfg)
     history = json.loads((tmp_path / "prm" / "checkpoint-24" / "trainer_state.json").read_text())["log_history"]
     losses = [h["loss"] for h in history if "loss" in h]
@@ -106,8 +124,13 @@ def test_train_prm_end_to_end_loss_falls_and_roundtrips(tmp_path, tiny_model_dir
     scores = prm.score(["q", "q"], [["a", "b"], ["c"]])
     assert [len(s) for s in scores] == [2, 1] and all(0 <= x <= 1 for s in scores for x in s)
     assert prm.step_cut == "sentence"  # the labels' step cut travels with the PRM (search warns on a mismatch)
-    results = beam_search(StepPolicy(finish_depth=2), [Problem("p", "2+5?", "7", "t")],
-                          SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3), seed=0, prm=prm)
+    results = beam_search(
+        StepPolicy(finish_depth=2),
+        [Problem("p", "2+5?", "7", "t")],
+        SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3),
+        seed=0,
+        prm=prm,
+    )
     assert len(results[0].traces) == 4
 
 
@@ -135,14 +158,18 @@ def test_step_auroc_reports_partial_and_final_steps_within_problems():
         def score(self, problems, steps):
             return [[len(s) / 10 for s in path] for path in steps]
 
-    ds = Dataset.from_list([
-        {"prompt": "q1", "problem_id": "p1", "completions": ["long good", "x"], "hard_labels": [1.0, 0.0]},
-        {"prompt": "q1", "problem_id": "p1", "completions": ["bad", "right answer"], "hard_labels": [0.0, 1.0]},
-        {"prompt": "q2", "problem_id": "p2", "completions": ["y"], "hard_labels": [1.0]},
-    ])
+    ds = Dataset.from_list(
+        [
+            {"prompt": "q1", "problem_id": "p1", "completions": ["long good", "x"], "hard_labels": [1.0, 0.0]},
+            {"prompt": "q1", "problem_id": "p1", "completions": ["bad", "right answer"], "hard_labels": [0.0, 1.0]},
+            {"prompt": "q2", "problem_id": "p2", "completions": ["y"], "hard_labels": [1.0]},
+        ]
+    )
     out = step_auroc(LengthPRM(), ds)
     assert out["eval_steps"] == 5
-    assert out["within_problem_auroc_partial"] == 1.0 and out["within_problem_pairs_partial"] == 1  # "long good" > "bad"
+    assert (
+        out["within_problem_auroc_partial"] == 1.0 and out["within_problem_pairs_partial"] == 1
+    )  # "long good" > "bad"
     assert out["within_problem_auroc_final"] == 1.0 and out["within_problem_pairs_final"] == 1  # "right answer" > "x"
     assert out["within_problem_pairs"] == 4  # p1: 2 good x 2 bad; p2 has no bad step
 
@@ -208,9 +235,14 @@ def test_train_prm_with_a_pairwise_loss_runs_and_scores(tmp_path, tiny_model_dir
     # two traces per problem: a right and a wrong one, so every problem forms a pair
     rows = [dict(r, prompt=f"What is {i // 2}+1?") for i, r in enumerate(stepwise_rows(8))]
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    cfg = TrainPRMConfig(dataset=str(data), model=tiny_model_dir, output_dir=str(tmp_path / "prm"), eval_fraction=0.0,
-                         pairwise_weight=1.0,
-                         args={"num_train_epochs": 2, "per_device_train_batch_size": 4, "learning_rate": 3e-3, "save_steps": 1000})
+    cfg = TrainPRMConfig(
+        dataset=str(data),
+        model=tiny_model_dir,
+        output_dir=str(tmp_path / "prm"),
+        eval_fraction=0.0,
+        pairwise_weight=1.0,
+        args={"num_train_epochs": 2, "per_device_train_batch_size": 4, "learning_rate": 3e-3, "save_steps": 1000},
+    )
     metrics = train_prm(cfg)
     assert metrics["steps"] == 4 and math.isfinite(metrics["train_loss"])
     scores = load_prm(str(tmp_path / "prm" / "final")).score(["q"], [["a", "b"]])
@@ -221,9 +253,13 @@ def test_within_problem_value_spread_removes_rollout_noise():
     from synth.prm.evaluate import within_problem_value_spread
 
     # p1: partial labels 0.5 and 0.5 (no spread at all); p2: 0.0 and 1.0 (no rollout noise, spread 0.707)
-    rows = [{"problem_id": "p1", "labels": [0.5, 1.0], "rollouts": 4}, {"problem_id": "p1", "labels": [0.5, 0.0], "rollouts": 4},
-            {"problem_id": "p2", "labels": [0.0, 0.0], "rollouts": 4}, {"problem_id": "p2", "labels": [1.0, 1.0], "rollouts": 4},
-            {"problem_id": "p3", "labels": [1.0], "rollouts": 4}]
+    rows = [
+        {"problem_id": "p1", "labels": [0.5, 1.0], "rollouts": 4},
+        {"problem_id": "p1", "labels": [0.5, 0.0], "rollouts": 4},
+        {"problem_id": "p2", "labels": [0.0, 0.0], "rollouts": 4},
+        {"problem_id": "p2", "labels": [1.0, 1.0], "rollouts": 4},
+        {"problem_id": "p3", "labels": [1.0], "rollouts": 4},
+    ]
     out = within_problem_value_spread(rows)
     # observed variances 0 and 0.5 -> 0.25; noise (0.25/3 for p1's two steps, 0 for p2) -> mean 0.0417
     assert out["partial_problems"] == 2 and out["partial_sd"] == pytest.approx((0.25 - 0.25 / 3 / 2) ** 0.5)

@@ -18,8 +18,12 @@ from synth.prm.qwen import SYSTEM, QwenMathPRM
 PROBLEM = "What is 2+3?"
 STEPS = ["2+3 = 5", "The answer is 5."]
 LONG_PROBLEM = "Tom has 3 apples and buys 4 bags of 6 apples each. He eats 2. How many apples are left?"
-LONG_STEPS = ["4 bags of 6 apples is 4 * 6 = 24 apples.", "With his 3 apples he has 24 + 3 = 27.",
-              "He eats 2, so 27 - 2 = 25 are left.", "The answer is 25."]
+LONG_STEPS = [
+    "4 bags of 6 apples is 4 * 6 = 24 apples.",
+    "With his 3 apples he has 24 + 3 = 27.",
+    "He eats 2, so 27 - 2 = 25 are left.",
+    "The answer is 25.",
+]
 
 
 def sigmoid(x: float) -> float:
@@ -69,9 +73,17 @@ def tiny_qwen_dir(tmp_path_factory, qwen_tokenizer):
     from transformers import Qwen2Config, Qwen2ForTokenClassification
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(qwen_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024, num_labels=2,
-                         pad_token_id=qwen_tokenizer.pad_token_id)
+    config = Qwen2Config(
+        vocab_size=len(qwen_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        num_labels=2,
+        pad_token_id=qwen_tokenizer.pad_token_id,
+    )
     model = Qwen2ForTokenClassification(config)
     out = tmp_path_factory.mktemp("tiny-qwen-prm")
     model.save_pretrained(out)
@@ -113,8 +125,12 @@ def test_math_shepherd_tag_inside_a_step_is_not_a_scoring_position(tokenizer):
 
 def test_rlhflow_format(tokenizer):
     prm = PlusMinusPRM(FakeLM(len(tokenizer), 0, 1), tokenizer, style="rlhflow", device="cpu")
-    conversation = [{"role": "user", "content": "What is 2+3? 2+3 = 5"}, {"role": "assistant", "content": "+"},
-                    {"role": "user", "content": "The answer is 5."}, {"role": "assistant", "content": "+"}]
+    conversation = [
+        {"role": "user", "content": "What is 2+3? 2+3 = 5"},
+        {"role": "assistant", "content": "+"},
+        {"role": "user", "content": "The answer is 5."},
+        {"role": "assistant", "content": "+"},
+    ]
     text, _ = prm.render(PROBLEM, STEPS)
     assert text == tokenizer.apply_chat_template(conversation, tokenize=False)
     enc = prm.encode(PROBLEM, STEPS)
@@ -139,7 +155,10 @@ def test_qwen_format(qwen_tokenizer):
     assert len(enc.positions) == len(STEPS) and all(enc.input_ids[p] == step_id for p in enc.positions)
     head = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     assert qwen_tokenizer.decode(enc.input_ids[: enc.positions[0] + 1]) == head + "2+3 = 5<extra_0>"
-    assert qwen_tokenizer.decode(enc.input_ids[: enc.positions[1] + 1]) == head + "2+3 = 5<extra_0>The answer is 5.<extra_0>"
+    assert (
+        qwen_tokenizer.decode(enc.input_ids[: enc.positions[1] + 1])
+        == head + "2+3 = 5<extra_0>The answer is 5.<extra_0>"
+    )
     # a literal separator inside a step is dropped, not scored
     assert len(prm.encode(PROBLEM, ["a<extra_0>b", "c"]).positions) == 2
 
@@ -205,13 +224,16 @@ def test_load_prm_dispatches_local_dirs(tmp_path, tiny_model_dir, tiny_qwen_dir)
         load_prm(str(pm))
 
 
-@pytest.mark.parametrize("hub_id, cls, style", [
-    ("peiyi9979/math-shepherd-mistral-7b-prm", PlusMinusPRM, "math-shepherd"),
-    ("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", PlusMinusPRM, "rlhflow"),
-    ("RLHFlow/Llama3.1-8B-PRM-Mistral-Data", PlusMinusPRM, "rlhflow"),
-    ("Qwen/Qwen2.5-Math-PRM-7B", QwenMathPRM, None),
-    ("Qwen/Qwen2.5-Math-PRM-72B", QwenMathPRM, None),
-])
+@pytest.mark.parametrize(
+    "hub_id, cls, style",
+    [
+        ("peiyi9979/math-shepherd-mistral-7b-prm", PlusMinusPRM, "math-shepherd"),
+        ("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", PlusMinusPRM, "rlhflow"),
+        ("RLHFlow/Llama3.1-8B-PRM-Mistral-Data", PlusMinusPRM, "rlhflow"),
+        ("Qwen/Qwen2.5-Math-PRM-7B", QwenMathPRM, None),
+        ("Qwen/Qwen2.5-Math-PRM-72B", QwenMathPRM, None),
+    ],
+)
 def test_load_prm_recognises_hub_ids(monkeypatch, hub_id, cls, style):
     calls = []
     monkeypatch.setattr(cls, "from_pretrained", classmethod(lambda c, path, **kw: calls.append((path, kw)) or "loaded"))
@@ -251,8 +273,13 @@ def test_token_classification_prm_scores_in_bf16_close_to_fp32(tiny_model_dir, t
     model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=1)
     fp32 = TokenClassificationPRM(copy.deepcopy(model), tokenizer, device="cpu", dtype="float32")
     bf16 = TokenClassificationPRM(model, tokenizer, device="cpu", dtype="bfloat16")
-    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and next(fp32.model.parameters()).dtype == torch.float32
-    a, b = fp32.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS]), bf16.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS])
+    assert (
+        next(bf16.model.parameters()).dtype == torch.bfloat16 and next(fp32.model.parameters()).dtype == torch.float32
+    )
+    a, b = (
+        fp32.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS]),
+        bf16.score([PROBLEM, LONG_PROBLEM], [STEPS, LONG_STEPS]),
+    )
     assert [len(x) for x in a] == [len(x) for x in b] == [2, len(LONG_STEPS)]
     assert max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys)) < 0.05
 
@@ -261,7 +288,15 @@ def test_group_by_prefix_groups_siblings_and_keeps_strangers_apart():
     from synth.prm.prefix import group_by_prefix
 
     parent_a, parent_b = list(range(100, 130)), list(range(100, 112)) + list(range(200, 218))
-    seqs = [parent_a + [1, 2], parent_b + [3], parent_a + [4], parent_b + [5, 6], parent_a + [7, 8, 9], [9] * 20, list(range(100, 105))]
+    seqs = [
+        parent_a + [1, 2],
+        parent_b + [3],
+        parent_a + [4],
+        parent_b + [5, 6],
+        parent_a + [7, 8, 9],
+        [9] * 20,
+        list(range(100, 105)),
+    ]
     groups = {tuple(sorted(g.members)): g.prefix_len for g in group_by_prefix(seqs, min_shared=8)}
     # the two parents share only 12 tokens: grouping all five would save less than two groups do
     assert groups == {(0, 2, 4): 30, (1, 3): 30, (5,): 20, (6,): 5}

@@ -31,8 +31,13 @@ def test_metadata_survives_json_and_has_entry():
 
 
 def test_task_config_per_task_and_errors():
-    pool = load_pool(PoolConfig(tasks=["basic_arithmetic"], num_problems=4,
-                                task_config={"basic_arithmetic": {"min_digits": 1, "max_digits": 1, "min_terms": 2, "max_terms": 2}}))
+    pool = load_pool(
+        PoolConfig(
+            tasks=["basic_arithmetic"],
+            num_problems=4,
+            task_config={"basic_arithmetic": {"min_digits": 1, "max_digits": 1, "min_terms": 2, "max_terms": 2}},
+        )
+    )
     assert all(len(p.problem) < 30 for p in pool)
     with pytest.raises(PoolError, match="did you mean basic_arithmetic"):
         load_pool(PoolConfig(tasks=["basic_arithmetc"]))
@@ -45,9 +50,15 @@ def test_local_files(tmp_path, suffix):
     rows = [{"question": "1+1?", "solution": 2, "uid": "a"}, {"question": "2+2?", "solution": 4, "uid": "b"}]
     path = tmp_path / f"pool{suffix}"
     df = pd.DataFrame(rows)
-    {".jsonl": lambda: df.to_json(path, orient="records", lines=True), ".json": lambda: path.write_text(json.dumps(rows)),
-     ".parquet": lambda: df.to_parquet(path), ".csv": lambda: df.to_csv(path, index=False)}[suffix]()
-    pool = load_pool(PoolConfig(source="file", path=str(path), problem_column="question", answer_column="solution", id_column="uid"))
+    {
+        ".jsonl": lambda: df.to_json(path, orient="records", lines=True),
+        ".json": lambda: path.write_text(json.dumps(rows)),
+        ".parquet": lambda: df.to_parquet(path),
+        ".csv": lambda: df.to_csv(path, index=False),
+    }[suffix]()
+    pool = load_pool(
+        PoolConfig(source="file", path=str(path), problem_column="question", answer_column="solution", id_column="uid")
+    )
     assert [(p.id, p.problem, p.answer) for p in pool] == [("a", "1+1?", "2"), ("b", "2+2?", "4")]
 
 

@@ -41,16 +41,34 @@ def fake_verification(monkeypatch):
     monkeypatch.setattr("synth.prm.label.extract_answer", lambda text: "7")
     monkeypatch.setattr("synth.prm.label.verify_answers", alternate)
 
+
 def tiny_cfg(tmp_path, model, **kw) -> RoundsConfig:
     args = dict(
-        model=model, rounds=2, output_dir=str(tmp_path / "rounds"), top_k=2, eval_n=2, train_prm=True,
+        model=model,
+        rounds=2,
+        output_dir=str(tmp_path / "rounds"),
+        top_k=2,
+        eval_n=2,
+        train_prm=True,
         train_pool=PoolConfig(tasks=["basic_arithmetic"], num_problems=4, seed=200),
         eval_pool=PoolConfig(tasks=["basic_arithmetic"], num_problems=3, seed=1000),
-        generate=GenerateConfig(batch_size=16, problems_per_batch=4, search=SearchConfig(n=4, max_tokens=12, temperature=1.0)),
-        sft=TrainConfig(eval_fraction=0.25, args={"learning_rate": 1e-2, "num_train_epochs": 3, "per_device_train_batch_size": 2,
-                                                  "logging_steps": 1, "save_steps": 1000}),
+        generate=GenerateConfig(
+            batch_size=16, problems_per_batch=4, search=SearchConfig(n=4, max_tokens=12, temperature=1.0)
+        ),
+        sft=TrainConfig(
+            eval_fraction=0.25,
+            args={
+                "learning_rate": 1e-2,
+                "num_train_epochs": 3,
+                "per_device_train_batch_size": 2,
+                "logging_steps": 1,
+                "save_steps": 1000,
+            },
+        ),
         label=LabelConfig(rollouts=2, max_tokens=6, traces_per_problem=2),
-        prm_train=TrainPRMConfig(eval_fraction=0.0, args={"num_train_epochs": 1, "per_device_train_batch_size": 4, "save_steps": 1000}),
+        prm_train=TrainPRMConfig(
+            eval_fraction=0.0, args={"num_train_epochs": 1, "per_device_train_batch_size": 4, "save_steps": 1000}
+        ),
     )
     return RoundsConfig(**{**args, **kw})
 
@@ -98,7 +116,9 @@ def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_ve
     # round 1's SFT learnt something and left a plain checkpoint
     sft1 = json.loads((root / "round-1/sft/metrics.json").read_text())
     assert sft1["losses"][-1] < sft1["losses"][0] and sft1["eval_loss"] is not None
-    assert (root / "round-1/sft/final/config.json").exists() and not (root / "round-1/sft/final/adapter_config.json").exists()
+    assert (root / "round-1/sft/final/config.json").exists() and not (
+        root / "round-1/sft/final/adapter_config.json"
+    ).exists()
     assert (root / "round-1/prm/final/synth_prm.json").exists()
     assert json.loads((root / "round-1/sft_data/done.json").read_text())["result"]["examples"] > 0
 
@@ -113,7 +133,9 @@ def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_ve
     assert [x for x in second.models.loads if x.startswith("policy:")] == [f"policy:{root}/round-2/sft/final"]
     after = markers(root)
     assert {k: after[k] for k in before} == before
-    assert set(after) - set(before) == {f"round-2/{s}/done.json" for s in ("sft", "eval_greedy", "eval_search", "push")} | {"round-1/push/done.json"}
+    assert set(after) - set(before) == {
+        f"round-2/{s}/done.json" for s in ("sft", "eval_greedy", "eval_search", "push")
+    } | {"round-1/push/done.json"}
     assert pushes == ["round-1", "round-1", "round-2"]
     assert (root / "round-1/sft_data/README.md").read_text().count("## Rounds report") == 1  # replaced, not appended
     assert "\n| 2 |" in (root / "round-2/sft_data/README.md").read_text()
@@ -126,11 +148,15 @@ def test_two_rounds_end_to_end_then_resume(tmp_path, stopping_model_dir, fake_ve
     labels = [json.loads(x) for x in (root / "round-2/label/rows.jsonl").read_text().splitlines()]
     gen2 = [json.loads(x) for x in (root / "round-2/generate/rows.jsonl").read_text().splitlines()]
     assert all(len(g["completions"]) == 2 for g in gen2)  # n_per_round: round 2 searched at N=2 (round 1 at 4)
-    assert all(len(json.loads(x)["completions"]) == 4 for x in (root / "round-1/generate/rows.jsonl").read_text().splitlines())
+    assert all(
+        len(json.loads(x)["completions"]) == 4 for x in (root / "round-1/generate/rows.jsonl").read_text().splitlines()
+    )
     assert labels and all(r["policy"].endswith("round-1/sft/final") for r in labels)
     assert all(r["completions"] in [s for g in gen2 for s in g["steps"]] for r in labels)  # round 2's own traces
     first_gen = (root / "round-1/generate/rows.jsonl").read_text()
-    assert json.loads((root / "round-2/sft_data/done.json").read_text())["result"]["pool_problems"] == len(first_gen.splitlines())
+    assert json.loads((root / "round-2/sft_data/done.json").read_text())["result"]["pool_problems"] == len(
+        first_gen.splitlines()
+    )
 
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(r["greedy"] is not None and r["maj"] is not None and r["pass"] is not None for r in rows)
@@ -161,21 +187,40 @@ def test_no_verified_traces_keeps_the_policy(tmp_path, stopping_model_dir, monke
     assert rows[1]["sft_examples"] == 0 and rows[1]["policy"] == stopping_model_dir
 
 
-@pytest.mark.parametrize("data,msg", [
-    ({}, "held out"),
-    ({"train_pool": {"seed": 200}, "eval_pool": {"seed": 200}}, "held out"),
-    ({"eval_pool": {"seed": 1}, "search": {"strategy": "beam_search"}}, "needs a PRM"),
-    ({"eval_pool": {"seed": 1}, "prm": "default", "search": {"strategy": "beam_search", "n": 8, "beam_width": 4}, "eval_n": 6}, "eval_n 6"),
-    ({"eval_pool": {"seed": 1}, "sft": {"dataset": "x"}}, "sft.dataset is set by rounds"),
-    ({"eval_pool": {"seed": 1}, "prm_train": {"model": "y"}}, "prm_train.model is set by rounds"),
-    ({"eval_pool": {"seed": 1}, "rounds": -1}, "rounds must be"),
-    ({"eval_pool": {"seed": 1}, "n_per_round": []}, "n_per_round"),
-    ({"eval_pool": {"seed": 1}, "prm": "default", "search": {"strategy": "beam_search", "n": 8, "beam_width": 4}, "n_per_round": [8, 6]}, "n_per_round 6"),
-    ({"eval_pool": {"seed": 1}, "push_to_hub": "no-slash"}, "push_to_hub"),
-    ({"eval_pool": {"seed": 1}, "sft": {"dtype": "int8"}}, "dtype"),
-    ({"eval_pool": {"seed": 1}, "dtype": "foo"}, "dtype: .* is not one of"),
-    ({"eval_pool": {"seed": 1}, "sft": {"learning_rat": 1}}, "did you mean 'sft.learning_rate'"),
-])
+@pytest.mark.parametrize(
+    "data,msg",
+    [
+        ({}, "held out"),
+        ({"train_pool": {"seed": 200}, "eval_pool": {"seed": 200}}, "held out"),
+        ({"eval_pool": {"seed": 1}, "search": {"strategy": "beam_search"}}, "needs a PRM"),
+        (
+            {
+                "eval_pool": {"seed": 1},
+                "prm": "default",
+                "search": {"strategy": "beam_search", "n": 8, "beam_width": 4},
+                "eval_n": 6,
+            },
+            "eval_n 6",
+        ),
+        ({"eval_pool": {"seed": 1}, "sft": {"dataset": "x"}}, "sft.dataset is set by rounds"),
+        ({"eval_pool": {"seed": 1}, "prm_train": {"model": "y"}}, "prm_train.model is set by rounds"),
+        ({"eval_pool": {"seed": 1}, "rounds": -1}, "rounds must be"),
+        ({"eval_pool": {"seed": 1}, "n_per_round": []}, "n_per_round"),
+        (
+            {
+                "eval_pool": {"seed": 1},
+                "prm": "default",
+                "search": {"strategy": "beam_search", "n": 8, "beam_width": 4},
+                "n_per_round": [8, 6],
+            },
+            "n_per_round 6",
+        ),
+        ({"eval_pool": {"seed": 1}, "push_to_hub": "no-slash"}, "push_to_hub"),
+        ({"eval_pool": {"seed": 1}, "sft": {"dtype": "int8"}}, "dtype"),
+        ({"eval_pool": {"seed": 1}, "dtype": "foo"}, "dtype: .* is not one of"),
+        ({"eval_pool": {"seed": 1}, "sft": {"learning_rat": 1}}, "did you mean 'sft.learning_rate'"),
+    ],
+)
 def test_config_validation(data, msg):
     with pytest.raises(ConfigError, match=msg):
         from_dict(RoundsConfig, data)
@@ -195,11 +240,67 @@ def test_held_out_problems_never_reach_sft_data(tmp_path):
 
     cfg = tiny_cfg(tmp_path, "unused")
     held = load_pool(cfg.eval_pool)[0]
-    row = lambda i, problem: {"id": f"p{i}", "problem": problem, "gold_answer": "7", "source": "t", "model": "m",  # noqa: E731
-                              "completions": ["x = 7"], "verified": [True], "finished": [True], "num_tokens": [3]}
+    row = lambda i, problem: {
+        "id": f"p{i}",
+        "problem": problem,
+        "gold_answer": "7",
+        "source": "t",
+        "model": "m",  # noqa: E731
+        "completions": ["x = 7"],
+        "verified": [True],
+        "finished": [True],
+        "num_tokens": [3],
+    }
     gen = tmp_path / "gen"
     gen.mkdir()
     journal = Journal(gen / "rows.jsonl")
     journal.append([row(0, "What is 123456 + 654321?"), row(1, "  " + held.problem.upper() + " ")])
     out = Rounds(cfg)._sft_data(tmp_path / "sft_data", gen)
     assert out["examples"] == 1 and out["held_out_overlap"] == 1 and out["pool_problems"] == 2
+
+
+def test_rounds_reaches_the_vllm_engine_with_its_settings(tmp_path, tiny_model_dir, monkeypatch):
+    """`--generate.engine vllm` (and the vllm: settings) reach the engine rounds builds for every stage."""
+    from synth.config import parse_cli
+
+    built = []
+
+    class Built(Exception):
+        pass
+
+    class FakeVLLMPolicy:
+        def __init__(self, model_path, system_prompt=None, dtype="float32", seed=0, options=None):
+            built.append((model_path, dtype, options))
+            raise Built
+
+    monkeypatch.setattr("synth.generate.run.vllm_available", lambda: True)
+    monkeypatch.setattr("synth.generate.vllm.VLLMPolicy", FakeVLLMPolicy)
+    cfg = parse_cli(
+        RoundsConfig,
+        [
+            "--model",
+            tiny_model_dir,
+            "--rounds",
+            "0",
+            "--output_dir",
+            str(tmp_path / "r"),
+            "--train_pool.seed",
+            "200",
+            "--eval_pool.seed",
+            "1000",
+            "--generate.engine",
+            "vllm",
+            "--generate.vllm.kv_cache_gib",
+            "2",
+            "--generate.dtype",
+            "bfloat16",
+        ],
+    )
+    with pytest.raises(Built):
+        Rounds(cfg).run()
+    assert built == [(tiny_model_dir, "bfloat16", cfg.generate.vllm)] and built[0][2].kv_cache_gib == 2.0
+
+
+def test_old_top_level_generate_settings_still_load():
+    cfg = from_dict(RoundsConfig, {"eval_pool": {"seed": 1}, "seed": 3, "batch_size": 8, "search": {"n": 4}})
+    assert cfg.generate.seed == 3 and cfg.generate.batch_size == 8 and cfg.search.n == 4

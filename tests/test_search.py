@@ -1,6 +1,6 @@
 import pytest
-
 from fakes import StepPolicy, StepPRM
+
 from synth.evaluate import select_answers
 from synth.generate.engine import Continuation
 from synth.generate.search import SearchConfig, beam_search, best_of_n, dvts
@@ -154,9 +154,9 @@ def test_selectors():
 
     traces = [t("1", 0.9), t("2", 0.5), t("2", 0.5), t("3", 0.1), t("1", 0.99, finished=False)]
     picks = select_answers(traces)
-    assert traces[picks["majority"]].answer == "2"   # 2 votes
-    assert traces[picks["naive"]].answer == "1"      # single best finished score (0.9), unfinished ignored
-    assert traces[picks["weighted"]].answer == "2"   # 1.0 > 0.9
+    assert traces[picks["majority"]].answer == "2"  # 2 votes
+    assert traces[picks["naive"]].answer == "1"  # single best finished score (0.9), unfinished ignored
+    assert traces[picks["weighted"]].answer == "2"  # 1.0 > 0.9
 
 
 def test_best_of_n_with_prm_survives_empty_completions():
@@ -165,8 +165,10 @@ def test_best_of_n_with_prm_survives_empty_completions():
 
     class EmptyFirst(StepPolicy):
         def generate(self, prompts, params):
-            return [[Continuation("", 1, "eos", 3)] + [Continuation("so \\boxed{7}", 3, "eos", 3)] * (params.n - 1)
-                    for _ in prompts]
+            return [
+                [Continuation("", 1, "eos", 3)] + [Continuation("so \\boxed{7}", 3, "eos", 3)] * (params.n - 1)
+                for _ in prompts
+            ]
 
     results = best_of_n(EmptyFirst(), PROBLEMS, SearchConfig(n=3), seed=0, prm=StepPRM())
     for r in results:
@@ -205,7 +207,11 @@ def test_sentence_steps_continue_after_the_full_stop(search):
     assert all(not p.endswith(" ") for p in pol.prompts)
     assert "Q: 2+5?\nA: d0s0. d1s0" in "".join(pol.prompts)  # sample 0 ranks best at every depth
     best = max(res.traces, key=lambda t: t.score)
-    assert best.completion == "d0s0. d1s0. d2s0 so \\boxed{7}" and best.steps == ["d0s0.", "d1s0.", "d2s0 so \\boxed{7}"]
+    assert best.completion == "d0s0. d1s0. d2s0 so \\boxed{7}" and best.steps == [
+        "d0s0.",
+        "d1s0.",
+        "d2s0 so \\boxed{7}",
+    ]
     assert best.finished and best.answer == "7"
     assert {n["lead"] for n in res.tree if n["parent"] is not None} == {" "}
 

@@ -13,8 +13,21 @@ pytestmark = pytest.mark.slow
 
 def test_quickstart_on_real_model(tmp_path, capsys):
     out = tmp_path / "qs"
-    rc = main(["generate", "--config", "configs/quickstart.yaml", "--output_dir", str(out),
-               "--pool.num_problems", "4", "--search.n", "4", "--search.max_tokens", "64"])
+    rc = main(
+        [
+            "generate",
+            "--config",
+            "configs/quickstart.yaml",
+            "--output_dir",
+            str(out),
+            "--pool.num_problems",
+            "4",
+            "--search.n",
+            "4",
+            "--search.max_tokens",
+            "64",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "maj@4" in printed and "pass@4" in printed
@@ -25,15 +38,43 @@ def test_quickstart_on_real_model(tmp_path, capsys):
     assert summary["problems"] == 4 and summary["tokens"] > 0
 
 
-@pytest.mark.parametrize("strategy,prm,cut", [("beam_search", "default", "delimiter"), ("dvts", "default", "delimiter"),
-                                              ("dvts", "default-sentence", "sentence")])
+@pytest.mark.parametrize(
+    "strategy,prm,cut",
+    [
+        ("beam_search", "default", "delimiter"),
+        ("dvts", "default", "delimiter"),
+        ("dvts", "default-sentence", "sentence"),
+    ],
+)
 def test_search_with_default_prm_on_real_model(tmp_path, strategy, prm, cut):
     """`--prm default` (and `default-sentence` for sentence steps) works offline out of the box: the bundled
     PRM guides search on the real model."""
     out = tmp_path / strategy
-    rc = main(["generate", "--config", "configs/quickstart.yaml", "--output_dir", str(out), "--prm", prm,
-               "--pool.num_problems", "2", "--search.strategy", strategy, "--search.n", "4", "--search.step_cut", cut,
-               "--search.beam_width", "2", "--search.max_iterations", "3", "--search.step_max_tokens", "48"])
+    rc = main(
+        [
+            "generate",
+            "--config",
+            "configs/quickstart.yaml",
+            "--output_dir",
+            str(out),
+            "--prm",
+            prm,
+            "--pool.num_problems",
+            "2",
+            "--search.strategy",
+            strategy,
+            "--search.n",
+            "4",
+            "--search.step_cut",
+            cut,
+            "--search.beam_width",
+            "2",
+            "--search.max_iterations",
+            "3",
+            "--search.step_max_tokens",
+            "48",
+        ]
+    )
     assert rc == 0
     ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(ds) == 2

@@ -16,15 +16,27 @@ from synth.train.sft import TrainConfig, build_trainer, train_sft
 
 def sft_rows(n=16):
     """A learnable toy task: the same answer pattern for every problem."""
-    return [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
-             "completion": [{"role": "assistant", "content": f"{i} + 1 = {i + 1}. The answer is $\\boxed{{{i + 1}}}$."}]}
-            for i in range(n)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+            "completion": [{"role": "assistant", "content": f"{i} + 1 = {i + 1}. The answer is $\\boxed{{{i + 1}}}$."}],
+        }
+        for i in range(n)
+    ]
 
 
 def gen_row(pid, completions, verified, finished=None, tokens=None):
     n = len(completions)
-    return {"id": pid, "problem": f"problem {pid}", "gold_answer": "1", "source": "t", "completions": completions,
-            "verified": verified, "finished": finished or [True] * n, "num_tokens": tokens or [len(c) for c in completions]}
+    return {
+        "id": pid,
+        "problem": f"problem {pid}",
+        "gold_answer": "1",
+        "source": "t",
+        "completions": completions,
+        "verified": verified,
+        "finished": finished or [True] * n,
+        "num_tokens": tokens or [len(c) for c in completions],
+    }
 
 
 # ---------------------------------------------------------------- data
@@ -37,9 +49,15 @@ def sft_examples(rows, top_k, system_prompt=None):
 
 
 def test_sft_examples_keep_verified_finished_unique_shortest():
-    rows = [gen_row("a", ["long correct answer", "short ok", "short ok", "wrong", "cut off", ""],
-                    [True, True, True, False, True, True], finished=[True, True, True, True, False, True]),
-            gen_row("b", ["x"], [False])]
+    rows = [
+        gen_row(
+            "a",
+            ["long correct answer", "short ok", "short ok", "wrong", "cut off", ""],
+            [True, True, True, False, True, True],
+            finished=[True, True, True, True, False, True],
+        ),
+        gen_row("b", ["x"], [False]),
+    ]
     for row in rows:
         row["answers"] = ["1"] * len(row["completions"])
     out = sft_examples(rows, top_k=2, system_prompt="Be brief.")
@@ -56,10 +74,13 @@ def test_plain_strings_become_conversational():
     assert ds[0]["completion"] == [{"role": "assistant", "content": "2"}]
 
 
-@pytest.mark.parametrize("rows,msg", [
-    ([{"prompt": "q", "response": "a"}], r"missing column\(s\) \['completion'\]"),
-    ([{"prompt": "q", "completion": " "}], "row 0 has an empty completion"),
-])
+@pytest.mark.parametrize(
+    "rows,msg",
+    [
+        ([{"prompt": "q", "response": "a"}], r"missing column\(s\) \['completion'\]"),
+        ([{"prompt": "q", "completion": " "}], "row 0 has an empty completion"),
+    ],
+)
 def test_bad_sft_datasets(rows, msg):
     with pytest.raises(FormatError, match=msg):
         as_sft(Dataset.from_list(rows))
@@ -98,8 +119,9 @@ def test_split_holds_out_whole_problems():
 
 def test_completion_only_loss_masks_exactly_the_prompt(tmp_path, tiny_model_dir, tokenizer):
     rows = sft_rows(3)
-    trainer = build_trainer(TrainConfig(model=tiny_model_dir, output_dir=str(tmp_path / "o"), eval_fraction=0.0),
-                            Dataset.from_list(rows))
+    trainer = build_trainer(
+        TrainConfig(model=tiny_model_dir, output_dir=str(tmp_path / "o"), eval_fraction=0.0), Dataset.from_list(rows)
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     for i, row in enumerate(rows):
         prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
@@ -116,8 +138,16 @@ def test_completion_only_loss_masks_exactly_the_prompt(tmp_path, tiny_model_dir,
 
 def test_bf16_mixed_precision_trains_without_a_gpu(tmp_path, tiny_model_dir):
     """transformers refuses bf16 without an accelerator unless told to use the CPU."""
-    trainer = build_trainer(TrainConfig(model=tiny_model_dir, output_dir=str(tmp_path / "o"), eval_fraction=0.0, dtype="bfloat16",
-                                        args={"num_train_epochs": 1, "per_device_train_batch_size": 4}), Dataset.from_list(sft_rows(4)))
+    trainer = build_trainer(
+        TrainConfig(
+            model=tiny_model_dir,
+            output_dir=str(tmp_path / "o"),
+            eval_fraction=0.0,
+            dtype="bfloat16",
+            args={"num_train_epochs": 1, "per_device_train_batch_size": 4},
+        ),
+        Dataset.from_list(sft_rows(4)),
+    )
     assert trainer.args.bf16
     trainer.train()
 
@@ -144,9 +174,18 @@ def test_full_sft_loss_falls_and_resumes_after_interrupt(tmp_path, tiny_model_di
     from synth.generate.hf import TransformersPolicy
 
     out = tmp_path / "sft"
-    cfg = TrainConfig(model=tiny_model_dir, output_dir=str(out), eval_fraction=0.25,
-                      args={"learning_rate": 1e-2, "num_train_epochs": 3, "per_device_train_batch_size": 4, "logging_steps": 1,
-                            "save_steps": 2})
+    cfg = TrainConfig(
+        model=tiny_model_dir,
+        output_dir=str(out),
+        eval_fraction=0.25,
+        args={
+            "learning_rate": 1e-2,
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "save_steps": 2,
+        },
+    )
     with pytest.raises(KeyboardInterrupt):
         train_sft(cfg, Dataset.from_list(sft_rows()), callbacks=[InterruptAt(2)])
     assert (out / "checkpoint-2").exists() and not (out / "final").exists()
@@ -160,7 +199,9 @@ def test_full_sft_loss_falls_and_resumes_after_interrupt(tmp_path, tiny_model_di
     assert len(losses) == 9 and losses[-1] < losses[0]
     assert metrics["eval_loss"] is not None and metrics["tokens_per_s"] > 0
     assert json.loads((out / "metrics.json").read_text())["train_loss"] == pytest.approx(metrics["train_loss"])
-    assert train_sft(cfg, Dataset.from_list(sft_rows())) == json.loads((out / "metrics.json").read_text())  # done: no-op
+    assert train_sft(cfg, Dataset.from_list(sft_rows())) == json.loads(
+        (out / "metrics.json").read_text()
+    )  # done: no-op
     # final/ is a plain checkpoint with the tokenizer: a policy loads it
     policy = TransformersPolicy(str(out / "final"))
     assert policy.model.config.use_cache
@@ -172,8 +213,15 @@ def test_lora_sft_is_merged_into_a_plain_checkpoint(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    cfg = TrainConfig(model=tiny_model_dir, output_dir=str(out), lora=True, lora_r=4, lora_alpha=8, eval_fraction=0.0,
-                      args={"learning_rate": 5e-2, "num_train_epochs": 1, "per_device_train_batch_size": 8, "logging_steps": 1})
+    cfg = TrainConfig(
+        model=tiny_model_dir,
+        output_dir=str(out),
+        lora=True,
+        lora_r=4,
+        lora_alpha=8,
+        eval_fraction=0.0,
+        args={"learning_rate": 5e-2, "num_train_epochs": 1, "per_device_train_batch_size": 8, "logging_steps": 1},
+    )
     metrics = train_sft(cfg, Dataset.from_list(sft_rows()))
     assert metrics["eval_loss"] is None
     final = out / "final"
@@ -189,13 +237,16 @@ def test_lora_sft_is_merged_into_a_plain_checkpoint(tmp_path, tiny_model_dir):
 # ---------------------------------------------------------------- config and CLI
 
 
-@pytest.mark.parametrize("data,msg", [
-    ({"dtype": "int4"}, "dtype: .* is not one of"),
-    ({"eval_fraction": 1.0}, "eval_fraction"),
-    ({"batch_size": 0}, "per_device_train_batch_size must be a number > 0"),
-    ({"bf16": True}, "set by synth"),
-    ({"learning_rat": 1e-5}, "did you mean 'learning_rate'"),
-])
+@pytest.mark.parametrize(
+    "data,msg",
+    [
+        ({"dtype": "int4"}, "dtype: .* is not one of"),
+        ({"eval_fraction": 1.0}, "eval_fraction"),
+        ({"batch_size": 0}, "per_device_train_batch_size must be a number > 0"),
+        ({"bf16": True}, "set by synth"),
+        ({"learning_rat": 1e-5}, "did you mean 'learning_rate'"),
+    ],
+)
 def test_train_config_validation(data, msg):
     with pytest.raises(ConfigError, match=msg):
         from_dict(TrainConfig, data)
@@ -217,6 +268,14 @@ def test_train_cli_help_and_errors(tmp_path, capsys):
 def test_rounds_cli_help(capsys):
     assert cli(["rounds", "--help"]) == 0
     out = capsys.readouterr().out
-    for opt in ("--from_base", "--train_prm", "--eval_n", "--train_pool.seed", "--eval_pool.seed", "--sft.lora", "--generate.search.n",
-                "--generate.engine"):
+    for opt in (
+        "--from_base",
+        "--train_prm",
+        "--eval_n",
+        "--train_pool.seed",
+        "--eval_pool.seed",
+        "--sft.lora",
+        "--generate.search.n",
+        "--generate.engine",
+    ):
         assert opt in out

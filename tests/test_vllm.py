@@ -11,8 +11,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
 from fakes import StepPRM
+
 from synth.generate.engine import SamplingParams
 from synth.generate.run import GenerateConfig, generate, resolve_engine
 from synth.generate.search import SearchConfig
@@ -20,8 +20,13 @@ from synth.generate.vllm import VLLMConfig, _continuation, request_seed, vllm_av
 from synth.problems import PoolConfig
 
 SKIP_REASON = "vLLM is not installed in this environment (make install-vllm, then use .venv-vllm)"
-POOL = PoolConfig(source="reasoning_gym", tasks=["basic_arithmetic"], num_problems=4, seed=11,
-                  task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}})
+POOL = PoolConfig(
+    source="reasoning_gym",
+    tasks=["basic_arithmetic"],
+    num_problems=4,
+    seed=11,
+    task_config={"basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}},
+)
 
 
 # -- without vLLM -------------------------------------------------------------------------------------
@@ -39,9 +44,21 @@ def test_auto_engine_follows_vllm_availability(monkeypatch):
 def test_vllm_options_parse_and_validate():
     from synth.config import ConfigError, from_dict
 
-    cfg = from_dict(GenerateConfig, {"engine": "vllm", "vllm": {"gpu_memory_utilization": 0.5, "enforce_eager": "false",
-                                                                 "enable_prefix_caching": "off", "max_model_len": 2048}})
-    assert cfg.vllm == VLLMConfig(gpu_memory_utilization=0.5, enforce_eager=False, enable_prefix_caching=False, max_model_len=2048)
+    cfg = from_dict(
+        GenerateConfig,
+        {
+            "engine": "vllm",
+            "vllm": {
+                "gpu_memory_utilization": 0.5,
+                "enforce_eager": "false",
+                "enable_prefix_caching": "off",
+                "max_model_len": 2048,
+            },
+        },
+    )
+    assert cfg.vllm == VLLMConfig(
+        gpu_memory_utilization=0.5, enforce_eager=False, enable_prefix_caching=False, max_model_len=2048
+    )
     assert GenerateConfig().vllm == VLLMConfig()  # defaults: resolved per platform when the engine starts
     with pytest.raises(ConfigError, match="gpu_memory_utilization"):
         from_dict(GenerateConfig, {"vllm": {"gpu_memory_utilization": 1.5}})
@@ -56,7 +73,9 @@ def test_request_seeds_never_overlap():
 
 
 def test_completion_mapping():
-    out = lambda reason, stop, n=5: SimpleNamespace(text="x", token_ids=list(range(n)), finish_reason=reason, stop_reason=stop)  # noqa: E731
+    out = lambda reason, stop, n=5: SimpleNamespace(
+        text="x", token_ids=list(range(n)), finish_reason=reason, stop_reason=stop
+    )  # noqa: E731
     assert _continuation(out("stop", None), 9).stop_reason == "eos"  # the model's EOS
     assert _continuation(out("stop", 2), 9).stop_reason == "eos"  # another EOS id (stop token)
     c = _continuation(out("stop", "\n\n"), 9)
@@ -134,8 +153,12 @@ def test_vllm_policy_protocol(vllm_policy, hf_policy):
     cut = vllm_policy.generate([prompt], SamplingParams(n=1, max_tokens=40, temperature=0, stop=[stop]))[0][0]
     assert cut.stop_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
     assert cut.num_tokens <= free.num_tokens
-    kept = vllm_policy.generate([prompt], SamplingParams(n=1, max_tokens=40, temperature=0, stop=[stop], include_stop=True))[0][0]
-    assert kept.text == cut.text + stop  # the stop string kept, the rest of its token dropped (as the transformers engine)
+    kept = vllm_policy.generate(
+        [prompt], SamplingParams(n=1, max_tokens=40, temperature=0, stop=[stop], include_stop=True)
+    )[0][0]
+    assert (
+        kept.text == cut.text + stop
+    )  # the stop string kept, the rest of its token dropped (as the transformers engine)
     assert vllm_policy.generate([], params) == []
 
 

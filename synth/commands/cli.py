@@ -13,23 +13,58 @@ from synth.config import ConfigError, format_help, parse_cli
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("synth.commands.generate", "Search over a problem pool with the policy and write a dataset of verified traces."),
-    "merge": ("synth.commands.merge", "Join the output dirs of sharded generate or label runs (--shard i/n) into one run."),
-    "filter": ("synth.commands.filter", "Filter generated traces into training data (SFT, stepwise PRM or preference) and optionally push it."),
-    "push": ("synth.commands.push", "Publish a local dataset dir to the Hugging Face Hub (a config per folder, branches as revisions)."),
-    "eval": ("synth.commands.eval", "Accuracy vs N of generate runs (maj/naive/weighted/pass@n), a plot, and the compute-optimal mix."),
-    "label": ("synth.commands.label", "Label the steps of generated traces with Monte-Carlo rollouts (stepwise PRM dataset)."),
-    "train-prm": ("synth.commands.train_prm", "Train a process reward model on a stepwise dataset (transformers Trainer, LoRA or full)."),
-    "eval-prm": ("synth.commands.eval_prm", "Evaluate a PRM: step AUROC, and first-error F1 when the dataset has a `label` column."),
-    "train": ("synth.commands.train", "Fine-tune the policy on verified traces (TRL SFT, completion-only loss; full or LoRA, merged)."),
-    "rounds": ("synth.commands.rounds", "Self-improvement rounds: generate -> filter -> SFT (-> PRM) -> held-out eval, resumable."),
+    "generate": (
+        "synth.commands.generate",
+        "Search over a problem pool with the policy and write a dataset of verified traces.",
+    ),
+    "merge": (
+        "synth.commands.merge",
+        "Join the output dirs of sharded generate or label runs (--shard i/n) into one run.",
+    ),
+    "filter": (
+        "synth.commands.filter",
+        "Filter generated traces into training data (SFT, stepwise PRM or preference) and optionally push it.",
+    ),
+    "push": (
+        "synth.commands.push",
+        "Publish a local dataset dir to the Hugging Face Hub (a config per folder, branches as revisions).",
+    ),
+    "eval": (
+        "synth.commands.eval",
+        "Accuracy vs N of generate runs (maj/naive/weighted/pass@n), a plot, and the compute-optimal mix.",
+    ),
+    "label": (
+        "synth.commands.label",
+        "Label the steps of generated traces with Monte-Carlo rollouts (stepwise PRM dataset).",
+    ),
+    "train-prm": (
+        "synth.commands.train_prm",
+        "Train a process reward model on a stepwise dataset (transformers Trainer, LoRA or full).",
+    ),
+    "eval-prm": (
+        "synth.commands.eval_prm",
+        "Evaluate a PRM: step AUROC, and first-error F1 when the dataset has a `label` column.",
+    ),
+    "train": (
+        "synth.commands.train",
+        "Fine-tune the policy on verified traces (TRL SFT, completion-only loss; full or LoRA, merged).",
+    ),
+    "rounds": (
+        "synth.commands.rounds",
+        "Self-improvement rounds: generate -> filter -> SFT (-> PRM) -> held-out eval, resumable.",
+    ),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: synth COMMAND [--config RECIPE.yaml] [--option value ...]", "",
-             "Turn test-time compute into training data.", "", "commands:"]
+    lines = [
+        "usage: synth COMMAND [--config RECIPE.yaml] [--option value ...]",
+        "",
+        "Turn test-time compute into training data.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name.ljust(width)}  {helptext}" for name, (_, helptext) in COMMANDS.items()]
     lines += ["", "`synth COMMAND --help` lists a command's options; `synth --version` prints the version."]
     return "\n".join(lines) + "\n"
@@ -38,7 +73,8 @@ def usage() -> str:
 def _is_our_error(err: BaseException) -> bool:
     """synth's own errors name the problem in one line (no traceback)."""
     return isinstance(err, (ConfigError, FileNotFoundError)) or (
-        isinstance(err, ValueError) and type(err).__module__.startswith("synth"))
+        isinstance(err, ValueError) and type(err).__module__.startswith("synth")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         import difflib
 
         close = difflib.get_close_matches(name, list(COMMANDS), n=1)
-        print(f"synth: unknown command {name!r}" + (f" (did you mean '{close[0]}'?)" if close else "") +
-              f"; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"synth: unknown command {name!r}"
+            + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     if any(a in ("-h", "--help") for a in argv[1:]):
@@ -73,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"synth {name}: error: no space left on the device ({err.filename or 'writing output'}): free some "
-                  "space, then rerun the same command with --resume true to continue", file=sys.stderr)
+            print(
+                f"synth {name}: error: no space left on the device ({err.filename or 'writing output'}): free some "
+                "space, then rerun the same command with --resume true to continue",
+                file=sys.stderr,
+            )
             return 1
         if not _is_our_error(err):
             raise

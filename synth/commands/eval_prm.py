@@ -10,10 +10,17 @@ from synth.config import ConfigError, check_fields
 
 @dataclass
 class EvalPRMConfig:
-    prm: str = field(default="default", metadata={"help": "PRM to evaluate: 'default', 'default-sentence', or a PRM directory."})
-    dataset: str = field(default="", metadata={"help": "Stepwise dataset with labels (AUROC) or a first-error `label` column (F1)."})
+    prm: str = field(
+        default="default", metadata={"help": "PRM to evaluate: 'default', 'default-sentence', or a PRM directory."}
+    )
+    dataset: str = field(
+        default="", metadata={"help": "Stepwise dataset with labels (AUROC) or a first-error `label` column (F1)."}
+    )
     split: str = field(default="train", metadata={"help": "Split to evaluate."})
-    threshold: float = field(default=0.5, metadata={"range": "[0, 1]", "help": "Score below which a step counts as an error (first-error F1)."})
+    threshold: float = field(
+        default=0.5,
+        metadata={"range": "[0, 1]", "help": "Score below which a step counts as an error (first-error F1)."},
+    )
 
     def __post_init__(self):
         check_fields(self)

@@ -30,9 +30,20 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 
 def to_sft(records: list[Record], system_prompt: str | None = None) -> list[Row]:
-    return [{"prompt": chat_prompt(r["problem"], system_prompt), "completion": _assistant(r["completion"]),
-             "id": r["id"], "source": r["source"], "gold_answer": r["gold_answer"], "answer": r["answer"],
-             "verified": r["verified"], "score": r["score"], "num_tokens": r["num_tokens"]} for r in records]
+    return [
+        {
+            "prompt": chat_prompt(r["problem"], system_prompt),
+            "completion": _assistant(r["completion"]),
+            "id": r["id"],
+            "source": r["source"],
+            "gold_answer": r["gold_answer"],
+            "answer": r["answer"],
+            "verified": r["verified"],
+            "score": r["score"],
+            "num_tokens": r["num_tokens"],
+        }
+        for r in records
+    ]
 
 
 def to_stepwise(records: list[Record]) -> list[Row]:
@@ -40,9 +51,19 @@ def to_stepwise(records: list[Record]) -> list[Row]:
     rows = []
     for r in records:
         steps = [s for s in (r["steps"] or [r["completion"]]) if s and s.strip()] or [r["completion"]]
-        rows.append({"prompt": r["problem"], "completions": steps, "labels": [bool(r["correct"])] * len(steps),
-                     "id": r["id"], "source": r["source"], "gold_answer": r["gold_answer"], "answer": r["answer"],
-                     "verified": r["verified"], "score": r["score"]})
+        rows.append(
+            {
+                "prompt": r["problem"],
+                "completions": steps,
+                "labels": [bool(r["correct"])] * len(steps),
+                "id": r["id"],
+                "source": r["source"],
+                "gold_answer": r["gold_answer"],
+                "answer": r["answer"],
+                "verified": r["verified"],
+                "score": r["score"],
+            }
+        )
     return rows
 
 
@@ -57,8 +78,10 @@ def preference_pairs(records: list[Record], per_problem: int | None = None) -> l
     for idx in _groups(records).values():
         group = [records[i] for i in idx]
         scored = all(r["score"] is not None for r in group)
-        chosen = sorted((r for r in group if r["correct"] is True),
-                        key=lambda r: (-r["score"], r["num_tokens"]) if scored else (r["num_tokens"], len(r["completion"])))
+        chosen = sorted(
+            (r for r in group if r["correct"] is True),
+            key=lambda r: (-r["score"], r["num_tokens"]) if scored else (r["num_tokens"], len(r["completion"])),
+        )
         rejected = [r for r in group if r["correct"] is False]
         if scored:
             rejected.sort(key=lambda r: -r["score"])
@@ -74,7 +97,18 @@ def preference_pairs(records: list[Record], per_problem: int | None = None) -> l
 
 
 def to_preference(pairs: list[tuple[Record, Record]], system_prompt: str | None = None) -> list[Row]:
-    return [{"prompt": chat_prompt(c["problem"], system_prompt), "chosen": _assistant(c["completion"]),
-             "rejected": _assistant(r["completion"]), "id": c["id"], "source": c["source"],
-             "gold_answer": c["gold_answer"], "chosen_answer": c["answer"], "rejected_answer": r["answer"],
-             "chosen_score": c["score"], "rejected_score": r["score"]} for c, r in pairs]
+    return [
+        {
+            "prompt": chat_prompt(c["problem"], system_prompt),
+            "chosen": _assistant(c["completion"]),
+            "rejected": _assistant(r["completion"]),
+            "id": c["id"],
+            "source": c["source"],
+            "gold_answer": c["gold_answer"],
+            "chosen_answer": c["answer"],
+            "rejected_answer": r["answer"],
+            "chosen_score": c["score"],
+            "rejected_score": r["score"],
+        }
+        for c, r in pairs
+    ]

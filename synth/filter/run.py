@@ -11,8 +11,17 @@ from typing import Any, Literal
 import synth
 from synth.config import ConfigError, check_fields, from_dict, to_dict
 from synth.filter.formats import preference_pairs, to_preference, to_sft, to_stepwise
-from synth.filter.select import (Filters, FilterError, NgramIndex, Record, Step, build_filters, correct_label, flatten,
-                                 run_filters)
+from synth.filter.select import (
+    FilterError,
+    Filters,
+    NgramIndex,
+    Record,
+    Step,
+    build_filters,
+    correct_label,
+    flatten,
+    run_filters,
+)
 from synth.hub import PUSH_KEYS, PushConfig, check_push, read_rows, write_dataset
 from synth.rundir import RunDir
 
@@ -25,23 +34,58 @@ OUTPUTS = ("data", "data.tmp", "README.md", "funnel.json")
 
 @dataclass
 class FilterConfig(PushConfig):
-    dataset: str = field(default="", metadata={"help": "A `synth generate` (or `synth merge`) output dir, a .parquet/.jsonl of its rows, or a Hub dataset id."})
-    output_dir: str = field(default="runs/filter", metadata={"help": "Where the filtered dataset (parquet + card) goes."})
-    format: Literal["sft", "stepwise", "preference"] = field(default="sft", metadata={"help": "Output format: sft (prompt/completion chat), stepwise (PRM: prompt/completions/labels), preference (prompt/chosen/rejected)."})
-    system_prompt: str | None = field(default=None, metadata={"help": "System message put before the problem in sft/preference prompts (null: none)."})
+    dataset: str = field(
+        default="",
+        metadata={
+            "help": "A `synth generate` (or `synth merge`) output dir, a .parquet/.jsonl of its rows, or a Hub dataset id."
+        },
+    )
+    output_dir: str = field(
+        default="runs/filter", metadata={"help": "Where the filtered dataset (parquet + card) goes."}
+    )
+    format: Literal["sft", "stepwise", "preference"] = field(
+        default="sft",
+        metadata={
+            "help": "Output format: sft (prompt/completion chat), stepwise (PRM: prompt/completions/labels), preference (prompt/chosen/rejected)."
+        },
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message put before the problem in sft/preference prompts (null: none)."}
+    )
     filters: Filters = field(default_factory=Filters)
-    decontaminate: list[Any] = field(default_factory=list, metadata={"help": "Eval sets to decontaminate against: local files/dirs, Hub ids 'owner/name[:split]', or pool mappings like {source: reasoning_gym, tasks: [chain_sum], seed: 99} (on the command line: '[{...}]')."})
-    decontam_ngram: int = field(default=13, metadata={"range": "[1, inf)", "help": "Word n-gram size of the decontamination overlap test."})
-    decontaminate_completions: bool = field(default=False, metadata={"help": "Also test completions (not only problems) for overlap with the eval sets."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir synth filter made with another config (to replace data on the Hub: hub_overwrite)."})
+    decontaminate: list[Any] = field(
+        default_factory=list,
+        metadata={
+            "help": "Eval sets to decontaminate against: local files/dirs, Hub ids 'owner/name[:split]', or pool mappings like {source: reasoning_gym, tasks: [chain_sum], seed: 99} (on the command line: '[{...}]')."
+        },
+    )
+    decontam_ngram: int = field(
+        default=13, metadata={"range": "[1, inf)", "help": "Word n-gram size of the decontamination overlap test."}
+    )
+    decontaminate_completions: bool = field(
+        default=False, metadata={"help": "Also test completions (not only problems) for overlap with the eval sets."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an output_dir synth filter made with another config (to replace data on the Hub: hub_overwrite)."
+        },
+    )
 
-    RENAMED = {**PushConfig.RENAMED, "private": "hub_private", "config_name": "hub_config_name", "revision": "hub_revision"}
+    RENAMED = {
+        **PushConfig.RENAMED,
+        "private": "hub_private",
+        "config_name": "hub_config_name",
+        "revision": "hub_revision",
+    }
 
     def __post_init__(self):
         super().__post_init__()
         check_fields(self)
         if self.format != "sft" and self.filters.correctness == "none":
-            raise ValueError(f"format {self.format} needs correct/wrong labels: use filters.correctness auto, verified or majority")
+            raise ValueError(
+                f"format {self.format} needs correct/wrong labels: use filters.correctness auto, verified or majority"
+            )
 
 
 # ---------------------------------------------------------------- inputs
@@ -69,7 +113,9 @@ def load_generate_rows(source: str) -> list[dict[str, Any]]:
     if rows:
         missing = [c for c in REQUIRED if c not in rows[0]]
         if missing:
-            raise FilterError(f"{source}: missing column(s) {missing}, so not `synth generate` rows; it has {sorted(rows[0])}")
+            raise FilterError(
+                f"{source}: missing column(s) {missing}, so not `synth generate` rows; it has {sorted(rows[0])}"
+            )
     return rows
 
 
@@ -102,7 +148,9 @@ def _hub_rows(dataset: str, split: str) -> list[dict[str, Any]]:
         return load_dataset(dataset, split=split).to_list()
     except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise FilterError(f"{dataset!r} is no local path, and loading it (split {split!r}) from the Hub failed: {reason}") from None
+        raise FilterError(
+            f"{dataset!r} is no local path, and loading it (split {split!r}) from the Hub failed: {reason}"
+        ) from None
 
 
 def load_eval_set(spec: Any) -> tuple[str, list[str]]:
@@ -132,7 +180,9 @@ def _texts(rows: list[dict[str, Any]], name: str) -> list[str]:
         return []
     column = next((c for c in _TEXT_COLUMNS if c in rows[0]), None)
     if column is None:
-        raise FilterError(f"decontaminate {name}: no problem column (looked for {list(_TEXT_COLUMNS)}; it has {sorted(rows[0])})")
+        raise FilterError(
+            f"decontaminate {name}: no problem column (looked for {list(_TEXT_COLUMNS)}; it has {sorted(rows[0])})"
+        )
     out = []
     for r in rows:
         value = r[column]
@@ -159,7 +209,9 @@ def build_index(specs: list[Any], n: int) -> NgramIndex | None:
 # ---------------------------------------------------------------- the command
 
 
-def select(records: list[Record], cfg: FilterConfig, index: NgramIndex | None = None) -> tuple[list[dict[str, Any]], list[Step]]:
+def select(
+    records: list[Record], cfg: FilterConfig, index: NgramIndex | None = None
+) -> tuple[list[dict[str, Any]], list[Step]]:
     """Filter the records and build the output rows in `cfg.format`; returns (rows, funnel)."""
     f = cfg.filters
     records, funnel = run_filters(records, build_filters(f, cfg.format, index, cfg.decontaminate_completions))
@@ -185,19 +237,22 @@ def funnel_table(total: int, funnel: list[Step], rows: int, fmt: str) -> str:
 
 _FORMAT_DOC = {
     "sft": "Conversational prompt-completion rows for TRL's `SFTTrainer`: `prompt` (user message, after an optional "
-           "system message) and `completion` (the assistant's solution, one that passed the filters below).",
+    "system message) and `completion` (the assistant's solution, one that passed the filters below).",
     "stepwise": "Stepwise PRM rows (TRL convention, `synth train-prm`): `prompt`, `completions` (the steps) and `labels`. "
-                "These are outcome labels: every step of a correct trace is True, every step of a wrong one False "
-                "(earlier steps of a wrong trace may be right; `synth label` computes real step labels with rollouts).",
+    "These are outcome labels: every step of a correct trace is True, every step of a wrong one False "
+    "(earlier steps of a wrong trace may be right; `synth label` computes real step labels with rollouts).",
     "preference": "Conversational preference rows for TRL's `DPOTrainer`: `prompt`, `chosen` (a correct completion) and "
-                  "`rejected` (a wrong completion of the same problem).",
+    "`rejected` (a wrong completion of the same problem).",
 }
 
 
 def card_body(cfg: FilterConfig, source: dict[str, Any], total: int, funnel: list[Step], rows: int, load: str) -> str:
     config = f', name="{cfg.hub_config_name}"' if cfg.push_to_hub and cfg.hub_config_name else ""
-    sets = "\n".join(f"- `{s.name[len('decontaminate '):]}`: {s.removed} completions removed"
-                     for s in funnel if s.name.startswith("decontaminate "))
+    sets = "\n".join(
+        f"- `{s.name[len('decontaminate ') :]}`: {s.removed} completions removed"
+        for s in funnel
+        if s.name.startswith("decontaminate ")
+    )
     decontam = f"\nDecontaminated ({cfg.decontam_ngram}-gram overlap) against:\n\n{sets}\n" if sets else ""
     return f"""Filtered with [synth](https://github.com/) {synth.__version__} (`synth filter --format {cfg.format}`) from
 test-time search traces. {_FORMAT_DOC[cfg.format]}
@@ -205,9 +260,9 @@ test-time search traces. {_FORMAT_DOC[cfg.format]}
 ## Source run
 
 - Dataset: `{cfg.dataset}`
-- Model: `{source['model']}`
-- Strategy: `{source['strategy']}` with N = {source['n']}
-- Problems: {source['problems']}, completions: {total}
+- Model: `{source["model"]}`
+- Strategy: `{source["strategy"]}` with N = {source["n"]}
+- Problems: {source["problems"]}, completions: {total}
 
 ## Funnel
 
@@ -253,12 +308,19 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
     check_push(cfg)
     source = source_info(rows)
     load = cfg.hub_dataset_id if cfg.push_to_hub else str(out.path.resolve())
-    info = {"name": f"synth {cfg.format} data from {source['model']} ({source['strategy']}, N={source['n']})",
-            "model": source["model"], "source": {**source, "dataset": cfg.dataset}, "config": to_dict(cfg),
-            "funnel": [s._asdict() for s in funnel], "summary": {"input_completions": len(records), "rows": len(rows_out)},
-            "load_path": load, "synth_version": synth.__version__}
+    info = {
+        "name": f"synth {cfg.format} data from {source['model']} ({source['strategy']}, N={source['n']})",
+        "model": source["model"],
+        "source": {**source, "dataset": cfg.dataset},
+        "config": to_dict(cfg),
+        "funnel": [s._asdict() for s in funnel],
+        "summary": {"input_completions": len(records), "rows": len(rows_out)},
+        "load_path": load,
+        "synth_version": synth.__version__,
+    }
     with out.claim():
         write_dataset(rows_out, out.path, info, body=card_body(cfg, source, len(records), funnel, len(rows_out), load))
-        (out.path / "funnel.json").write_text(json.dumps({"input": len(records), "steps": [s._asdict() for s in funnel],
-                                                          "rows": len(rows_out)}, indent=2))
+        (out.path / "funnel.json").write_text(
+            json.dumps({"input": len(records), "steps": [s._asdict() for s in funnel], "rows": len(rows_out)}, indent=2)
+        )
     return {"output_dir": str(out.path), "rows": len(rows_out), "funnel": funnel, "table": table}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -44,23 +45,60 @@ class Step(NamedTuple):
 class Filters:
     """The knobs of `synth filter`; every filter can be switched off."""
 
-    correctness: Literal["auto", "verified", "majority", "none"] = field(default="auto", metadata={"help": (
-        "Which completions count as correct. verified: verified against the gold answer; majority: answer equals the "
-        "problem's majority answer (pools without gold); auto: verified where a gold answer exists, majority elsewhere; "
-        "none: keep all (sft only).")})
-    min_agreement: float = field(default=0.5, metadata={"help": "Majority filter: the majority answer must be given by at least this fraction of the problem's completions."})
+    correctness: Literal["auto", "verified", "majority", "none"] = field(
+        default="auto",
+        metadata={
+            "help": (
+                "Which completions count as correct. verified: verified against the gold answer; majority: answer equals the "
+                "problem's majority answer (pools without gold); auto: verified where a gold answer exists, majority elsewhere; "
+                "none: keep all (sft only)."
+            )
+        },
+    )
+    min_agreement: float = field(
+        default=0.5,
+        metadata={
+            "help": "Majority filter: the majority answer must be given by at least this fraction of the problem's completions."
+        },
+    )
     require_finished: bool = field(default=True, metadata={"help": "Drop completions cut by the token or depth limit."})
-    min_score: float | None = field(default=None, metadata={"help": "Drop completions whose aggregated PRM score is below this (needs a run with a PRM)."})
+    min_score: float | None = field(
+        default=None,
+        metadata={"help": "Drop completions whose aggregated PRM score is below this (needs a run with a PRM)."},
+    )
     min_tokens: int = field(default=0, metadata={"help": "Drop completions with fewer generated tokens."})
     max_tokens: int | None = field(default=None, metadata={"help": "Drop completions with more generated tokens."})
-    dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same problem and completion after NFKC, lowercasing and whitespace collapsing)."})
-    near_dup_threshold: float | None = field(default=0.85, metadata={"help": "Drop a completion whose word n-gram Jaccard similarity to a kept completion of the same problem is at least this (null: off)."})
+    dedup: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop exact duplicates (same problem and completion after NFKC, lowercasing and whitespace collapsing)."
+        },
+    )
+    near_dup_threshold: float | None = field(
+        default=0.85,
+        metadata={
+            "help": "Drop a completion whose word n-gram Jaccard similarity to a kept completion of the same problem is at least this (null: off)."
+        },
+    )
     near_dup_ngram: int = field(default=5, metadata={"help": "Word n-gram size for near-duplicate detection."})
-    near_dup_perms: int = field(default=64, metadata={"help": "MinHash permutations (more: fewer missed near-duplicates, slower)."})
-    top_k: int | None = field(default=None, metadata={"help": "Keep at most k completions per problem (see rank_by); no two identical texts. For preference: pairs per problem."})
-    rank_by: Literal["auto", "score", "shortest"] = field(default="auto", metadata={"help": (
-        "Which top_k completions are kept: score (highest PRM score first), shortest, or auto (score when every "
-        "completion has one, else shortest).")})
+    near_dup_perms: int = field(
+        default=64, metadata={"help": "MinHash permutations (more: fewer missed near-duplicates, slower)."}
+    )
+    top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep at most k completions per problem (see rank_by); no two identical texts. For preference: pairs per problem."
+        },
+    )
+    rank_by: Literal["auto", "score", "shortest"] = field(
+        default="auto",
+        metadata={
+            "help": (
+                "Which top_k completions are kept: score (highest PRM score first), shortest, or auto (score when every "
+                "completion has one, else shortest)."
+            )
+        },
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -93,16 +131,30 @@ def flatten(rows: Iterable[dict[str, Any]]) -> list[Record]:
         finished, scores = _column(row, "finished", n, True), _column(row, "scores", n)
         steps, step_scores = _column(row, "steps", n), _column(row, "step_scores", n)
         for i, text in enumerate(completions):
-            out.append({
-                "id": row["id"], "index": i, "problem": row.get("problem") or "", "gold_answer": row.get("gold_answer"),
-                "source": row.get("source"), "difficulty": row.get("difficulty"),
-                "completion": text or "", "steps": list(steps[i] or []) or ([text] if text else []),
-                "answer": answers[i], "verified": verified[i], "num_tokens": int(tokens[i] or 0),
-                "finished": bool(finished[i]) if finished[i] is not None else True,
-                "score": scores[i], "step_scores": step_scores[i],
-                "majority_answer": majority, "agreement": agreement, "agrees": agrees[i],
-                "model": row.get("model"), "strategy": row.get("strategy"), "n": row.get("n", n),
-            })
+            out.append(
+                {
+                    "id": row["id"],
+                    "index": i,
+                    "problem": row.get("problem") or "",
+                    "gold_answer": row.get("gold_answer"),
+                    "source": row.get("source"),
+                    "difficulty": row.get("difficulty"),
+                    "completion": text or "",
+                    "steps": list(steps[i] or []) or ([text] if text else []),
+                    "answer": answers[i],
+                    "verified": verified[i],
+                    "num_tokens": int(tokens[i] or 0),
+                    "finished": bool(finished[i]) if finished[i] is not None else True,
+                    "score": scores[i],
+                    "step_scores": step_scores[i],
+                    "majority_answer": majority,
+                    "agreement": agreement,
+                    "agrees": agrees[i],
+                    "model": row.get("model"),
+                    "strategy": row.get("strategy"),
+                    "n": row.get("n", n),
+                }
+            )
     return out
 
 
@@ -168,21 +220,27 @@ def majority_agreement(records: list[Record], min_agreement: float, only_ungrade
 
     With `only_ungraded`, completions that have a verification (gold answer) are left alone.
     """
-    return [r for r in records
-            if (only_ungraded and r["verified"] is not None)
-            or (r["agrees"] and r["agreement"] >= min_agreement)]
+    return [
+        r
+        for r in records
+        if (only_ungraded and r["verified"] is not None) or (r["agrees"] and r["agreement"] >= min_agreement)
+    ]
 
 
 def score_threshold(records: list[Record], min_score: float) -> list[Record]:
     missing = sum(r["score"] is None for r in records)
     if missing:
-        raise FilterError(f"min_score needs PRM scores, but {missing} of {len(records)} completions have none "
-                          "(the dataset has no `scores`: generate with a PRM, e.g. --prm default, or drop min_score)")
+        raise FilterError(
+            f"min_score needs PRM scores, but {missing} of {len(records)} completions have none "
+            "(the dataset has no `scores`: generate with a PRM, e.g. --prm default, or drop min_score)"
+        )
     return [r for r in records if r["score"] >= min_score]
 
 
 def length_limits(records: list[Record], min_tokens: int = 0, max_tokens: int | None = None) -> list[Record]:
-    return [r for r in records if r["num_tokens"] >= min_tokens and (max_tokens is None or r["num_tokens"] <= max_tokens)]
+    return [
+        r for r in records if r["num_tokens"] >= min_tokens and (max_tokens is None or r["num_tokens"] <= max_tokens)
+    ]
 
 
 def exact_dedup(records: list[Record]) -> list[Record]:
@@ -190,7 +248,9 @@ def exact_dedup(records: list[Record]) -> list[Record]:
     seen: set[bytes] = set()
     out = []
     for r in records:
-        key = hashlib.blake2b(f"{normalize(r['problem'])}\x1f{normalize(r['completion'])}".encode(), digest_size=16).digest()
+        key = hashlib.blake2b(
+            f"{normalize(r['problem'])}\x1f{normalize(r['completion'])}".encode(), digest_size=16
+        ).digest()
         if key not in seen:
             seen.add(key)
             out.append(r)
@@ -206,13 +266,19 @@ def near_dedup(records: list[Record], threshold: float = 0.85, ngram: int = 5, n
     hasher = _Hasher()
     drop: set[int] = set()
     for idx in _groups(records).values():
-        shingles = [np.unique(hasher.ngrams(_TOKEN.findall(normalize(records[i]["completion"])), ngram, whole=True)) for i in idx]
+        shingles = [
+            np.unique(hasher.ngrams(_TOKEN.findall(normalize(records[i]["completion"])), ngram, whole=True))
+            for i in idx
+        ]
         sigs = minhash(shingles, num_perm)
         kept: list[int] = []
         for j, i in enumerate(idx):
             if len(shingles[j]) and kept:
                 est = (sigs[kept] == sigs[j]).mean(axis=1)
-                if any(_jaccard(shingles[j], shingles[kept[c]]) >= threshold for c in np.flatnonzero(est >= threshold - 0.15)):
+                if any(
+                    _jaccard(shingles[j], shingles[kept[c]]) >= threshold
+                    for c in np.flatnonzero(est >= threshold - 0.15)
+                ):
                     drop.add(i)
                     continue
             kept.append(j)
@@ -231,7 +297,9 @@ def top_k_per_problem(records: list[Record], k: int, rank_by: str = "auto") -> l
     for idx in _groups(records).values():
         scored = all(records[i]["score"] is not None for i in idx)
         if rank_by == "score" and not scored:
-            raise FilterError(f"rank_by score needs PRM scores, but problem {records[idx[0]]['id']!r} has completions without one")
+            raise FilterError(
+                f"rank_by score needs PRM scores, but problem {records[idx[0]]['id']!r} has completions without one"
+            )
         if rank_by == "score" or (rank_by == "auto" and scored):
             order = sorted(idx, key=lambda i: (-records[i]["score"], records[i]["num_tokens"], i))
         else:
@@ -255,8 +323,9 @@ def _groups(records: list[Record]) -> dict[str, list[int]]:
     return groups
 
 
-def build_filters(cfg: Filters, fmt: str = "sft", index: "NgramIndex | None" = None,
-                  decontaminate_completions: bool = False) -> list[tuple[str, Filter]]:
+def build_filters(
+    cfg: Filters, fmt: str = "sft", index: NgramIndex | None = None, decontaminate_completions: bool = False
+) -> list[tuple[str, Filter]]:
     """The filter list for a config. For stepwise/preference output the correctness filters are left
     out (wrong completions are the negatives) and top_k is applied later, on the chosen side."""
     steps: list[tuple[str, Filter]] = [("non-empty", non_empty)]
@@ -267,22 +336,40 @@ def build_filters(cfg: Filters, fmt: str = "sft", index: "NgramIndex | None" = N
             steps.append(("verified", verified_only))
         elif cfg.correctness == "auto":
             steps.append(("verified", lambda rs: verified_only(rs, keep_ungraded=True)))
-            steps.append((f"majority >= {cfg.min_agreement:g} (no gold)", lambda rs: majority_agreement(rs, cfg.min_agreement, only_ungraded=True)))
+            steps.append(
+                (
+                    f"majority >= {cfg.min_agreement:g} (no gold)",
+                    lambda rs: majority_agreement(rs, cfg.min_agreement, only_ungraded=True),
+                )
+            )
         elif cfg.correctness == "majority":
             steps.append((f"majority >= {cfg.min_agreement:g}", lambda rs: majority_agreement(rs, cfg.min_agreement)))
     if cfg.min_score is not None:
         steps.append((f"prm score >= {cfg.min_score:g}", lambda rs: score_threshold(rs, cfg.min_score)))
     if cfg.min_tokens > 0 or cfg.max_tokens is not None:
-        steps.append((f"tokens in [{cfg.min_tokens}, {cfg.max_tokens if cfg.max_tokens is not None else 'inf'}]",
-                      lambda rs: length_limits(rs, cfg.min_tokens, cfg.max_tokens)))
+        steps.append(
+            (
+                f"tokens in [{cfg.min_tokens}, {cfg.max_tokens if cfg.max_tokens is not None else 'inf'}]",
+                lambda rs: length_limits(rs, cfg.min_tokens, cfg.max_tokens),
+            )
+        )
     if index is not None:
         for name in index.names:
-            steps.append((f"decontaminate {name}", lambda rs, name=name: decontaminate(rs, index, name, decontaminate_completions)))
+            steps.append(
+                (
+                    f"decontaminate {name}",
+                    lambda rs, name=name: decontaminate(rs, index, name, decontaminate_completions),
+                )
+            )
     if cfg.dedup:
         steps.append(("exact duplicates", exact_dedup))
     if cfg.near_dup_threshold is not None:
-        steps.append((f"near duplicates (jaccard >= {cfg.near_dup_threshold:g})",
-                      lambda rs: near_dedup(rs, cfg.near_dup_threshold, cfg.near_dup_ngram, cfg.near_dup_perms)))
+        steps.append(
+            (
+                f"near duplicates (jaccard >= {cfg.near_dup_threshold:g})",
+                lambda rs: near_dedup(rs, cfg.near_dup_threshold, cfg.near_dup_ngram, cfg.near_dup_perms),
+            )
+        )
     if fmt in ("sft", "stepwise") and cfg.top_k is not None:
         steps.append((f"top-{cfg.top_k} per problem", lambda rs: top_k_per_problem(rs, cfg.top_k, cfg.rank_by)))
     return steps

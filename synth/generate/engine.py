@@ -66,4 +66,6 @@ def render_chat_prompt(tokenizer, system_prompt: str | None, problem: str) -> st
     Every engine builds prompts here, so they see the same text."""
     if tokenizer.chat_template is None:
         return (system_prompt + "\n\n" if system_prompt else "") + problem + "\n\n"
-    return tokenizer.apply_chat_template(chat_messages(problem, system_prompt), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        chat_messages(problem, system_prompt), tokenize=False, add_generation_prompt=True
+    )

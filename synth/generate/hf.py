@@ -47,7 +47,9 @@ class TransformersPolicy:
         self.batch_size = batch_size
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         # KV reuse needs plain full-attention layers (sliding-window caches cannot be spliced)
-        self.stash = KVStash() if all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers) else None
+        self.stash = (
+            KVStash() if all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers) else None
+        )
 
     @property
     def max_model_len(self) -> int:
@@ -66,14 +68,24 @@ class TransformersPolicy:
         reused = [self.stash.match(x) if self.stash is not None else (None, 0) for x in ids]
         new_stash = KVStash() if params.keep_cache and self.stash is not None else None
         # chunks of (prompt index, samples): a prompt's samples share one prefill
-        chunks = [(i, min(self.batch_size, params.n - s)) for i in range(len(prompts)) for s in range(0, params.n, self.batch_size)]
+        chunks = [
+            (i, min(self.batch_size, params.n - s))
+            for i in range(len(prompts))
+            for s in range(0, params.n, self.batch_size)
+        ]
         chunks.sort(key=lambda c: len(ids[c[0]]) - reused[c[0]][1])
         results: list[list[Continuation]] = [[] for _ in prompts]
         batch: list[tuple[int, int]] = []
         for chunk in chunks + [None]:
             if chunk is None or (batch and sum(c for _, c in batch) + chunk[1] > self.batch_size):
-                outs = self._decode([ids[i] for i, _ in batch], [c for _, c in batch], params, gen,
-                                    [reused[i] for i, _ in batch], new_stash)
+                outs = self._decode(
+                    [ids[i] for i, _ in batch],
+                    [c for _, c in batch],
+                    params,
+                    gen,
+                    [reused[i] for i, _ in batch],
+                    new_stash,
+                )
                 for (i, _), conts in zip(batch, outs):
                     results[i].extend(conts)
                 batch = []
@@ -104,24 +116,38 @@ class TransformersPolicy:
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in new], device=self.device)
         new_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in new], device=self.device)
-        kept_mask = torch.tensor([[0] * (kept - n) + [1] * n for _, n in reused], device=self.device, dtype=new_mask.dtype)
+        kept_mask = torch.tensor(
+            [[0] * (kept - n) + [1] * n for _, n in reused], device=self.device, dtype=new_mask.dtype
+        )
         mask = torch.cat([kept_mask.view(len(new), kept), new_mask], dim=1)
         pos = torch.tensor([[n] for _, n in reused], device=self.device) + (new_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1
+        ).logits[:, -1]
         if cache.get_seq_length() != mask.shape[1]:
             # a transformers that ignores `cache=` would decode without the prompt: garbage, silently
             import transformers
 
-            raise RuntimeError(f"transformers {transformers.__version__} did not fill the KV cache passed as `cache=` "
-                               f"({cache.get_seq_length()} of {mask.shape[1]} tokens): synth needs transformers>=5.20")
+            raise RuntimeError(
+                f"transformers {transformers.__version__} did not fill the KV cache passed as `cache=` "
+                f"({cache.get_seq_length()} of {mask.shape[1]} tokens): synth needs transformers>=5.20"
+            )
         return logits, cache, mask, pos
 
-    def _decode(self, prompt_ids: list[list[int]], counts: list[int], params: SamplingParams, gen,
-                reused: list[tuple[Entry | None, int]], stash: KVStash | None) -> list[list[Continuation]]:
+    def _decode(
+        self,
+        prompt_ids: list[list[int]],
+        counts: list[int],
+        params: SamplingParams,
+        gen,
+        reused: list[tuple[Entry | None, int]],
+        stash: KVStash | None,
+    ) -> list[list[Continuation]]:
         """Prefill each prompt once, fan it out to its samples, decode until every row stops."""
         logits, cache, mask, pos = self._prefill(prompt_ids, reused)
-        fan = torch.repeat_interleave(torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device))
+        fan = torch.repeat_interleave(
+            torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device)
+        )
         cache.batch_select_indices(fan)
         logits, mask, next_pos = logits[fan], mask[fan], pos[fan, -1] + 1
         rows = list(range(len(fan)))  # live row -> sample index
@@ -138,7 +164,9 @@ class TransformersPolicy:
                     reasons[r] = "eos"
                     continue
                 tokens[r].append(t)
-                if stops and any(s in self.tokenizer.decode(tokens[r][-window:], skip_special_tokens=True) for s in stops):
+                if stops and any(
+                    s in self.tokenizer.decode(tokens[r][-window:], skip_special_tokens=True) for s in stops
+                ):
                     reasons[r] = "stop"
                 elif len(tokens[r]) >= params.max_tokens:
                     reasons[r] = "length"
@@ -156,8 +184,9 @@ class TransformersPolicy:
                 mask, next_pos, nxt = mask[index], next_pos[index], nxt[index]
                 rows = [rows[j] for j in keep]
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                cache=cache, use_cache=True).logits[:, -1]
+            logits = self.model(
+                input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache, use_cache=True
+            ).logits[:, -1]
             next_pos = next_pos + 1
         out: list[list[Continuation]] = [[] for _ in prompt_ids]
         for r, toks in enumerate(tokens):
@@ -173,8 +202,13 @@ class TransformersPolicy:
             r = rows[j]
             fed = tokens[r] if reasons[r] == "eos" else tokens[r][:-1]
             valid = mask[j].bool()
-            stash.put(prompt_ids[owner[r]] + fed, Entry([layer.keys[j][:, valid].clone() for layer in cache.layers],
-                                                        [layer.values[j][:, valid].clone() for layer in cache.layers]))
+            stash.put(
+                prompt_ids[owner[r]] + fed,
+                Entry(
+                    [layer.keys[j][:, valid].clone() for layer in cache.layers],
+                    [layer.values[j][:, valid].clone() for layer in cache.layers],
+                ),
+            )
 
     @staticmethod
     def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
@@ -189,15 +223,18 @@ class TransformersPolicy:
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
 
-    def _continuation(self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int, cached: int) -> Continuation:
+    def _continuation(
+        self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int, cached: int
+    ) -> Continuation:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if reason == "stop":
             # The stop string that ends first (as vLLM picks it); the text after it is dropped.
             hits = [(text.find(s) + len(s), s) for s in params.stop or [] if s in text]
             if hits:
                 end, stop = min(hits)
-                return Continuation(text[: end if params.include_stop else end - len(stop)], len(tokens), "stop",
-                                    prompt_tokens, cached)
+                return Continuation(
+                    text[: end if params.include_stop else end - len(stop)], len(tokens), "stop", prompt_tokens, cached
+                )
         n = len(tokens) + (1 if reason == "eos" else 0)
         return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens, cached)
 

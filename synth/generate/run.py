@@ -25,8 +25,8 @@ from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
 from synth.journal import Journal
 from synth.models import Dtype
-from synth.problems import PoolConfig, load_pool_with_report, parse_shard, shard
 from synth.prm.scorer import PRM
+from synth.problems import PoolConfig, load_pool_with_report, parse_shard, shard
 from synth.records import Problem, fingerprint
 from synth.rundir import RunDir
 from synth.verify import verify_answers
@@ -45,20 +45,56 @@ class PoolChanged(ConfigError):
 
 @dataclass
 class GenerateConfig(PushConfig):
-    model: str = field(default="smollm2-135m", metadata={"help": "Policy: 'smollm2-135m' (bundled), a local checkpoint dir, or a Hub id."})
-    system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt of the chat template (null for none)."})
-    prm: str | None = field(default=None, metadata={"help": "Process reward model: 'default' (bundled), a PRM dir, or null. Needed by beam_search and dvts."})
-    prm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
-        "dtype the PRM scores in: auto = bfloat16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else float32.")})
-    engine: Literal["auto", "vllm", "transformers"] = field(default="auto", metadata={"help": (
-        "Inference engine: vllm, transformers, or auto (vllm when it is installed, else transformers).")})
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Policy: 'smollm2-135m' (bundled), a local checkpoint dir, or a Hub id."},
+    )
+    system_prompt: str | None = field(
+        default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt of the chat template (null for none)."}
+    )
+    prm: str | None = field(
+        default=None,
+        metadata={
+            "help": "Process reward model: 'default' (bundled), a PRM dir, or null. Needed by beam_search and dvts."
+        },
+    )
+    prm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto",
+        metadata={
+            "help": (
+                "dtype the PRM scores in: auto = bfloat16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else float32."
+            )
+        },
+    )
+    engine: Literal["auto", "vllm", "transformers"] = field(
+        default="auto",
+        metadata={
+            "help": ("Inference engine: vllm, transformers, or auto (vllm when it is installed, else transformers).")
+        },
+    )
     dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype."})
-    batch_size: int = field(default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."})
-    problems_per_batch: int = field(default=8, metadata={"range": "[1, inf)", "help": "Problems searched together; the unit written to disk at once."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed (results are reproducible for a given seed and batch layout)."})
-    output_dir: str = field(default="runs/generate", metadata={"help": "Where rows.jsonl, the parquet dataset and its card go."})
-    resume: bool = field(default=False, metadata={"help": "Continue an interrupted run in output_dir, skipping finished problems."})
-    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth run in output_dir first (never a directory synth did not make)."})
+    batch_size: int = field(
+        default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."}
+    )
+    problems_per_batch: int = field(
+        default=8,
+        metadata={"range": "[1, inf)", "help": "Problems searched together; the unit written to disk at once."},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Sampling seed (results are reproducible for a given seed and batch layout)."}
+    )
+    output_dir: str = field(
+        default="runs/generate", metadata={"help": "Where rows.jsonl, the parquet dataset and its card go."}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue an interrupted run in output_dir, skipping finished problems."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over: clear the synth run in output_dir first (never a directory synth did not make)."
+        },
+    )
     shard: str | None = field(default=None, metadata={"help": "Run shard 'i/n' of the pool only (for job arrays)."})
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -75,8 +111,13 @@ class GenerateConfig(PushConfig):
     def hub_name(self) -> str:
         """The Hub config this run pushes to by default: its parameters (and shard) in the name."""
         s = self.search
-        return config_name(("", s.strategy), ("T", s.temperature), ("n", s.n), ("seed", self.seed),
-                           ("shard", self.shard.replace("/", "-of-") if self.shard else None))
+        return config_name(
+            ("", s.strategy),
+            ("T", s.temperature),
+            ("n", s.n),
+            ("seed", self.seed),
+            ("shard", self.shard.replace("/", "-of-") if self.shard else None),
+        )
 
 
 def run_dir(cfg: GenerateConfig) -> RunDir:
@@ -88,8 +129,10 @@ def resolve_engine(engine: str) -> str:
     if engine == "auto":
         return "vllm" if vllm_available() else "transformers"
     if engine == "vllm" and not vllm_available():
-        raise ConfigError("engine: vllm is not installed here: `make install-vllm` (CPU, into .venv-vllm) "
-                          "or `pip install vllm` (GPU); or use --engine transformers")
+        raise ConfigError(
+            "engine: vllm is not installed here: `make install-vllm` (CPU, into .venv-vllm) "
+            "or `pip install vllm` (GPU); or use --engine transformers"
+        )
     return engine
 
 
@@ -102,10 +145,14 @@ def load_policy(cfg: GenerateConfig) -> Policy:
     if engine == "vllm":
         from synth.generate.vllm import VLLMPolicy
 
-        return VLLMPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, dtype=cfg.dtype, seed=cfg.seed, options=cfg.vllm)
+        return VLLMPolicy(
+            resolve_model(cfg.model), system_prompt=cfg.system_prompt, dtype=cfg.dtype, seed=cfg.seed, options=cfg.vllm
+        )
     from synth.generate.hf import TransformersPolicy
 
-    return TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size, dtype=cfg.dtype)
+    return TransformersPolicy(
+        resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size, dtype=cfg.dtype
+    )
 
 
 def batch_seed(seed: int, problems: list[Problem]) -> int:
@@ -156,11 +203,15 @@ def check_unchanged(rows: list[dict[str, Any]], problems: list[Problem], journal
     for row in rows:
         problem = by_id.get(row["id"])
         if problem is None:
-            raise PoolChanged(f"--resume: {journal} holds problem {row['id']!r}, which the pool no longer has; "
-                              "the pool changed since the run started: --overwrite true to start over, or a new output_dir")
+            raise PoolChanged(
+                f"--resume: {journal} holds problem {row['id']!r}, which the pool no longer has; "
+                "the pool changed since the run started: --overwrite true to start over, or a new output_dir"
+            )
         if fingerprint(row["id"], row["problem"], row["gold_answer"]) != problem.fingerprint():
-            raise PoolChanged(f"--resume: problem {row['id']!r} changed since the run started (its text or gold answer "
-                              "differs from the finished row's): --overwrite true to start over, or a new output_dir")
+            raise PoolChanged(
+                f"--resume: problem {row['id']!r} changed since the run started (its text or gold answer "
+                "differs from the finished row's): --overwrite true to start over, or a new output_dir"
+            )
 
 
 def fitting(problems: list[Problem], policy: Policy, search: SearchConfig) -> tuple[list[Problem], list[str]]:
@@ -173,8 +224,13 @@ def fitting(problems: list[Problem], policy: Policy, search: SearchConfig) -> tu
         short = len(p.problem) + 512 <= room
         (keep if short or policy.count_tokens(policy.chat_prompt(p.problem)) <= room else skipped).append(p)
     if skipped:
-        log.warning("skipped %d problems too long for the model (%d tokens of context, %d kept for the completion; first: %s)",
-                    len(skipped), policy.max_model_len, search.max_completion_tokens(), ", ".join(p.id for p in skipped[:5]))
+        log.warning(
+            "skipped %d problems too long for the model (%d tokens of context, %d kept for the completion; first: %s)",
+            len(skipped),
+            policy.max_model_len,
+            search.max_completion_tokens(),
+            ", ".join(p.id for p in skipped[:5]),
+        )
     return keep, [p.id for p in skipped]
 
 
@@ -195,56 +251,98 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
     require_prm(cfg.search.strategy, prm)
     trained_on = getattr(prm, "step_cut", None)
     if trained_on and trained_on != cfg.search.step_cut:
-        log.warning("PRM %s was trained on %s steps but search.step_cut is %s: it scores steps unlike its training data "
-                    "(--prm default scores delimiter steps, --prm default-sentence sentence steps)", cfg.prm, trained_on, cfg.search.step_cut)
+        log.warning(
+            "PRM %s was trained on %s steps but search.step_cut is %s: it scores steps unlike its training data "
+            "(--prm default scores delimiter steps, --prm default-sentence sentence steps)",
+            cfg.prm,
+            trained_on,
+            cfg.search.step_cut,
+        )
     policy = policy or load_policy(cfg)
     problems, too_long = fitting(problems, policy, cfg.search)
     if not problems:
-        raise ConfigError(f"every problem of the pool is too long for {cfg.model} ({policy.max_model_len} tokens of context)")
+        raise ConfigError(
+            f"every problem of the pool is too long for {cfg.model} ({policy.max_model_len} tokens of context)"
+        )
     with run.claim():
-        return _run(cfg, run.path, journal, problems, policy, prm, {"skipped_no_answer": len(report.skipped_ids),
-                                                                     "skipped_too_long": len(too_long)})
+        return _run(
+            cfg,
+            run.path,
+            journal,
+            problems,
+            policy,
+            prm,
+            {"skipped_no_answer": len(report.skipped_ids), "skipped_too_long": len(too_long)},
+        )
 
 
-def _run(cfg: GenerateConfig, out: Path, journal: Journal, problems: list[Problem], policy: Policy, prm: PRM | None,
-         skipped: dict[str, int]) -> dict[str, Any]:
+def _run(
+    cfg: GenerateConfig,
+    out: Path,
+    journal: Journal,
+    problems: list[Problem],
+    policy: Policy,
+    prm: PRM | None,
+    skipped: dict[str, int],
+) -> dict[str, Any]:
     rows = journal.read()
     done = {r["id"] for r in rows}
     todo = [p for p in problems if p.id not in done]
     if done:
         log.info("resuming: %d problems done, %d to go", len(done), len(todo))
-    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{cfg.search.strategy} N={cfg.search.n}", unit="problem")
     started, new_tokens = time.perf_counter(), 0
     try:
-        for start in range(0, len(todo), cfg.problems_per_batch):
-            batch = todo[start : start + cfg.problems_per_batch]
-            results = run_search(policy, batch, cfg.search, batch_seed(cfg.seed, batch), prm)
-            flat = [t for r in results for t in r.traces]
-            for t, ok in zip(flat, verify_answers([t.answer for t in flat], [p for p, r in zip(batch, results) for _ in r.traces])):
-                t.verified = ok
-            new_rows = [problem_row(p, r, cfg) for p, r in zip(batch, results)]
-            journal.append(new_rows)
-            rows.extend(new_rows)
-            new_tokens += sum(r.cost.generated_tokens for r in results)
-            stats = summarize(rows)
-            bar.update(len(batch))
-            maj = f"maj@{stats['n']}"
-            bar.set_postfix({"tok/s": f"{new_tokens / (time.perf_counter() - started):.0f}",
-                             "pass@1": f"{stats['pass@1']:.2f}", maj: f"{stats[maj]:.2f}"})
+        with tqdm(
+            total=len(problems),
+            initial=len(problems) - len(todo),
+            desc=f"{cfg.search.strategy} N={cfg.search.n}",
+            unit="problem",
+        ) as bar:
+            for start in range(0, len(todo), cfg.problems_per_batch):
+                batch = todo[start : start + cfg.problems_per_batch]
+                results = run_search(policy, batch, cfg.search, batch_seed(cfg.seed, batch), prm)
+                flat = [t for r in results for t in r.traces]
+                for t, ok in zip(
+                    flat,
+                    verify_answers([t.answer for t in flat], [p for p, r in zip(batch, results) for _ in r.traces]),
+                ):
+                    t.verified = ok
+                new_rows = [problem_row(p, r, cfg) for p, r in zip(batch, results)]
+                journal.append(new_rows)
+                rows.extend(new_rows)
+                new_tokens += sum(r.cost.generated_tokens for r in results)
+                stats = summarize(rows)
+                bar.update(len(batch))
+                maj = f"maj@{stats['n']}"
+                bar.set_postfix(
+                    {
+                        "tok/s": f"{new_tokens / (time.perf_counter() - started):.0f}",
+                        "pass@1": f"{stats['pass@1']:.2f}",
+                        maj: f"{stats[maj]:.2f}",
+                    }
+                )
     except KeyboardInterrupt:
-        bar.close()
-        log.warning("interrupted: %d of %d problems saved in %s; rerun with --resume true to continue",
-                    len(rows), len(problems), journal.path)
+        log.warning(
+            "interrupted: %d of %d problems saved in %s; rerun with --resume true to continue",
+            len(rows),
+            len(problems),
+            journal.path,
+        )
         raise
-    bar.close()
     elapsed = time.perf_counter() - started
     order = {p.id: i for i, p in enumerate(problems)}
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
     summary = {**summarize(rows), **{k: v for k, v in skipped.items() if v}}
     summary["wall_s"] = round(elapsed, 1)
     summary["new_tokens_per_s"] = round(new_tokens / elapsed, 1) if elapsed > 0 else 0.0
-    card = {"name": f"synth {cfg.search.strategy} on {cfg.model}", "model": cfg.model, "config": to_dict(cfg),
-            "summary": summary, "load_path": str(out.resolve()), "synth_version": __import__("synth").__version__}
+    card = {
+        "name": f"synth {cfg.search.strategy} on {cfg.model}",
+        "model": cfg.model,
+        "config": to_dict(cfg),
+        "summary": summary,
+        "load_path": str(out.resolve()),
+        "synth_version": __import__("synth").__version__,
+    }
     write_dataset(rows, out, card, extra=curves_section(rows, out, cfg.search.strategy))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -252,5 +350,7 @@ def _run(cfg: GenerateConfig, out: Path, journal: Journal, problems: list[Proble
 
 def format_summary(summary: dict[str, Any]) -> str:
     width = max(len(k) for k in summary)
-    lines = [f"{k.ljust(width)}  {v:.3f}" if isinstance(v, float) else f"{k.ljust(width)}  {v}" for k, v in summary.items()]
+    lines = [
+        f"{k.ljust(width)}  {v:.3f}" if isinstance(v, float) else f"{k.ljust(width)}  {v}" for k, v in summary.items()
+    ]
     return "\n".join(lines)

@@ -38,23 +38,62 @@ def require_prm(strategy: str, prm):
 @dataclass
 class SearchConfig:
     strategy: Strategy = field(default="best_of_n", metadata={"help": "Search strategy."})
-    n: int = field(default=8, metadata={"range": "[1, inf)", "help": "Completions per problem (N); beam search keeps N beams, DVTS grows N/M subtrees."})
-    temperature: float = field(default=0.8, metadata={"range": "[0, inf)", "help": "Sampling temperature (0 = greedy)."})
+    n: int = field(
+        default=8,
+        metadata={
+            "range": "[1, inf)",
+            "help": "Completions per problem (N); beam search keeps N beams, DVTS grows N/M subtrees.",
+        },
+    )
+    temperature: float = field(
+        default=0.8, metadata={"range": "[0, inf)", "help": "Sampling temperature (0 = greedy)."}
+    )
     top_p: float = field(default=1.0, metadata={"range": "(0, 1]", "help": "Nucleus sampling threshold."})
-    max_tokens: int = field(default=256, metadata={"range": "[1, inf)", "help": "Max new tokens per completion (best-of-N)."})
-    step_delimiter: str = field(default="\n\n", metadata={"help": "String that separates reasoning steps (step_cut: delimiter)."})
-    step_cut: StepCut = field(default="delimiter", metadata={"help": (
-        "Where a step ends: at step_delimiter (the blog's '\\n\\n' paragraphs), or 'sentence' (after . ! or ? "
-        "followed by whitespace: shorter steps, for a PRM trained on sentence steps).")})
-    beam_width: int = field(default=4, metadata={"range": "[1, inf)", "help": "M: expansions per kept beam (beam search) / per subtree step (DVTS)."})
+    max_tokens: int = field(
+        default=256, metadata={"range": "[1, inf)", "help": "Max new tokens per completion (best-of-N)."}
+    )
+    step_delimiter: str = field(
+        default="\n\n", metadata={"help": "String that separates reasoning steps (step_cut: delimiter)."}
+    )
+    step_cut: StepCut = field(
+        default="delimiter",
+        metadata={
+            "help": (
+                "Where a step ends: at step_delimiter (the blog's '\\n\\n' paragraphs), or 'sentence' (after . ! or ? "
+                "followed by whitespace: shorter steps, for a PRM trained on sentence steps)."
+            )
+        },
+    )
+    beam_width: int = field(
+        default=4,
+        metadata={"range": "[1, inf)", "help": "M: expansions per kept beam (beam search) / per subtree step (DVTS)."},
+    )
     max_iterations: int = field(default=8, metadata={"range": "[1, inf)", "help": "Max steps of a beam / subtree."})
-    step_max_tokens: int = field(default=96, metadata={"range": "[1, inf)", "help": "Max new tokens per step (beam search, DVTS)."})
-    lookahead: int = field(default=0, metadata={"range": "[0, inf)", "help": "Greedy steps rolled out before scoring a candidate (0 as in the blog)."})
-    filter_duplicates: bool = field(default=False, metadata={"help": "Drop candidate steps identical to a sibling's before ranking."})
-    aggregation: Aggregation = field(default="last", metadata={"help": "How step scores become one score: last, min, prod, mean."})
-    complete_leaves: bool = field(default=False, metadata={"help": (
-        "Sample every unfinished final candidate (a DVTS subtree's siblings of its finished best step, beams cut by "
-        "max_iterations) on to its end (max_tokens), so all N final traces can answer; costs the extra tokens.")})
+    step_max_tokens: int = field(
+        default=96, metadata={"range": "[1, inf)", "help": "Max new tokens per step (beam search, DVTS)."}
+    )
+    lookahead: int = field(
+        default=0,
+        metadata={
+            "range": "[0, inf)",
+            "help": "Greedy steps rolled out before scoring a candidate (0 as in the blog).",
+        },
+    )
+    filter_duplicates: bool = field(
+        default=False, metadata={"help": "Drop candidate steps identical to a sibling's before ranking."}
+    )
+    aggregation: Aggregation = field(
+        default="last", metadata={"help": "How step scores become one score: last, min, prod, mean."}
+    )
+    complete_leaves: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Sample every unfinished final candidate (a DVTS subtree's siblings of its finished best step, beams cut by "
+                "max_iterations) on to its end (max_tokens), so all N final traces can answer; costs the extra tokens."
+            )
+        },
+    )
 
     def __post_init__(self):
         check_fields(self)
@@ -93,7 +132,9 @@ class Node:
     finished: bool = False  # the model ended (EOS) or boxed an answer after this step
     score: float | None = None  # ranking score (aggregated PRM scores of the path, lookahead included)
     step_scores: list[float] | None = None  # PRM score of every step of the path
-    status: str = "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations); rollout: complete_leaves
+    status: str = (
+        "open"  # open -> kept | pruned | finished | unfinished (cut by max_iterations); rollout: complete_leaves
+    )
     lead: str = ""  # whitespace the model wrote before the step (sentence steps; see synth/steps.py)
 
 
@@ -109,8 +150,15 @@ class Tree:
 
     def add(self, parent: Node, c: Continuation, rule: StepRule) -> Node:
         lead, step = rule.generated(c.text)
-        node = Node(len(self.nodes), parent.id, step, parent.depth + 1, c.num_tokens, lead=lead,
-                    finished=c.stop_reason == "eos" or "\\boxed" in step)
+        node = Node(
+            len(self.nodes),
+            parent.id,
+            step,
+            parent.depth + 1,
+            c.num_tokens,
+            lead=lead,
+            finished=c.stop_reason == "eos" or "\\boxed" in step,
+        )
         self.nodes.append(node)
         return node
 
@@ -160,12 +208,17 @@ def score_traces(prm: PRM | None, problems: list[Problem], traces: list[list[Tra
     return sum(len(s) for s in scores)
 
 
-def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+def best_of_n(
+    policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None
+) -> list[SearchResult]:
     """N independent full completions per problem, batched across problems and samples."""
     prompts = [policy.chat_prompt(p.problem) for p in problems]
     params = SamplingParams(n=cfg.n, max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
     outputs = policy.generate(prompts, params)
-    traces = [[_trace(p.id, c.text, cfg, c.num_tokens, c.stop_reason == "eos") for c in outs] for p, outs in zip(problems, outputs)]
+    traces = [
+        [_trace(p.id, c.text, cfg, c.num_tokens, c.stop_reason == "eos") for c in outs]
+        for p, outs in zip(problems, outputs)
+    ]
     steps_scored = score_traces(prm, problems, traces, cfg.aggregation)
     results = []
     for outs, ts in zip(outputs, traces):
@@ -177,8 +230,15 @@ def best_of_n(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: 
 
 
 def _trace(problem_id: str, completion: str, cfg: SearchConfig, tokens: int, finished: bool, **kw) -> Trace:
-    return Trace(problem_id=problem_id, completion=completion, steps=cfg.step_rule.steps(completion),
-                 answer=extract_answer(completion), num_tokens=tokens, finished=finished, **kw)
+    return Trace(
+        problem_id=problem_id,
+        completion=completion,
+        steps=cfg.step_rule.steps(completion),
+        answer=extract_answer(completion),
+        num_tokens=tokens,
+        finished=finished,
+        **kw,
+    )
 
 
 class _Expander:
@@ -192,9 +252,16 @@ class _Expander:
     def _generate(self, requests: list[tuple[int, Node]], n: int, temperature: float) -> list[list[Continuation]]:
         if not requests:
             return []
-        params = SamplingParams(n=n, max_tokens=self.cfg.step_max_tokens, temperature=temperature, top_p=self.cfg.top_p,
-                                stop=self.rule.stops, include_stop=self.rule.include_stop, seed=self.seed + self.calls,
-                                keep_cache=True)
+        params = SamplingParams(
+            n=n,
+            max_tokens=self.cfg.step_max_tokens,
+            temperature=temperature,
+            top_p=self.cfg.top_p,
+            stop=self.rule.stops,
+            include_stop=self.rule.include_stop,
+            seed=self.seed + self.calls,
+            keep_cache=True,
+        )
         self.calls += 1
         outs = self.policy.generate([self.trees[t].prefix(node, self.rule) for t, node in requests], params)
         for (t, _), cs in zip(requests, outs):
@@ -239,8 +306,13 @@ class _Expander:
         text as a chain of `rollout` nodes, score the new leaves and return them (in order)."""
         if not items:
             return []
-        params = SamplingParams(n=1, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                seed=self.seed + self.calls)
+        params = SamplingParams(
+            n=1,
+            max_tokens=self.cfg.max_tokens,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            seed=self.seed + self.calls,
+        )
         self.calls += 1
         outs = self.policy.generate([self.trees[t].prefix(node, self.rule) for t, node in items], params)
         leaves = []
@@ -249,8 +321,15 @@ class _Expander:
             self.costs[t].engine_calls += 1
             c, tree, cur = cs[0], self.trees[t], node
             for j, (lead, step) in enumerate(self.rule.cut_text(c.text) or [("", "")]):
-                cur = Node(len(tree.nodes), cur.id, step, cur.depth + 1, c.num_tokens if j == 0 else 0, lead=lead,
-                           status="rollout")
+                cur = Node(
+                    len(tree.nodes),
+                    cur.id,
+                    step,
+                    cur.depth + 1,
+                    c.num_tokens if j == 0 else 0,
+                    lead=lead,
+                    status="rollout",
+                )
                 tree.nodes.append(cur)
             cur.finished = c.stop_reason == "eos" or "\\boxed" in c.text
             cur.status = "finished" if cur.finished else "unfinished"
@@ -260,8 +339,14 @@ class _Expander:
 
     def _generate_virtual(self, reqs: list[tuple[int, list[tuple[str, str]]]]) -> list[Continuation]:
         """One greedy step after each (tree index, path): lookahead steps are scored, never kept."""
-        params = SamplingParams(n=1, max_tokens=self.cfg.step_max_tokens, temperature=0.0, stop=self.rule.stops,
-                                include_stop=self.rule.include_stop, seed=self.seed)
+        params = SamplingParams(
+            n=1,
+            max_tokens=self.cfg.step_max_tokens,
+            temperature=0.0,
+            stop=self.rule.stops,
+            include_stop=self.rule.include_stop,
+            seed=self.seed,
+        )
         outs = self.policy.generate([self.trees[t].prompt + self.rule.prefix(path) for t, path in reqs], params)
         for (t, _), cs in zip(reqs, outs):
             self.costs[t].add(cs)
@@ -276,9 +361,17 @@ def _leaf_trace(tree: Tree, node: Node, cfg: SearchConfig) -> Trace:
         path_tokens += cur.tokens
         cur = tree.nodes[cur.parent]
     completion = cfg.step_rule.completion(pairs)
-    return Trace(problem_id=tree.problem.id, completion=completion, steps=steps, answer=extract_answer(completion),
-                 num_tokens=path_tokens, finished=node.finished, step_scores=node.step_scores, score=node.score,
-                 tree={"node": node.id})
+    return Trace(
+        problem_id=tree.problem.id,
+        completion=completion,
+        steps=steps,
+        answer=extract_answer(completion),
+        num_tokens=path_tokens,
+        finished=node.finished,
+        step_scores=node.step_scores,
+        score=node.score,
+        tree={"node": node.id},
+    )
 
 
 def _dedupe(nodes: list[Node]) -> list[Node]:
@@ -292,7 +385,9 @@ def _dedupe(nodes: list[Node]) -> list[Node]:
     return out
 
 
-def beam_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+def beam_search(
+    policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None
+) -> list[SearchResult]:
     """PRM-guided beam search, all problems at once.
 
     Iteration 0 samples N first steps; every iteration keeps the top N/M open candidates of each
@@ -337,8 +432,10 @@ def beam_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed
         leaves.append(finished + sorted(frontier[t], key=lambda k: k.score, reverse=True)[: cfg.n - len(finished)])
     if cfg.complete_leaves:
         _complete(ex, leaves)
-    return [SearchResult([_leaf_trace(tree, k, cfg) for k in ks], costs[t], [asdict(n) for n in tree.nodes])
-            for t, (tree, ks) in enumerate(zip(trees, leaves))]
+    return [
+        SearchResult([_leaf_trace(tree, k, cfg) for k in ks], costs[t], [asdict(n) for n in tree.nodes])
+        for t, (tree, ks) in enumerate(zip(trees, leaves))
+    ]
 
 
 def _complete(ex: _Expander, leaves: list[list[Node]]) -> None:
@@ -348,7 +445,9 @@ def _complete(ex: _Expander, leaves: list[list[Node]]) -> None:
         leaves[t][i] = leaf
 
 
-def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+def dvts(
+    policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None
+) -> list[SearchResult]:
     """Diverse verifier tree search: N/M independent subtrees per problem, each grown greedily.
 
     Each subtree expands its current node M times, scores the M children and moves to the best;
@@ -391,12 +490,16 @@ def dvts(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, 
                 leaves[t].append(k)
     if cfg.complete_leaves:
         _complete(ex, leaves)
-    return [SearchResult([_leaf_trace(tree, k, cfg) for k in ks], costs[t], [asdict(n) for n in tree.nodes])
-            for t, (tree, ks) in enumerate(zip(trees, leaves))]
+    return [
+        SearchResult([_leaf_trace(tree, k, cfg) for k in ks], costs[t], [asdict(n) for n in tree.nodes])
+        for t, (tree, ks) in enumerate(zip(trees, leaves))
+    ]
 
 
 STRATEGIES = {"best_of_n": best_of_n, "beam_search": beam_search, "dvts": dvts}
 
 
-def run_search(policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None) -> list[SearchResult]:
+def run_search(
+    policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None
+) -> list[SearchResult]:
     return STRATEGIES[cfg.strategy](policy, problems, cfg, seed, prm)

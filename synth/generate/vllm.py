@@ -51,19 +51,47 @@ def vllm_available() -> bool:
 class VLLMConfig:
     """Options of the vLLM engine (used when ``engine`` resolves to vllm)."""
 
-    gpu_memory_utilization: float | None = field(default=None, metadata={"help": (
-        "Fraction of GPU memory vLLM takes (weights + KV cache); leave room for a PRM on the same GPU (e.g. 0.5). "
-        "null: 0.9 on GPU; on CPU the KV cache is sized by kv_cache_gib instead.")})
-    kv_cache_gib: float | None = field(default=None, metadata={"help": (
-        "KV cache size in GiB; overrides gpu_memory_utilization. null: 4 on CPU, from gpu_memory_utilization on GPU.")})
-    enforce_eager: bool | None = field(default=None, metadata={"help": (
-        "No CUDA graphs / torch.compile. null: true on CPU (starts in ~40 s instead of minutes), false on GPU.")})
+    gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fraction of GPU memory vLLM takes (weights + KV cache); leave room for a PRM on the same GPU (e.g. 0.5). "
+                "null: 0.9 on GPU; on CPU the KV cache is sized by kv_cache_gib instead."
+            )
+        },
+    )
+    kv_cache_gib: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "KV cache size in GiB; overrides gpu_memory_utilization. null: 4 on CPU, from gpu_memory_utilization on GPU."
+            )
+        },
+    )
+    enforce_eager: bool | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "No CUDA graphs / torch.compile. null: true on CPU (starts in ~40 s instead of minutes), false on GPU."
+            )
+        },
+    )
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one model is split over."})
-    data_parallel_size: int = field(default=1, metadata={"help": (
-        "Model replicas. vLLM 0.32's offline LLM() refuses > 1 in one process: run one process per GPU "
-        "with --shard i/n instead (CUDA_VISIBLE_DEVICES=i).")})
-    enable_prefix_caching: bool = field(default=True, metadata={"help": "Reuse the KV cache of shared prefixes (the prompt, search-tree prefixes)."})
-    max_model_len: int | None = field(default=None, metadata={"help": "Max prompt + generated tokens per sequence (null: the model's)."})
+    data_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": (
+                "Model replicas. vLLM 0.32's offline LLM() refuses > 1 in one process: run one process per GPU "
+                "with --shard i/n instead (CUDA_VISIBLE_DEVICES=i)."
+            )
+        },
+    )
+    enable_prefix_caching: bool = field(
+        default=True, metadata={"help": "Reuse the KV cache of shared prefixes (the prompt, search-tree prefixes)."}
+    )
+    max_model_len: int | None = field(
+        default=None, metadata={"help": "Max prompt + generated tokens per sequence (null: the model's)."}
+    )
 
     def __post_init__(self):
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
@@ -153,8 +181,10 @@ def get_engine(model_path: str, options: VLLMConfig | None = None, dtype: str = 
             _ENGINES[key] = LLM(**kw)
         except ValueError as err:
             if options and options.data_parallel_size > 1 and "data_parallel_size" in str(err):
-                raise ValueError(f"{err}\nsynth: for data parallelism run one process per GPU with "
-                                 "--shard i/n (and CUDA_VISIBLE_DEVICES=i), vllm.data_parallel_size=1") from err
+                raise ValueError(
+                    f"{err}\nsynth: for data parallelism run one process per GPU with "
+                    "--shard i/n (and CUDA_VISIBLE_DEVICES=i), vllm.data_parallel_size=1"
+                ) from err
             raise
     return _ENGINES[key]
 

@@ -70,12 +70,19 @@ def within_problem_value_spread(rows: list[dict]) -> dict[str, float]:
         if not groups:
             return float("nan"), 0
         observed = statistics.fmean(statistics.variance([v for v, _ in g]) for g in groups)
-        noise = statistics.fmean(statistics.fmean(v * (1 - v) / (k - 1) if k > 1 else 0.0 for v, k in g) for g in groups)
+        noise = statistics.fmean(
+            statistics.fmean(v * (1 - v) / (k - 1) if k > 1 else 0.0 for v, k in g) for g in groups
+        )
         return max(observed - noise, 0.0) ** 0.5, len(groups)
 
     partial_sd, partial_problems = spread(list(partial.values()))
     final_sd, final_problems = spread([[(v, 0) for v in g] for g in final.values()])
-    return {"partial_sd": partial_sd, "partial_problems": partial_problems, "final_sd": final_sd, "final_problems": final_problems}
+    return {
+        "partial_sd": partial_sd,
+        "partial_problems": partial_problems,
+        "final_sd": final_sd,
+        "final_problems": final_problems,
+    }
 
 
 def first_error(scores: list[float], threshold: float = 0.5) -> int:

@@ -17,8 +17,14 @@ class StepwiseInput:
     label_positions: list[int]  # one per step, in order
 
 
-def encode_steps(tokenizer, problem: str, steps: list[str], separator: str = "\n\n", max_length: int | None = None,
-                 add_bos: bool = True) -> StepwiseInput:
+def encode_steps(
+    tokenizer,
+    problem: str,
+    steps: list[str],
+    separator: str = "\n\n",
+    max_length: int | None = None,
+    add_bos: bool = True,
+) -> StepwiseInput:
     """Token ids of `problem + sep + step_1 + sep + ... + step_k + sep` and each step's label position.
 
     Steps that do not fit in `max_length` are dropped (their positions are missing): callers

@@ -43,30 +43,52 @@ class LabelsChanged(ConfigError):
 class LabelConfig(PushConfig):
     dataset: str = field(default="", metadata={"help": "A `synth generate` output dir (its traces get labelled)."})
     model: str = field(default="smollm2-135m", metadata={"help": "Policy used for the rollouts."})
-    system_prompt: str | None = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt (use the one the traces were generated with)."})
+    system_prompt: str | None = field(
+        default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System prompt (use the one the traces were generated with)."}
+    )
     rollouts: int = field(default=4, metadata={"range": "[1, inf)", "help": "K: rollouts per step prefix."})
     temperature: float = field(default=0.8, metadata={"range": "[0, inf)", "help": "Rollout sampling temperature."})
     max_tokens: int = field(default=160, metadata={"range": "[1, inf)", "help": "Max new tokens per rollout."})
-    step_delimiter: str = field(default="\n\n", metadata={"help": "Step delimiter of the traces (step_cut: delimiter)."})
-    step_cut: StepCut = field(default="delimiter", metadata={"help": (
-        "delimiter: label the traces' own steps; sentence: cut each completion into sentences first (the steps "
-        "of `search.step_cut: sentence`), rollouts continue right after a sentence's full stop.")})
-    traces_per_problem: int = field(default=4, metadata={"range": "[1, inf)", "help": "Traces labelled per problem (verified and unverified mixed)."})
+    step_delimiter: str = field(
+        default="\n\n", metadata={"help": "Step delimiter of the traces (step_cut: delimiter)."}
+    )
+    step_cut: StepCut = field(
+        default="delimiter",
+        metadata={
+            "help": (
+                "delimiter: label the traces' own steps; sentence: cut each completion into sentences first (the steps "
+                "of `search.step_cut: sentence`), rollouts continue right after a sentence's full stop."
+            )
+        },
+    )
+    traces_per_problem: int = field(
+        default=4,
+        metadata={"range": "[1, inf)", "help": "Traces labelled per problem (verified and unverified mixed)."},
+    )
     max_steps: int = field(default=8, metadata={"range": "[1, inf)", "help": "Skip traces with more steps than this."})
-    traces_per_batch: int = field(default=16, metadata={"range": "[1, inf)", "help": "Traces whose prefixes share one engine call; the unit saved at once."})
-    batch_size: int = field(default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."})
+    traces_per_batch: int = field(
+        default=16,
+        metadata={"range": "[1, inf)", "help": "Traces whose prefixes share one engine call; the unit saved at once."},
+    )
+    batch_size: int = field(
+        default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."}
+    )
     dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype for the rollouts."})
     output_dir: str = field(default="runs/labels", metadata={"help": "Where the stepwise dataset goes."})
-    shard: str | None = field(default=None, metadata={"help": (
-        "Label shard 'i/n' of the problems only (parallel lanes); `synth merge` joins the shards.")})
+    shard: str | None = field(
+        default=None,
+        metadata={"help": ("Label shard 'i/n' of the problems only (parallel lanes); `synth merge` joins the shards.")},
+    )
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted labelling run."})
-    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth label run in output_dir first."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Start over: clear the synth label run in output_dir first."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fields(self)
-        self.step_rule  # validates step_cut / step_delimiter
+        StepRule(self.step_cut, self.step_delimiter)  # validates step_cut / step_delimiter
         if self.shard is not None:
             parse_shard(self.shard)
 
@@ -75,16 +97,22 @@ class LabelConfig(PushConfig):
         return StepRule(self.step_cut, self.step_delimiter)
 
 
-def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int, rule: StepRule = StepRule()) -> list[dict]:
+def pick_traces(
+    rows: list[dict], per_problem: int, max_steps: int, seed: int, rule: StepRule = StepRule()
+) -> list[dict]:
     """Finished traces with an answer, verified and unverified alternating, per problem.
 
     Each item has `steps` (what gets labelled) and `pieces` (the exact prefix text each step adds)."""
     rng = random.Random(seed)
     out = []
     for row in rows:
-        problem = Problem(row["id"], row["problem"], row["gold_answer"], row["source"], json.loads(row["metadata"] or "{}"))
-        cut = [[("", s) for s in steps] if rule.cut == "delimiter" else rule.cut_text(text)
-               for steps, text in zip(row["steps"], row["completions"])]
+        problem = Problem(
+            row["id"], row["problem"], row["gold_answer"], row["source"], json.loads(row["metadata"] or "{}")
+        )
+        cut = [
+            [("", s) for s in steps] if rule.cut == "delimiter" else rule.cut_text(text)
+            for steps, text in zip(row["steps"], row["completions"])
+        ]
         good, bad = [], []
         for i, pairs in enumerate(cut):
             if not row["finished"][i] or not pairs or len(pairs) > max_steps or row["answers"][i] is None:
@@ -92,10 +120,17 @@ def pick_traces(rows: list[dict], per_problem: int, max_steps: int, seed: int, r
             (good if row["verified"][i] else bad).append(i)
         rng.shuffle(good)
         rng.shuffle(bad)
-        chosen = [x for pair in zip(good, bad) for x in pair] + good[len(bad):] + bad[len(good):]
+        chosen = [x for pair in zip(good, bad) for x in pair] + good[len(bad) :] + bad[len(good) :]
         for i in chosen[:per_problem]:
-            out.append({"key": f"{row['id']}#{i}", "problem": problem, "steps": [s for _, s in cut[i]],
-                        "pieces": [rule.piece(lead, s) for lead, s in cut[i]], "verified": bool(row["verified"][i])})
+            out.append(
+                {
+                    "key": f"{row['id']}#{i}",
+                    "problem": problem,
+                    "steps": [s for _, s in cut[i]],
+                    "pieces": [rule.piece(lead, s) for lead, s in cut[i]],
+                    "verified": bool(row["verified"][i]),
+                }
+            )
     return out
 
 
@@ -104,19 +139,36 @@ def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) 
     requests = [(j, k) for j, it in enumerate(items) for k in range(1, len(it["steps"]))]
     prefixes = ["".join(items[j]["pieces"][:k]) for j, k in requests]
     prompts = [policy.chat_prompt(items[j]["problem"].problem) + prefix for (j, _), prefix in zip(requests, prefixes)]
-    outs = policy.generate(prompts, SamplingParams(n=cfg.rollouts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=seed)) if prompts else []
+    outs = (
+        policy.generate(
+            prompts, SamplingParams(n=cfg.rollouts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=seed)
+        )
+        if prompts
+        else []
+    )
     answers = [extract_answer(prefix + c.text) for prefix, cs in zip(prefixes, outs) for c in cs]
     problems = [items[j]["problem"] for (j, _), cs in zip(requests, outs) for _ in cs]
     ok = verify_answers(answers, problems)
     correct: dict[tuple[int, int], int] = {}
-    for idx, (req, cs) in enumerate(zip(requests, outs)):
+    for idx, req in enumerate(requests):
         correct[req] = sum(bool(v) for v in ok[idx * cfg.rollouts : (idx + 1) * cfg.rollouts])
     rows = []
     for j, it in enumerate(items):
         soft = [correct[(j, k)] / cfg.rollouts for k in range(1, len(it["steps"]))] + [float(it["verified"])]
-        rows.append({"id": it["key"], "prompt": it["problem"].problem, "completions": it["steps"], "labels": soft,
-                     "hard_labels": [float(x > 0) for x in soft], "problem_id": it["problem"].id,
-                     "verified": it["verified"], "rollouts": cfg.rollouts, "policy": cfg.model, "step_cut": cfg.step_cut})
+        rows.append(
+            {
+                "id": it["key"],
+                "prompt": it["problem"].problem,
+                "completions": it["steps"],
+                "labels": soft,
+                "hard_labels": [float(x > 0) for x in soft],
+                "problem_id": it["problem"].id,
+                "verified": it["verified"],
+                "rollouts": cfg.rollouts,
+                "policy": cfg.model,
+                "step_cut": cfg.step_cut,
+            }
+        )
     return rows, sum(c.num_tokens for cs in outs for c in cs)
 
 
@@ -130,8 +182,10 @@ def check_unchanged(done: list[dict], items: list[dict], journal: Path) -> None:
     for row in done:
         it = by_key.get(row["id"])
         if it is None or it["problem"].problem != row["prompt"] or it["steps"] != row["completions"]:
-            raise LabelsChanged(f"--resume: {journal} labelled trace {row['id']!r}, which the dataset no longer holds as it "
-                                "was (the source run changed): --overwrite true to start over, or a new output_dir")
+            raise LabelsChanged(
+                f"--resume: {journal} labelled trace {row['id']!r}, which the dataset no longer holds as it "
+                "was (the source run changed): --overwrite true to start over, or a new output_dir"
+            )
 
 
 def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
@@ -158,25 +212,35 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         from synth.generate.hf import TransformersPolicy
         from synth.models import resolve_model
 
-        policy = TransformersPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size,
-                                    dtype=cfg.dtype)
+        policy = TransformersPolicy(
+            resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size, dtype=cfg.dtype
+        )
     with run.claim():
         started, tokens, steps = time.perf_counter(), 0, 0
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace")
-        for start in range(0, len(todo), cfg.traces_per_batch):
-            batch = todo[start : start + cfg.traces_per_batch]
-            new, n_tok = label_batch(policy, batch, cfg, cfg.seed + start)
-            journal.append(new)
-            tokens += n_tok
-            steps += sum(len(r["completions"]) for r in new)
-            bar.update(len(batch))
-        bar.close()
+        with tqdm(
+            total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace"
+        ) as bar:
+            for start in range(0, len(todo), cfg.traces_per_batch):
+                batch = todo[start : start + cfg.traces_per_batch]
+                new, n_tok = label_batch(policy, batch, cfg, cfg.seed + start)
+                journal.append(new)
+                tokens += n_tok
+                steps += sum(len(r["completions"]) for r in new)
+                bar.update(len(batch))
         elapsed = time.perf_counter() - started
         all_rows = journal.read()
         stats = label_stats(all_rows, tokens, elapsed, steps)
-        write_dataset(all_rows, run.path, {"name": f"synth step labels ({cfg.rollouts} rollouts)", "model": cfg.model,
-                                           "config": {"label": json.loads(json.dumps(cfg.__dict__))}, "summary": stats,
-                                           "load_path": str(run.path.resolve())})
+        write_dataset(
+            all_rows,
+            run.path,
+            {
+                "name": f"synth step labels ({cfg.rollouts} rollouts)",
+                "model": cfg.model,
+                "config": {"label": json.loads(json.dumps(cfg.__dict__))},
+                "summary": stats,
+                "load_path": str(run.path.resolve()),
+            },
+        )
         (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -185,8 +249,12 @@ def label_stats(rows: list[dict], new_tokens: int = 0, elapsed: float = 0.0, new
     """Counts of a stepwise label set: traces, steps, rollouts per labelled step, positive rate, cost."""
     all_steps = sum(len(r["completions"]) for r in rows)
     rollout_steps = sum((len(r["completions"]) - 1) * int(r.get("rollouts", 0)) for r in rows)
-    return {"traces": len(rows), "steps": all_steps,
-            "rollouts_per_labelled_step": rollout_steps / max(all_steps, 1),
-            "positive_rate": sum(sum(r["hard_labels"]) for r in rows) / max(sum(len(r["hard_labels"]) for r in rows), 1),
-            "new_rollout_tokens": new_tokens, "wall_s": round(elapsed, 1),
-            "seconds_per_100_steps": round(100 * elapsed / new_steps, 1) if new_steps else None}
+    return {
+        "traces": len(rows),
+        "steps": all_steps,
+        "rollouts_per_labelled_step": rollout_steps / max(all_steps, 1),
+        "positive_rate": sum(sum(r["hard_labels"]) for r in rows) / max(sum(len(r["hard_labels"]) for r in rows), 1),
+        "new_rollout_tokens": new_tokens,
+        "wall_s": round(elapsed, 1),
+        "seconds_per_100_steps": round(100 * elapsed / new_steps, 1) if new_steps else None,
+    }

@@ -42,9 +42,12 @@ def load_prm(spec: str, dtype: str = "auto", **kw) -> PRM:
         local = _hub_snapshot_with_meta(spec)
         if local is not None:
             return load_prm(local, **kw)  # dtype is in kw
-        raise PRMError(f"PRM '{spec}' not recognised: a Hub PRM needs a {META} or to be one of "
-                       f"{', '.join(sorted(KNOWN_HUB_IDS))}")
-    raise PRMError(f"PRM '{spec}' not found: use 'default', 'default-sentence', or a directory written by `synth train-prm`")
+        raise PRMError(
+            f"PRM '{spec}' not recognised: a Hub PRM needs a {META} or to be one of {', '.join(sorted(KNOWN_HUB_IDS))}"
+        )
+    raise PRMError(
+        f"PRM '{spec}' not found: use 'default', 'default-sentence', or a directory written by `synth train-prm`"
+    )
 
 
 # -- other PRM formats: '+/-' token PRMs (Math-Shepherd, RLHFlow) and Qwen2.5-Math-PRM ----------------

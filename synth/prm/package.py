@@ -34,7 +34,9 @@ def package(src: str | Path, dst: str | Path) -> Path:
     tmp.rename(dst)
     size = sum(f.stat().st_size for f in dst.iterdir()) / 2**20
     print(f"packaged {src} -> {dst} ({size:.1f} MiB)")
-    print(json.dumps(json.loads((dst / "metrics.json").read_text()) if (dst / "metrics.json").exists() else {}, indent=2))
+    print(
+        json.dumps(json.loads((dst / "metrics.json").read_text()) if (dst / "metrics.json").exists() else {}, indent=2)
+    )
     return dst
 
 

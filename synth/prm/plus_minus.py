@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 
@@ -90,8 +91,9 @@ def tokens_at_chars(offsets: list[tuple[int, int]], chars: list[int], text_len: 
 
 
 @torch.inference_mode()
-def batched_logits_at(model, inputs: list[ScoringInput], batch_size: int, pad_id: int, device,
-                      **forward_kw) -> Iterator[tuple[int, torch.Tensor]]:
+def batched_logits_at(
+    model, inputs: list[ScoringInput], batch_size: int, pad_id: int, device, **forward_kw
+) -> Iterator[tuple[int, torch.Tensor]]:
     """(index into `inputs`, logits at its positions: (len(positions), C)), batched by length.
 
     Inputs without positions are skipped; the others are sorted by length, right-padded (positions stay as in the unpadded sequence) with an
@@ -128,8 +130,19 @@ class PlusMinusPRM:
     for '+' and '-' (as in both reference implementations: [648, 387] for Mistral's tokenizer).
     """
 
-    def __init__(self, model, tokenizer, style: Style = "math-shepherd", *, good_token: str = "+", bad_token: str = "-",
-                 step_tag: str = "ки", batch_size: int = 8, max_length: int = 4096, device: str | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        style: Style = "math-shepherd",
+        *,
+        good_token: str = "+",
+        bad_token: str = "-",
+        step_tag: str = "ки",
+        batch_size: int = 8,
+        max_length: int = 4096,
+        device: str | None = None,
+    ):
         if style not in STYLES:
             raise ValueError(f"unknown plus-minus style {style!r}: use one of {', '.join(STYLES)}")
         if not getattr(tokenizer, "is_fast", False):
@@ -147,7 +160,7 @@ class PlusMinusPRM:
         self._warned = False
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, style: Style | None = None, torch_dtype=None, **kw) -> "PlusMinusPRM":
+    def from_pretrained(cls, path: str | Path, style: Style | None = None, torch_dtype=None, **kw) -> PlusMinusPRM:
         """A local dir or Hub id; `style` from the argument, `synth_prm.json`, or the known Hub ids."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -157,7 +170,9 @@ class PlusMinusPRM:
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         style = style or meta.get("style") or HUB_STYLES.get(str(path).lower())
         if style is None:
-            raise ValueError(f"{path}: plus-minus PRM style unknown: pass style= ({', '.join(STYLES)}) or set it in {META}")
+            raise ValueError(
+                f"{path}: plus-minus PRM style unknown: pass style= ({', '.join(STYLES)}) or set it in {META}"
+            )
         for key in ("good_token", "bad_token", "step_tag"):
             if key in meta:
                 kw.setdefault(key, meta[key])
@@ -209,9 +224,12 @@ class PlusMinusPRM:
                 raise ValueError("a scoring character of the PRM input is held by no token")
             expected = self.good_id if self.style == "rlhflow" else self.tag_id
             if ids[t] != expected and not self._warned:
-                log.warning("%s: the %s tokenised as %r, not as in training: scores may be off", self.style,
-                            "assistant '+'" if self.style == "rlhflow" else f"step tag {self.step_tag!r}",
-                            self.tokenizer.convert_ids_to_tokens(ids[t]))
+                log.warning(
+                    "%s: the %s tokenised as %r, not as in training: scores may be off",
+                    self.style,
+                    "assistant '+'" if self.style == "rlhflow" else f"step tag {self.step_tag!r}",
+                    self.tokenizer.convert_ids_to_tokens(ids[t]),
+                )
                 self._warned = True
             if self.style == "rlhflow":
                 t -= 1
@@ -225,7 +243,9 @@ class PlusMinusPRM:
         inputs = [self.encode(p, s) for p, s in zip(problems, steps)]
         out: list[list[float]] = [[] for _ in inputs]
         cand = [self.good_id, self.bad_id]
-        for i, logits in batched_logits_at(self.model, inputs, self.batch_size, self.pad_id, self.device, use_cache=False):
+        for i, logits in batched_logits_at(
+            self.model, inputs, self.batch_size, self.pad_id, self.device, use_cache=False
+        ):
             probs = torch.softmax(logits[:, cand], dim=-1)[:, 0]  # P('+') = sigmoid(l+ - l-)
             out[i] = fill_missing(probs.tolist(), len(steps[i]))
         return out

@@ -35,8 +35,16 @@ class QwenMathPRM:
     `tokenizer`: has `<extra_0>` as one (special) token and a chat template.
     """
 
-    def __init__(self, model, tokenizer, *, system: str = SYSTEM, batch_size: int = 8, max_length: int = 4096,
-                 device: str | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        system: str = SYSTEM,
+        batch_size: int = 8,
+        max_length: int = 4096,
+        device: str | None = None,
+    ):
         self.model, self.tokenizer, self.system = model, tokenizer, system
         self.batch_size, self.max_length = batch_size, max_length
         ids = tokenizer.encode(STEP_TOKEN, add_special_tokens=False)
@@ -47,7 +55,7 @@ class QwenMathPRM:
         self.pad_id = pad_id_of(tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, torch_dtype=None, **kw) -> "QwenMathPRM":
+    def from_pretrained(cls, path: str | Path, torch_dtype=None, **kw) -> QwenMathPRM:
         """The real checkpoints need ``trust_remote_code`` (``auto_map`` in their config -> ``AutoModel``);
         a plain token-classification checkpoint loads with ``AutoModelForTokenClassification``."""
         from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, AutoTokenizer
@@ -55,7 +63,9 @@ class QwenMathPRM:
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-        auto = AutoModel if "AutoModel" in (getattr(config, "auto_map", None) or {}) else AutoModelForTokenClassification
+        auto = (
+            AutoModel if "AutoModel" in (getattr(config, "auto_map", None) or {}) else AutoModelForTokenClassification
+        )
         model = auto.from_pretrained(path, dtype=torch_dtype, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
         return cls(model, tokenizer, **kw)
@@ -76,7 +86,9 @@ class QwenMathPRM:
         ids = self.tokenizer(self.render(problem, steps), add_special_tokens=False)["input_ids"][: self.max_length]
         positions = [t for t, tid in enumerate(ids) if tid == self.step_id]
         if len(positions) > len(steps):
-            raise ValueError(f"{len(positions)} {STEP_TOKEN} tokens for {len(steps)} steps: does the chat template add some?")
+            raise ValueError(
+                f"{len(positions)} {STEP_TOKEN} tokens for {len(steps)} steps: does the chat template add some?"
+            )
         return ScoringInput(list(ids), positions)
 
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:

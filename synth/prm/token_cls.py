@@ -23,8 +23,17 @@ META = "synth_prm.json"
 
 
 class TokenClassificationPRM:
-    def __init__(self, model, tokenizer, step_separator: str = "\n\n", batch_size: int = 32, max_length: int = 2048,
-                 device: str | None = None, dtype: str = "auto", share_prefixes: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        step_separator: str = "\n\n",
+        batch_size: int = 32,
+        max_length: int = 2048,
+        device: str | None = None,
+        dtype: str = "auto",
+        share_prefixes: bool = True,
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.step_separator, self.batch_size, self.max_length = step_separator, batch_size, max_length
         self.device = device or default_device()
@@ -35,11 +44,10 @@ class TokenClassificationPRM:
         self.share_prefixes = share_prefixes  # see synth.prm.prefix
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kw) -> "TokenClassificationPRM":
+    def from_pretrained(cls, path: str | Path, **kw) -> TokenClassificationPRM:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         from synth.models import resolve_model
-
         from synth.prm.load import PRMError
 
         path = Path(path)
@@ -51,7 +59,10 @@ class TokenClassificationPRM:
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
-            base = resolve_model(meta.get("base_model") or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
+            base = resolve_model(
+                meta.get("base_model")
+                or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+            )
             from transformers.utils import logging as hf_logging
 
             verbosity = hf_logging.get_verbosity()
@@ -74,7 +85,9 @@ class TokenClassificationPRM:
 
     @torch.inference_mode()
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
-        encoded = [encode_steps(self.tokenizer, p, s, self.step_separator, self.max_length) for p, s in zip(problems, steps)]
+        encoded = [
+            encode_steps(self.tokenizer, p, s, self.step_separator, self.max_length) for p, s in zip(problems, steps)
+        ]
         probs = self.token_probs([e.input_ids for e in encoded])
         out = []
         for e, p, s in zip(encoded, probs, steps):
@@ -85,7 +98,9 @@ class TokenClassificationPRM:
 
     def token_probs(self, sequences: list[list[int]]) -> list[list[float]]:
         """The PRM's probability at every token of every sequence; shared prefixes are read once."""
-        groups = group_by_prefix(sequences) if self.share_prefixes else [Group(len(s), [i]) for i, s in enumerate(sequences)]
+        groups = (
+            group_by_prefix(sequences) if self.share_prefixes else [Group(len(s), [i]) for i, s in enumerate(sequences)]
+        )
         groups.sort(key=lambda g: g.prefix_len)
         out: list[list[float]] = [[] for _ in sequences]
         batch: list[Group] = []
@@ -113,8 +128,11 @@ class TokenClassificationPRM:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         suffixed = [(gi, m) for gi, g in enumerate(groups) for m in g.members if len(sequences[m]) > g.prefix_len]
         cache = DynamicCache(config=self.model.config) if suffixed else None
-        prefix_probs = self._probs(self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                                              use_cache=cache is not None).logits).tolist()
+        prefix_probs = self._probs(
+            self.model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=cache is not None
+            ).logits
+        ).tolist()
         for gi, (g, p) in enumerate(zip(groups, prefixes)):
             for m in g.members:
                 out[m] = prefix_probs[gi][width - len(p) :]
@@ -131,8 +149,13 @@ class TokenClassificationPRM:
             sids = torch.tensor([s + [self.pad_id] * (swidth - len(s)) for s in suffixes], device=dev)
             smask = torch.tensor([[1] * len(s) + [0] * (swidth - len(s)) for s in suffixes], device=dev)
             spos = torch.tensor([[groups[gi].prefix_len + k for k in range(swidth)] for gi, _ in members], device=dev)
-            logits = self.model(input_ids=sids, attention_mask=torch.cat([mask[fan], smask], dim=1), position_ids=spos,
-                                cache=chunk_cache, use_cache=True).logits
+            logits = self.model(
+                input_ids=sids,
+                attention_mask=torch.cat([mask[fan], smask], dim=1),
+                position_ids=spos,
+                cache=chunk_cache,
+                use_cache=True,
+            ).logits
             for row, ((_, m), s) in enumerate(zip(members, suffixes)):
                 out[m] = out[m] + self._probs(logits[row, : len(s)]).tolist()
 
@@ -147,8 +170,10 @@ def _require_head(path: Path, *weight_files: str) -> None:
 
     names = _weight_names(path, weight_files)
     if names is not None and not any(part in name for name in names for part in HEAD_NAMES):
-        raise PRMError(f"{path} holds no PRM head (no score.* weights): it is a plain model, not a PRM; "
-                       "train one with `synth train-prm`, or use --prm default")
+        raise PRMError(
+            f"{path} holds no PRM head (no score.* weights): it is a plain model, not a PRM; "
+            "train one with `synth train-prm`, or use --prm default"
+        )
 
 
 def _weight_names(path: Path, weight_files: tuple[str, ...]) -> list[str] | None:

@@ -30,36 +30,82 @@ IGNORE = -100.0
 
 # TrainingArguments values synth starts from; any TrainingArguments field given wins.
 PRM_DEFAULTS: dict[str, Any] = {
-    "num_train_epochs": 2.0, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 2e-4,
-    "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "logging_steps": 10, "save_steps": 200, "save_total_limit": 2,
-    "seed": 0, "report_to": "none", "disable_tqdm": False, "remove_unused_columns": False,
+    "num_train_epochs": 2.0,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 2e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "logging_steps": 10,
+    "save_steps": 200,
+    "save_total_limit": 2,
+    "seed": 0,
+    "report_to": "none",
+    "disable_tqdm": False,
+    "remove_unused_columns": False,
 }
 
 
 @dataclass
 class TrainPRMConfig:
-    dataset: list[str] = field(default_factory=list, metadata={"help": (
-        "Stepwise dataset(s) (prompt/completions/labels): local dirs or files, or Hub ids; several are "
-        "concatenated, a trace that occurs in more than one kept once.")})
-    model: str = field(default="smollm2-135m", metadata={"help": "Backbone: 'smollm2-135m', a local checkpoint, or a Hub id."})
+    dataset: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": (
+                "Stepwise dataset(s) (prompt/completions/labels): local dirs or files, or Hub ids; several are "
+                "concatenated, a trace that occurs in more than one kept once."
+            )
+        },
+    )
+    model: str = field(
+        default="smollm2-135m", metadata={"help": "Backbone: 'smollm2-135m', a local checkpoint, or a Hub id."}
+    )
     output_dir: str = field(default="runs/prm", metadata={"help": "Where checkpoints and the final PRM go."})
-    label: str = field(default="soft", metadata={"help": "Which labels to train on: 'soft' (fraction of correct rollouts) or 'hard' (any correct)."})
-    step_separator: str = field(default="\n\n", metadata={"help": "Separator appended after the problem and each step."})
+    label: str = field(
+        default="soft",
+        metadata={"help": "Which labels to train on: 'soft' (fraction of correct rollouts) or 'hard' (any correct)."},
+    )
+    step_separator: str = field(
+        default="\n\n", metadata={"help": "Separator appended after the problem and each step."}
+    )
     lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (+ the head) instead of the full model."})
     lora_r: int = field(default=8, metadata={"range": "[1, inf)", "help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"range": "[1, inf)", "help": "LoRA alpha."})
-    max_length: int = field(default=512, metadata={"range": "[8, inf)", "help": "Max tokens per example (steps past it are dropped)."})
-    eval_fraction: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "Fraction of problems held out for evaluation (by prompt)."})
+    max_length: int = field(
+        default=512, metadata={"range": "[8, inf)", "help": "Max tokens per example (steps past it are dropped)."}
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"range": "[0, 1)", "help": "Fraction of problems held out for evaluation (by prompt)."}
+    )
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth training run in output_dir first."})
-    dtype: Dtype = field(default="float32", metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."})
-    pairwise_weight: float = field(default=0.0, metadata={"range": "[0, inf)", "help": (
-        "Weight of a within-problem ranking loss: a logistic loss on the final-step score of a right minus "
-        "a wrong trace of the same problem, added to the BCE. Batches then hold the traces of one or two "
-        "problems (problems shuffled, their traces kept together). 0 = BCE only.")})
-    args: dict = field(default_factory=dict, metadata={"passthrough": "transformers:TrainingArguments", "help": (
-        "Any other field of transformers.TrainingArguments; synth's defaults: "
-        + ", ".join(f"{k}={v}" for k, v in PRM_DEFAULTS.items()))})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Start over: clear the synth training run in output_dir first."}
+    )
+    dtype: Dtype = field(
+        default="float32",
+        metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."},
+    )
+    pairwise_weight: float = field(
+        default=0.0,
+        metadata={
+            "range": "[0, inf)",
+            "help": (
+                "Weight of a within-problem ranking loss: a logistic loss on the final-step score of a right minus "
+                "a wrong trace of the same problem, added to the BCE. Batches then hold the traces of one or two "
+                "problems (problems shuffled, their traces kept together). 0 = BCE only."
+            ),
+        },
+    )
+    args: dict = field(
+        default_factory=dict,
+        metadata={
+            "passthrough": "transformers:TrainingArguments",
+            "help": (
+                "Any other field of transformers.TrainingArguments; synth's defaults: "
+                + ", ".join(f"{k}={v}" for k, v in PRM_DEFAULTS.items())
+            ),
+        },
+    )
 
     RENAMED = TRAINER_RENAMED
 
@@ -81,11 +127,15 @@ class TrainPRMConfig:
 def training_args(cfg: TrainPRMConfig, has_eval: bool):
     from transformers import TrainingArguments
 
-    kwargs = trainer_kwargs(cfg.args, {**PRM_DEFAULTS, "eval_strategy": "epoch" if has_eval else "no"}, cfg.dtype, cfg.output_dir)
+    kwargs = trainer_kwargs(
+        cfg.args, {**PRM_DEFAULTS, "eval_strategy": "epoch" if has_eval else "no"}, cfg.dtype, cfg.output_dir
+    )
     try:
         return TrainingArguments(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"transformers.TrainingArguments refused the training settings: {' '.join(str(err).split())[:300]}") from None
+        raise ConfigError(
+            f"transformers.TrainingArguments refused the training settings: {' '.join(str(err).split())[:300]}"
+        ) from None
 
 
 def run_dir(cfg: TrainPRMConfig) -> RunDir:
@@ -115,7 +165,9 @@ def grouped_order(prompts: list[str], seed: int) -> list[int]:
     return [i for p in order for i in rows[p]]
 
 
-def pairwise_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor, final: torch.Tensor) -> torch.Tensor | None:
+def pairwise_loss(
+    logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor, final: torch.Tensor
+) -> torch.Tensor | None:
     """Mean softplus(wrong - right) over pairs of a right (final >= 0.5) and a wrong (final < 0.5, >= 0)
     trace of the same problem in the batch, on each trace's last labelled score; None without pairs."""
     positions = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
@@ -211,8 +263,16 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="TOKEN_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 target_modules="all-linear", modules_to_save=["score"]))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type="TOKEN_CLS",
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                target_modules="all-linear",
+                modules_to_save=["score"],
+            ),
+        )
     cols = ds.column_names
     group_of: dict[str, int] = {}
     if cfg.pairwise_weight:
@@ -225,21 +285,34 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
 
     train_tok = train_ds.map(tok, remove_columns=cols)
     eval_tok = eval_ds.map(tok, remove_columns=cols) if eval_ds is not None else None
-    trainer = _trainer_class(cfg.pairwise_weight)(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
-                                                  data_collator=StepCollator(tokenizer.pad_token_id))
+    trainer = _trainer_class(cfg.pairwise_weight)(
+        model=model,
+        args=args,
+        train_dataset=train_tok,
+        eval_dataset=eval_tok,
+        data_collator=StepCollator(tokenizer.pad_token_id),
+    )
     with run.claim():
         last = get_last_checkpoint(str(run.path)) if cfg.resume else None
         result = trainer.train(resume_from_checkpoint=last)
         final = run.path / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(final)
-        meta = {"format": "token-classification", "step_separator": cfg.step_separator, "base_model": cfg.model, "num_labels": 1}
+        meta = {
+            "format": "token-classification",
+            "step_separator": cfg.step_separator,
+            "base_model": cfg.model,
+            "num_labels": 1,
+        }
         cuts = set(ds["step_cut"]) if "step_cut" in ds.column_names else set()
         if len(cuts) == 1:  # the steps it learned to score: search warns when asked to score other ones
             meta["step_cut"] = cuts.pop()
         (final / META).write_text(json.dumps(meta, indent=2))
-        metrics = {"train_loss": result.training_loss, "steps": result.global_step,
-                   "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1)}
+        metrics = {
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        }
         if eval_ds is not None:
             from synth.prm.evaluate import step_auroc
             from synth.prm.load import load_prm

@@ -31,8 +31,10 @@ def as_sft(ds, name: str = "dataset"):
 
 
 def as_conversational(row: dict) -> dict:
-    return {"prompt": [{"role": "user", "content": row["prompt"]}],
-            "completion": [{"role": "assistant", "content": row["completion"]}]}
+    return {
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "completion": [{"role": "assistant", "content": row["completion"]}],
+    }
 
 
 def split_by_problem(ds, fraction: float, seed: int, column: str = "prompt"):

@@ -48,14 +48,35 @@ def _f(v: Any, digits: int = 3) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     n = next((r["n"] for r in rows if r["n"]), "N")
     stages = [s for s in STAGES if any(s in r["wall_s"] for r in rows)]
-    head = (["round", "greedy acc", f"maj@{n}", f"pass@{n}", "search acc (selector)", "train pass@1", "SFT examples",
-             "SFT loss train/eval", "tokens generated"] + [f"{s} s" for s in stages] + ["total s"])
+    head = (
+        [
+            "round",
+            "greedy acc",
+            f"maj@{n}",
+            f"pass@{n}",
+            "search acc (selector)",
+            "train pass@1",
+            "SFT examples",
+            "SFT loss train/eval",
+            "tokens generated",
+        ]
+        + [f"{s} s" for s in stages]
+        + ["total s"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         loss = "-" if r["sft_train_loss"] is None else f"{_f(r['sft_train_loss'])}/{_f(r['sft_eval_loss'])}"
-        cells = [str(r["round"]), _f(r["greedy"]), _f(r["maj"]), _f(r["pass"]), _f(r["search"]) + (f" ({r['search_selector']})" if r["search"] is not None else ""),
-                 _f(r["train_pass@1"]),
-                 _f(r["sft_examples"]), loss, str(r["tokens"])]
+        cells = [
+            str(r["round"]),
+            _f(r["greedy"]),
+            _f(r["maj"]),
+            _f(r["pass"]),
+            _f(r["search"]) + (f" ({r['search_selector']})" if r["search"] is not None else ""),
+            _f(r["train_pass@1"]),
+            _f(r["sft_examples"]),
+            loss,
+            str(r["tokens"]),
+        ]
         cells += [_f(r["wall_s"].get(s), 1) for s in stages] + [_f(float(sum(r["wall_s"].values())), 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -99,9 +120,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def write_report(out: Path, rows: list[dict[str, Any]], title: str) -> str:
     """report.md + rounds.png + rounds.json in `out`; returns the markdown."""
     delta = greedy_delta(rows)
-    text = (f"# {title}\n\n{table(rows)}\n\n"
-            + (f"Held-out greedy accuracy, last round - round 0: {delta:+.3f}\n\n" if delta is not None else "")
-            + "![accuracy per round](rounds.png)\n")
+    text = (
+        f"# {title}\n\n{table(rows)}\n\n"
+        + (f"Held-out greedy accuracy, last round - round 0: {delta:+.3f}\n\n" if delta is not None else "")
+        + "![accuracy per round](rounds.png)\n"
+    )
     plot(rows, out / "rounds.png")
     (out / "rounds.json").write_text(json.dumps(rows, indent=2))
     (out / "report.md").write_text(text)
@@ -115,5 +138,7 @@ def add_report_to_card(card: Path, report: str) -> None:
     """Put the rounds report (table, greedy delta) into a dataset card, replacing an earlier one."""
     text = card.read_text()
     text = text.split("\n" + REPORT_HEADING + "\n")[0].rstrip("\n")
-    body = "\n".join(line for line in report.splitlines()[1:] if not line.startswith("![")).strip()  # no title, no image
+    body = "\n".join(
+        line for line in report.splitlines()[1:] if not line.startswith("![")
+    ).strip()  # no title, no image
     card.write_text(f"{text}\n\n{REPORT_HEADING}\n\n{body}\n")

@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from synth.config import check_fields
 from synth.filter.select import normalize
@@ -31,9 +32,9 @@ from synth.generate.run import GenerateConfig, generate
 from synth.generate.search import SearchConfig, require_prm
 from synth.hub import PUSH_KEYS, PushConfig, check_push
 from synth.journal import Journal
-from synth.problems import PoolConfig, load_pool
 from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
+from synth.problems import PoolConfig, load_pool
 from synth.rundir import RunDir
 from synth.train.report import add_report_to_card, round_summary, write_report
 from synth.train.sft import TrainConfig, train_sft
@@ -45,8 +46,19 @@ log = logging.getLogger(__name__)
 OWNED = {
     "generate": ("model", "prm", "pool", "output_dir", "resume", "overwrite", "shard", *PUSH_KEYS),
     "sft": ("model", "dataset", "output_dir", "resume", "overwrite"),
-    "label": ("model", "dataset", "output_dir", "resume", "overwrite", "system_prompt", "batch_size", "step_cut",
-              "step_delimiter", "shard", *PUSH_KEYS),
+    "label": (
+        "model",
+        "dataset",
+        "output_dir",
+        "resume",
+        "overwrite",
+        "system_prompt",
+        "batch_size",
+        "step_cut",
+        "step_delimiter",
+        "shard",
+        *PUSH_KEYS,
+    ),
     "prm_train": ("model", "dataset", "output_dir", "resume", "overwrite"),
 }
 # Generate settings that recipes used to give at the top level; they live in `generate:` now.
@@ -58,17 +70,53 @@ RUN_CONTROL = ("rounds", "generate.batch_size", "generate.vllm", *PUSH_KEYS)
 
 @dataclass
 class RoundsConfig(PushConfig):
-    model: str = field(default="smollm2-135m", metadata={"help": "Base policy: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."})
-    prm: str | None = field(default=None, metadata={"help": "PRM for search and selection ('default', a PRM dir) or null; with train_prm the PRM of round 0."})
-    rounds: int = field(default=2, metadata={"range": "[0, inf)", "help": "Self-improvement rounds after round 0 (the base model's evaluation)."})
-    output_dir: str = field(default="runs/rounds", metadata={"help": "Where round-{k}/ stage dirs, report.md and rounds.png go."})
-    from_base: bool = field(default=True, metadata={"help": "Fine-tune the base model each round on that round's data (ReST-EM); false: continue from the last policy."})
-    train_prm: bool = field(default=False, metadata={"help": "Also label each round's traces and train a new PRM for the next round's search."})
-    top_k: int = field(default=4, metadata={"range": "[1, inf)", "help": "Verified completions kept per problem for SFT (the shortest, duplicates dropped)."})
-    eval_n: int = field(default=8, metadata={"range": "[1, inf)", "help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."})
-    n_per_round: list[int] | None = field(default=None, metadata={"help": (
-        "N of the training-pool search per round (round k uses entry k-1; rounds past the end use the last); "
-        "null: generate.search.n every round.")})
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Base policy: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."},
+    )
+    prm: str | None = field(
+        default=None,
+        metadata={
+            "help": "PRM for search and selection ('default', a PRM dir) or null; with train_prm the PRM of round 0."
+        },
+    )
+    rounds: int = field(
+        default=2,
+        metadata={"range": "[0, inf)", "help": "Self-improvement rounds after round 0 (the base model's evaluation)."},
+    )
+    output_dir: str = field(
+        default="runs/rounds", metadata={"help": "Where round-{k}/ stage dirs, report.md and rounds.png go."}
+    )
+    from_base: bool = field(
+        default=True,
+        metadata={
+            "help": "Fine-tune the base model each round on that round's data (ReST-EM); false: continue from the last policy."
+        },
+    )
+    train_prm: bool = field(
+        default=False,
+        metadata={"help": "Also label each round's traces and train a new PRM for the next round's search."},
+    )
+    top_k: int = field(
+        default=4,
+        metadata={
+            "range": "[1, inf)",
+            "help": "Verified completions kept per problem for SFT (the shortest, duplicates dropped).",
+        },
+    )
+    eval_n: int = field(
+        default=8,
+        metadata={"range": "[1, inf)", "help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."},
+    )
+    n_per_round: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "N of the training-pool search per round (round k uses entry k-1; rounds past the end use the last); "
+                "null: generate.search.n every round."
+            )
+        },
+    )
     # Sections keep their commands' defaults (a recipe's section starts from them): set the pools' seeds.
     train_pool: PoolConfig = field(default_factory=PoolConfig)
     eval_pool: PoolConfig = field(default_factory=PoolConfig)
@@ -84,7 +132,9 @@ class RoundsConfig(PushConfig):
         if moved:
             from synth.config import _warn_once
 
-            _warn_once(f"rounds: {', '.join(moved)} at the top level are deprecated: give them in the generate: section")
+            _warn_once(
+                f"rounds: {', '.join(moved)} at the top level are deprecated: give them in the generate: section"
+            )
             section = dict(data.get("generate") or {})
             for key in moved:
                 section.setdefault(key, data.pop(key))
@@ -97,10 +147,13 @@ class RoundsConfig(PushConfig):
         if self.hub_revision is not None:
             raise ValueError("hub_revision: rounds pushes round k's SFT data to the branch round-k; leave it out")
         if self.train_pool == self.eval_pool or (
-            self.train_pool.source == self.eval_pool.source == "reasoning_gym" and self.train_pool.seed == self.eval_pool.seed
+            self.train_pool.source == self.eval_pool.source == "reasoning_gym"
+            and self.train_pool.seed == self.eval_pool.seed
         ):
-            raise ValueError("eval_pool must be held out from train_pool: give it another seed "
-                             "(e.g. train_pool.seed 200, eval_pool.seed 1000) or another file")
+            raise ValueError(
+                "eval_pool must be held out from train_pool: give it another seed "
+                "(e.g. train_pool.seed 200, eval_pool.seed 1000) or another file"
+            )
         require_prm(self.search.strategy, self.prm)
         try:  # the held-out search at eval_n must be valid too (n vs beam_width)
             dataclasses.replace(self.search, n=self.eval_n)
@@ -118,8 +171,10 @@ class RoundsConfig(PushConfig):
             defaults = type(sub)()
             for key in keys:
                 if getattr(sub, key) != getattr(defaults, key):
-                    raise ValueError(f"{section}.{key} is set by rounds for every round; leave it out "
-                                     f"(use the top-level {key if key in ('model', 'prm') else 'options'})")
+                    raise ValueError(
+                        f"{section}.{key} is set by rounds for every round; leave it out "
+                        f"(use the top-level {key if key in ('model', 'prm') else 'options'})"
+                    )
 
     @property
     def search(self) -> SearchConfig:
@@ -133,8 +188,12 @@ def run_dir(cfg: RoundsConfig) -> RunDir:
 class Rounds:
     """Runs the rounds; models are loaded through one `ModelCache`, so each is loaded once."""
 
-    def __init__(self, cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None,
-                 load_prm: Callable[[str], Any] | None = None):
+    def __init__(
+        self,
+        cfg: RoundsConfig,
+        load_policy: Callable[[str], Any] | None = None,
+        load_prm: Callable[[str], Any] | None = None,
+    ):
         self.cfg = cfg
         self.run_dir = run_dir(cfg).check()
         check_push(cfg)
@@ -152,12 +211,17 @@ class Rounds:
 
         return load_prm(spec, dtype=self.cfg.generate.prm_dtype)
 
-    def _gen_cfg(self, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, out: str, seed: int) -> GenerateConfig:
+    def _gen_cfg(
+        self, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, out: str, seed: int
+    ) -> GenerateConfig:
         """The generate settings of one stage: the recipe's `generate:` section with what rounds owns set."""
-        return dataclasses.replace(self.cfg.generate, model=model, prm=prm, pool=pool, search=search, output_dir=out,
-                                   resume=True, seed=seed)
+        return dataclasses.replace(
+            self.cfg.generate, model=model, prm=prm, pool=pool, search=search, output_dir=out, resume=True, seed=seed
+        )
 
-    def _generate(self, d: Path, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, seed: int) -> dict:
+    def _generate(
+        self, d: Path, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, seed: int
+    ) -> dict:
         cfg = self._gen_cfg(model, prm, pool, search, str(d), seed)
         return generate(cfg, policy=self.models.policy(model), prm=self.models.prm(prm))
 
@@ -175,8 +239,12 @@ class Rounds:
         for k in range(self.cfg.rounds + 1):
             self.round(k)
             rows.append(round_summary(self.out / f"round-{k}", k))
-            report = write_report(self.out, rows, f"synth rounds: {self.cfg.model}, {self.cfg.rounds} round(s)"
-                                  + (" (from base)" if self.cfg.from_base else " (continued)"))
+            report = write_report(
+                self.out,
+                rows,
+                f"synth rounds: {self.cfg.model}, {self.cfg.rounds} round(s)"
+                + (" (from base)" if self.cfg.from_base else " (continued)"),
+            )
             data_dir = self.out / f"round-{k}" / "sft_data"
             if k > 0 and (data_dir / "README.md").exists():
                 add_report_to_card(data_dir / "README.md", report)
@@ -192,10 +260,18 @@ class Rounds:
         if marker.exists():
             return
         try:
-            url = push_dataset(data_dir, self.cfg.hub_dataset_id, private=self.cfg.hub_private, config_name=self.cfg.hub_config_name,
-                           revision=f"round-{k}", overwrite=self.cfg.hub_overwrite)
+            url = push_dataset(
+                data_dir,
+                self.cfg.hub_dataset_id,
+                private=self.cfg.hub_private,
+                config_name=self.cfg.hub_config_name,
+                revision=f"round-{k}",
+                overwrite=self.cfg.hub_overwrite,
+            )
         except PushError as err:
-            log.error("round %d: push to %s failed (%s); rerun the same command to retry", k, self.cfg.hub_dataset_id, err)
+            log.error(
+                "round %d: push to %s failed (%s); rerun the same command to retry", k, self.cfg.hub_dataset_id, err
+            )
             return
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"stage": "push", "result": {"url": url, "revision": f"round-{k}"}}, indent=2))
@@ -208,7 +284,10 @@ class Rounds:
 
         if k > 0:
             policy, prm = self.policy_path, self.prm_spec
-            stage("generate", lambda d: self._generate(d, policy, prm, c.train_pool, self.search_for_round(k), c.generate.seed + k))
+            stage(
+                "generate",
+                lambda d: self._generate(d, policy, prm, c.train_pool, self.search_for_round(k), c.generate.seed + k),
+            )
             data = stage("sft_data", lambda d: self._sft_data(d, rd / "generate"))
             if c.train_prm:
                 labels = stage("label", lambda d: self._label(d, rd / "generate", policy))
@@ -217,8 +296,14 @@ class Rounds:
                 self.models.release_policy()  # training needs the memory
             start = c.model if c.from_base else policy
             self.policy_path = stage("sft", lambda d: self._sft(d, rd / "sft_data", data, start, policy))["model"]
-        greedy = SearchConfig(strategy="best_of_n", n=1, temperature=0.0, max_tokens=c.search.max_tokens,
-                              step_delimiter=c.search.step_delimiter, step_cut=c.search.step_cut)
+        greedy = SearchConfig(
+            strategy="best_of_n",
+            n=1,
+            temperature=0.0,
+            max_tokens=c.search.max_tokens,
+            step_delimiter=c.search.step_delimiter,
+            step_cut=c.search.step_cut,
+        )
         search = dataclasses.replace(c.search, n=c.eval_n)
         policy, prm = self.policy_path, self.prm_spec
         stage("eval_greedy", lambda d: self._generate(d, policy, None, c.eval_pool, greedy, c.generate.seed))
@@ -236,14 +321,27 @@ class Rounds:
         held_out = {normalize(p.problem) for p in load_pool(self.cfg.eval_pool)}
         kept = [r for r in rows if normalize(r["problem"]) not in held_out]
         filters = Filters(correctness="verified", near_dup_threshold=None, top_k=self.cfg.top_k, rank_by="shortest")
-        examples, _ = select(flatten(kept), FilterConfig(format="sft", system_prompt=self.cfg.generate.system_prompt,
-                                                         filters=filters))
+        examples, _ = select(
+            flatten(kept), FilterConfig(format="sft", system_prompt=self.cfg.generate.system_prompt, filters=filters)
+        )
         if examples:
-            write_dataset(examples, d, {"name": "synth SFT data (verified traces)", "model": rows[0]["model"],
-                                        "summary": {"examples": len(examples)}, "load_path": str(d.resolve())})
-        return {"examples": len(examples), "problems": len({e["id"] for e in examples}), "pool_problems": len(rows),
-                "held_out_overlap": len(rows) - len(kept),
-                "dataset": str(d) if examples else None}
+            write_dataset(
+                examples,
+                d,
+                {
+                    "name": "synth SFT data (verified traces)",
+                    "model": rows[0]["model"],
+                    "summary": {"examples": len(examples)},
+                    "load_path": str(d.resolve()),
+                },
+            )
+        return {
+            "examples": len(examples),
+            "problems": len({e["id"] for e in examples}),
+            "pool_problems": len(rows),
+            "held_out_overlap": len(rows) - len(kept),
+            "dataset": str(d) if examples else None,
+        }
 
     def _sft(self, d: Path, data_dir: Path, data: dict, start: str, previous: str) -> dict:
         if not data["examples"]:
@@ -254,9 +352,17 @@ class Rounds:
 
     def _label(self, d: Path, gen_dir: Path, policy: str) -> dict:
         # The PRM trained on these labels scores the next round's search steps: label the same steps.
-        cfg = dataclasses.replace(self.cfg.label, dataset=str(gen_dir), model=policy, system_prompt=self.cfg.generate.system_prompt,
-                                  batch_size=self.cfg.generate.batch_size, output_dir=str(d), resume=True,
-                                  step_cut=self.cfg.search.step_cut, step_delimiter=self.cfg.search.step_delimiter)
+        cfg = dataclasses.replace(
+            self.cfg.label,
+            dataset=str(gen_dir),
+            model=policy,
+            system_prompt=self.cfg.generate.system_prompt,
+            batch_size=self.cfg.generate.batch_size,
+            output_dir=str(d),
+            resume=True,
+            step_cut=self.cfg.search.step_cut,
+            step_delimiter=self.cfg.search.step_delimiter,
+        )
         with private_datasets_cache():  # label reads gen_dir with load_dataset
             return label(cfg, policy=self.models.policy(policy))
 
@@ -264,13 +370,16 @@ class Rounds:
         if not labels.get("traces"):
             log.warning("no labelled traces this round: the PRM stays %s", previous)
             return {"skipped": "no labelled traces", "prm": previous}
-        cfg = dataclasses.replace(self.cfg.prm_train, dataset=str(label_dir), model=self.cfg.model, output_dir=str(d), resume=True)
+        cfg = dataclasses.replace(
+            self.cfg.prm_train, dataset=str(label_dir), model=self.cfg.model, output_dir=str(d), resume=True
+        )
         with private_datasets_cache():  # train-prm reads label_dir with load_dataset
             return {**train_prm(cfg), "prm": str(d / "final")}
 
 
-def run_rounds(cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None,
-               load_prm: Callable[[str], Any] | None = None) -> list[dict]:
+def run_rounds(
+    cfg: RoundsConfig, load_policy: Callable[[str], Any] | None = None, load_prm: Callable[[str], Any] | None = None
+) -> list[dict]:
     """Run (or continue) every round; returns one summary per round (also in rounds.json)."""
     try:
         return Rounds(cfg, load_policy, load_prm).run()

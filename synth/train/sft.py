@@ -28,20 +28,43 @@ OUTPUTS = ("checkpoint-*", "final", "final.tmp", "metrics.json", "runs", "README
 TRAINER_RUN_CONTROL = ("logging_steps", "save_steps", "save_total_limit", "report_to", "disable_tqdm")
 # SFTConfig values synth starts from; any SFTConfig field given in the recipe or on the command line wins.
 SFT_DEFAULTS: dict[str, Any] = {
-    "num_train_epochs": 2.0, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 2e-5,
-    "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "logging_steps": 10, "save_steps": 200, "save_total_limit": 2,
-    "max_length": 512, "seed": 0, "report_to": "none", "disable_tqdm": False,
-    "completion_only_loss": True, "assistant_only_loss": False,
+    "num_train_epochs": 2.0,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 2e-5,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "logging_steps": 10,
+    "save_steps": 200,
+    "save_total_limit": 2,
+    "max_length": 512,
+    "seed": 0,
+    "report_to": "none",
+    "disable_tqdm": False,
+    "completion_only_loss": True,
+    "assistant_only_loss": False,
 }
 # Set by synth from its own fields: passing them through would contradict those.
 NOT_PASSED = ("output_dir", "bf16", "fp16", "use_cpu", "resume_from_checkpoint")
 # Old field names (before the trainer's own fields were passed through), kept for one release.
-TRAINER_RENAMED = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps"}
+TRAINER_RENAMED = {
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+}
 
 
 # Passed-through settings that must be positive numbers (the trainers fail deep inside, or silently, otherwise).
-POSITIVE = ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-            "learning_rate", "logging_steps", "save_steps", "max_length")
+POSITIVE = (
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "logging_steps",
+    "save_steps",
+    "max_length",
+)
 
 
 def check_trainer_args(args: dict[str, Any]) -> None:
@@ -65,19 +88,47 @@ def trainer_kwargs(args: dict[str, Any], defaults: dict[str, Any], dtype: str, o
 
 @dataclass
 class TrainConfig:
-    model: str = field(default="smollm2-135m", metadata={"help": "Policy to fine-tune: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."})
-    dataset: str = field(default="", metadata={"help": "SFT dataset (prompt/completion, conversational): a `synth filter` output dir, a .jsonl/.parquet file, or a Hub id."})
-    output_dir: str = field(default="runs/sft", metadata={"help": "Where checkpoints, metrics.json and the final model (final/) go."})
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (merged into the weights at the end) instead of the full model."})
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Policy to fine-tune: 'smollm2-135m' (bundled), a local checkpoint, or a Hub id."},
+    )
+    dataset: str = field(
+        default="",
+        metadata={
+            "help": "SFT dataset (prompt/completion, conversational): a `synth filter` output dir, a .jsonl/.parquet file, or a Hub id."
+        },
+    )
+    output_dir: str = field(
+        default="runs/sft", metadata={"help": "Where checkpoints, metrics.json and the final model (final/) go."}
+    )
+    lora: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter (merged into the weights at the end) instead of the full model."},
+    )
     lora_r: int = field(default=16, metadata={"range": "[1, inf)", "help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"range": "[1, inf)", "help": "LoRA alpha."})
-    eval_fraction: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "Fraction of problems held out for the eval loss (0 for none)."})
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"range": "[0, 1)", "help": "Fraction of problems held out for the eval loss (0 for none)."},
+    )
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Start over: clear the synth training run in output_dir first."})
-    dtype: Dtype = field(default="float32", metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."})
-    args: dict = field(default_factory=dict, metadata={"passthrough": "trl:SFTConfig", "help": (
-        "Any other field of trl.SFTConfig (learning_rate, num_train_epochs, per_device_train_batch_size, max_length, "
-        "report_to, ...); synth's defaults: " + ", ".join(f"{k}={v}" for k, v in SFT_DEFAULTS.items()))})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Start over: clear the synth training run in output_dir first."}
+    )
+    dtype: Dtype = field(
+        default="float32",
+        metadata={"help": "Training precision: float32, or bfloat16 / float16 mixed precision (weights stay float32)."},
+    )
+    args: dict = field(
+        default_factory=dict,
+        metadata={
+            "passthrough": "trl:SFTConfig",
+            "help": (
+                "Any other field of trl.SFTConfig (learning_rate, num_train_epochs, per_device_train_batch_size, max_length, "
+                "report_to, ...); synth's defaults: " + ", ".join(f"{k}={v}" for k, v in SFT_DEFAULTS.items())
+            ),
+        },
+    )
 
     RENAMED = TRAINER_RENAMED
 
@@ -96,7 +147,9 @@ def sft_config(cfg: TrainConfig, has_eval: bool):
     """trl.SFTConfig of a run; errors in passed-through fields are one line naming them."""
     from trl import SFTConfig
 
-    kwargs = trainer_kwargs(cfg.args, {**SFT_DEFAULTS, "eval_strategy": "epoch" if has_eval else "no"}, cfg.dtype, cfg.output_dir)
+    kwargs = trainer_kwargs(
+        cfg.args, {**SFT_DEFAULTS, "eval_strategy": "epoch" if has_eval else "no"}, cfg.dtype, cfg.output_dir
+    )
     try:
         return SFTConfig(**kwargs)
     except (TypeError, ValueError) as err:
@@ -135,10 +188,22 @@ def build_trainer(cfg: TrainConfig, dataset=None, callbacks: list | None = None)
     if cfg.lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                 target_modules="all-linear")
-    return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+        )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
 
 
 def save_final(trainer, out: Path, lora: bool) -> Path:
@@ -207,5 +272,7 @@ def metrics_line(m: dict[str, Any]) -> str:
     def fmt(v):
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    return (f"train_loss {fmt(m['train_loss'])}  eval_loss {fmt(m['eval_loss'])}  tokens/s {fmt(m['tokens_per_s'])}  "
-            f"steps {m['steps']}  examples {m['examples']}")
+    return (
+        f"train_loss {fmt(m['train_loss'])}  eval_loss {fmt(m['eval_loss'])}  tokens/s {fmt(m['tokens_per_s'])}  "
+        f"steps {m['steps']}  examples {m['examples']}"
+    )

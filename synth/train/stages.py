@@ -8,10 +8,11 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,12 @@ def run_stage(stage_dir: Path, fn: Callable[[Path], dict[str, Any]], label: str 
     started = time.perf_counter()
     result = fn(stage_dir)
     wall = round(time.perf_counter() - started, 1)
-    marker = {"stage": stage_dir.name, "result": result, "wall_s": wall,
-              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    marker = {
+        "stage": stage_dir.name,
+        "result": result,
+        "wall_s": wall,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     tmp = stage_dir / (MARKER + ".tmp")
     tmp.write_text(json.dumps(marker, indent=2, default=str))
     os.replace(tmp, stage_dir / MARKER)
