@@ -95,15 +95,10 @@ def load_rows(run: str | Path) -> list[dict]:
 
 
 def _hub_rows(spec: str) -> list[dict]:
-    from datasets import load_dataset
+    from synth.hub import load_hub
 
     repo, _, name = spec.partition(":")
-    try:
-        return load_dataset(repo, name or None, split="train").to_list()
-    except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
-        raise EvalError(
-            f"could not load {spec!r} from the Hub: {(str(err).strip().splitlines() or [type(err).__name__])[0][:300]}"
-        ) from None
+    return load_hub(repo, name or None, "train", EvalError, "the run").to_list()
 
 
 def shared_problems(results: dict[str, list[dict]]) -> dict[str, list[dict]]:

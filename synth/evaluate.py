@@ -52,6 +52,12 @@ def select_answers(traces) -> dict[str, int | None]:
     return picks
 
 
+def picked(row: dict, selector: str) -> bool:
+    """Whether `selector`'s pick of a row is verified; majority's where the row has no such pick (no PRM)."""
+    value = row.get(f"{selector}_verified")
+    return bool(row["majority_verified"] if value is None else value)
+
+
 def _back(pool: list[int], k: int | None) -> int | None:
     return pool[k] if k is not None else None
 
@@ -74,7 +80,7 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     n = max(len(r["verified"]) for r in rows)
     out = {"problems": n_problems, "n": n, "pass@1": pass1, f"maj@{n}": maj}
     for how in ("naive", "weighted"):
-        if all(f"{how}_verified" in r for r in rows):
+        if all(r.get(f"{how}_verified") is not None for r in rows):
             out[f"{how}@{n}"] = sum(bool(r[f"{how}_verified"]) for r in rows) / n_problems
     out[f"pass@{n}"] = pass_n
     out["tokens"] = sum(r.get("generated_tokens", sum(r["num_tokens"])) for r in rows)
@@ -199,8 +205,7 @@ def compute_optimal(
 
     def correct(name, pid):
         r = by_id[name][pid]
-        key = f"{selector}_verified" if f"{selector}_verified" in r else "majority_verified"
-        return bool(r[key])
+        return picked(r, selector)
 
     def choose(ids: list[str]) -> dict[int, str]:
         out = {}
@@ -231,7 +236,7 @@ def accuracy_by_bucket(rows: list[dict], buckets: dict[str, int], selector: str 
     out: dict[int, list[bool]] = {}
     for r in rows:
         if r["id"] in buckets:
-            out.setdefault(buckets[r["id"]], []).append(bool(r.get(f"{selector}_verified", r["majority_verified"])))
+            out.setdefault(buckets[r["id"]], []).append(picked(r, selector))
     return {b: sum(v) / len(v) for b, v in sorted(out.items())}
 
 

@@ -69,3 +69,101 @@ def _check_row(row: dict, kind: Kind) -> None:
             raise FormatError(f"column {col}: {err}") from None
         if not text.strip():
             raise FormatError(f"has an empty {col}")
+
+
+# ---------------------------------------------------------------- stepwise label columns
+
+
+def soft_label_column(columns) -> str:
+    """Soft step labels (fraction of correct rollouts): `soft_labels` where synth wrote them, else `labels`."""
+    return "soft_labels" if "soft_labels" in columns else "labels"
+
+
+def hard_label_column(columns) -> str:
+    """Hard step labels: `labels` (booleans), or `hard_labels` in label sets of synth 0.1 (whose `labels` were soft)."""
+    return "hard_labels" if "hard_labels" in columns else "labels"
+
+
+# ---------------------------------------------------------------- the schema of every dataset synth writes
+
+
+def features(kind: str):
+    """The `datasets.Features` of a row kind synth writes: every shard of a dataset gets the same schema,
+    so an all-null column in one shard never clashes with a typed one in the next."""
+    from datasets import Features, List, Value
+
+    text, number, flag, count = Value("string"), Value("float64"), Value("bool"), Value("int64")
+    messages = List({"role": text, "content": text})
+    provenance = {"id": text, "source": text, "gold_answer": text}
+    kinds = {
+        "generate": {
+            **provenance,
+            "problem": text,
+            "difficulty": number,
+            "completions": List(text),
+            "steps": List(List(text)),
+            "answers": List(text),
+            "verified": List(flag),
+            "num_tokens": List(count),
+            "finished": List(flag),
+            "step_scores": List(List(number)),
+            "scores": List(number),
+            **{
+                f"{how}_{what}": t
+                for how in ("majority", "naive", "weighted")
+                for what, t in (("answer", text), ("verified", flag))
+            },
+            "generated_tokens": count,
+            "prefill_tokens": count,
+            "cached_tokens": count,
+            "prm_steps": count,
+            "tree": text,
+            "strategy": text,
+            "n": count,
+            "temperature": number,
+            "seed": count,
+            "model": text,
+            "metadata": text,
+        },
+        "labels": {
+            "id": text,
+            "prompt": text,
+            "completions": List(text),
+            "labels": List(flag),
+            "soft_labels": List(number),
+            "problem_id": text,
+            "verified": flag,
+            "rollouts": count,
+            "policy": text,
+            "step_cut": text,
+        },
+        "sft": {
+            "prompt": messages,
+            "completion": messages,
+            **provenance,
+            "answer": text,
+            "verified": flag,
+            "score": number,
+            "num_tokens": count,
+        },
+        "stepwise": {
+            "prompt": text,
+            "completions": List(text),
+            "labels": List(flag),
+            **provenance,
+            "answer": text,
+            "verified": flag,
+            "score": number,
+        },
+        "preference": {
+            "prompt": messages,
+            "chosen": messages,
+            "rejected": messages,
+            **provenance,
+            "chosen_answer": text,
+            "rejected_answer": text,
+            "chosen_score": number,
+            "rejected_score": number,
+        },
+    }
+    return Features(kinds[kind])

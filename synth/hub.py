@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import shutil
@@ -11,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import synth
+from synth import cards
 
 log = logging.getLogger(__name__)
 
@@ -22,32 +20,109 @@ def write_dataset(
     rows: list[dict[str, Any]],
     out_dir: str | Path,
     card: dict[str, Any],
+    kind: str | None = None,
     split: str = "train",
     rows_per_shard: int = 50_000,
     body: str | None = None,
     extra: str = "",
 ) -> Path:
-    """Write ``rows`` as ``data/{split}-0000i-of-0000n.parquet`` and a dataset card.
+    """Write ``rows`` as ``data/{split}-0000i-of-0000n-<fingerprint>.parquet`` and a dataset card.
 
-    ``load_dataset(out_dir)`` reads it back (the card's ``configs`` names the files). ``body``
-    replaces the card's default markdown (which describes a `synth generate` dataset); ``extra`` is
-    markdown added at its end.
+    ``kind`` names the row schema (`synth.formats.features`): every shard is written with it. The file
+    names carry a fingerprint of the data, so ``load_dataset(out_dir)`` never reads back a cached older
+    dataset of the same directory name. ``body`` replaces the card's default markdown (which describes a
+    `synth generate` dataset); ``extra`` is markdown added at its end.
     """
     from datasets import Dataset
 
+    from synth.formats import features
+
+    schema = features(kind) if kind else None
     out = Path(out_dir)
-    data_dir = out / "data"
-    tmp = out / "data.tmp"
+    data_dir, tmp = out / "data", out / "data.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shards = max(1, -(-len(rows) // rows_per_shard))
+    written, num_bytes, feats = [], 0, schema
     for i in range(shards):
         part = rows[i * rows_per_shard : (i + 1) * rows_per_shard]
-        Dataset.from_list(part).to_parquet(str(tmp / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
+        if schema is not None:
+            extra_keys = {k for r in part for k in r} - set(schema)
+            if extra_keys:
+                raise ValueError(f"{kind} rows have columns outside their schema: {sorted(extra_keys)}")
+            ds = Dataset.from_dict({k: [r.get(k) for r in part] for k in schema}, features=schema)
+        else:
+            ds = Dataset.from_list(part)
+        feats = feats or ds.features
+        num_bytes += ds.data.nbytes
+        path = tmp / f"{split}-{i:05d}-of-{shards:05d}.parquet"
+        ds.to_parquet(str(path))
+        written.append(path)
+    digest = hashlib.sha256()
+    for path in written:
+        digest.update(path.read_bytes())
+    fingerprint = digest.hexdigest()[:12]
+    for path in written:
+        path.rename(path.with_name(f"{path.stem}-{fingerprint}.parquet"))
     shutil.rmtree(data_dir, ignore_errors=True)
     tmp.rename(data_dir)
-    (out / "README.md").write_text(dataset_card(card, split, len(rows), body) + (f"\n{extra}" if extra else ""))
+    info = {"name": "synth dataset", **card, "kind": kind, "synth_version": synth.__version__}
+    text = cards.render(
+        info,
+        (body if body is not None else generate_body(info, len(rows))) + (f"\n{extra}" if extra else ""),
+        license=card.get("license") or cards.dataset_license(info.get("model"), _sources(rows)),
+        num_rows=len(rows),
+        split=split,
+        data_pattern=f"data/{split}-*-{fingerprint}.parquet",
+        dataset_info=_dataset_info(
+            feats, split, len(rows), num_bytes, sum(p.stat().st_size for p in data_dir.glob("*.parquet"))
+        ),
+        load_target=str(out.resolve()),
+    )
+    (out / "README.md").write_text(text)
     return out
+
+
+def _sources(rows: list[dict[str, Any]]) -> list[str]:
+    """The problem sources of rows ('reasoning_gym/chain_sum' -> 'reasoning_gym'), for the license."""
+    return sorted({str(r["source"]) for r in rows if r.get("source")})
+
+
+def _dataset_info(feats, split: str, num_rows: int, num_bytes: int, download_size: int) -> dict[str, Any]:
+    """The card's `dataset_info`: features and split sizes (what `datasets` hashes a local dataset by)."""
+    from datasets.info import DatasetInfo
+    from datasets.splits import SplitDict, SplitInfo
+
+    info = DatasetInfo(
+        features=feats,
+        splits=SplitDict({split: SplitInfo(split, num_bytes=num_bytes, num_examples=num_rows)}),
+        download_size=download_size,
+        dataset_size=num_bytes,
+    )
+    return info._to_yaml_dict()
+
+
+def generate_body(info: dict[str, Any], num_rows: int) -> str:
+    """The card body of a `synth generate` (or merged) run: what made it and its results."""
+    search = (info.get("config") or {}).get("search", {})
+    table = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in (info.get("summary") or {}).items())
+    return f"""Generated with synth {synth.__version__}: test-time search with a policy LLM, answers verified against
+gold answers.
+
+- Model: `{info.get("model")}`
+- Strategy: `{search.get("strategy")}` with N = {search.get("n")}
+- Problems: {num_rows}
+
+## Results
+
+| metric | value |
+|---|---|
+{table}
+
+Each row is one problem with all its completions: `completions`, `steps`, `answers`, `verified`,
+`num_tokens`, plus the answer each selector picks and the strategy parameters. The full config of the
+run is in this card's YAML header under `synth.config`.
+"""
 
 
 def read_rows(data_dir: str | Path) -> list[dict[str, Any]]:
@@ -95,58 +170,13 @@ def load_source(source: str, split: str, error: type[Exception], what: str):
                 raise error(f"{path}: unsupported file type (use .jsonl, .json, .parquet, .csv or a dataset dir)")
             return load_dataset(kind, data_files=str(path), split="train")
         if source.count("/") == 1 and not source.startswith((".", "/", "~")):
-            return load_dataset(source, split=split)
+            return load_hub(source, None, split, error, what)
         raise error(f"{what} not found: {source}")
     except error:
         raise
     except Exception as err:  # noqa: BLE001 - datasets raises many kinds; name the source instead
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise error(f"could not load {what} {source!r}: {reason}") from None
-
-
-def dataset_card(info: dict[str, Any], split: str, num_rows: int, body: str | None = None) -> str:
-    """A card: YAML metadata (configs, tags, synth's run info), then a readable summary."""
-    meta = {
-        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]}],
-        "tags": ["synthetic", "synth", "test-time-compute", "math"],
-        "task_categories": ["text-generation"],
-        "license": info.get("license", "apache-2.0"),
-        "synth": json.loads(json.dumps(info, default=str)),
-    }
-    summary = info.get("summary", {})
-    table = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in summary.items())
-    name = info.get("name", "synth dataset")
-    if body is not None:
-        return f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n# {name}\n\n{body}"
-    return f"""---
-{yaml.safe_dump(meta, sort_keys=False)}---
-
-# {name}
-
-Generated with [synth](https://github.com/) {synth.__version__}: test-time search with a policy LLM,
-answers verified against gold answers.
-
-- Model: `{info.get("model")}`
-- Strategy: `{info.get("config", {}).get("search", {}).get("strategy")}` with N = {info.get("config", {}).get("search", {}).get("n")}
-- Problems: {num_rows}
-
-## Results
-
-| metric | value |
-|---|---|
-{table}
-
-## Load it
-
-```python
-from datasets import load_dataset
-ds = load_dataset("{info.get("load_path", "path/to/this/dataset")}", split="{split}")
-```
-
-Each row is one problem with all its completions: `completions`, `steps`, `answers`, `verified`,
-`num_tokens`, plus the majority-vote answer and the strategy parameters. The full config of the
-run is in this card's YAML header under `synth.config`.
-"""
 
 
 def _fmt(v: Any) -> str:
@@ -161,7 +191,18 @@ class PushError(ValueError):
 
 
 _CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_NOT_UPLOADED = ["rows.jsonl", "data.tmp/*", ".cache/*"]  # the journal duplicates data/
+# Not published: the journal (duplicates data/), run bookkeeping, and configs holding local paths (the card has them scrubbed).
+_NOT_UPLOADED = [
+    "rows.jsonl",
+    "data.tmp/*",
+    ".cache/*",
+    ".synth-run.json",
+    ".synth.lock",
+    "config.yaml",
+    "*.tmp",
+    "source_config.yaml",
+    "done.json",
+]
 
 
 def is_repo_id(repo_id: str) -> bool:
@@ -358,50 +399,51 @@ def _push(
     overwrite: bool,
     split: str,
 ) -> str:
+    """One commit: the config's files (its card rewritten for the Hub), stale data files deleted, the root card."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import EntryNotFoundError
 
     prefix = "" if name == "default" else f"{name}/"
+    card = cards.for_hub((local / "README.md").read_text(), repo_id, name, prefix, split)
+    uploads: dict[str, bytes] = {prefix + rel: path.read_bytes() for rel, path in files.items() if rel != "README.md"}
+    if prefix:
+        uploads[prefix + "README.md"] = card.encode()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     remote = _remote_files(api, repo_id, branch)
-    if remote is not None and branch != "main":
-        main_files = _remote_files(api, repo_id, "main") or {}
-        if _ids(_owned(remote, prefix, files)) == _ids(_owned(main_files, prefix, files)):
-            remote = {}  # what is there was inherited from main when the branch was made (e.g. by a push that failed)
-    owned = _owned(remote or {}, prefix, files)
-    differ = sorted(
-        p for p, f in owned.items() if p[len(prefix) :] not in files or not _same(f, files[p[len(prefix) :]])
-    )
+    main_files = (_remote_files(api, repo_id, "main") or {}) if branch != "main" else {}
+    current = remote if remote is not None else main_files  # a new branch starts from main's files
+    owned = _owned(current, prefix, uploads)
+    # what a branch inherited from main (when it was made, e.g. by a push that failed) is not its own data
+    guarded = {} if branch != "main" and _ids(owned) == _ids(_owned(main_files, prefix, uploads)) else owned
+    differ = sorted(p for p, f in guarded.items() if p not in uploads or not _same(f, uploads[p]))
     if differ and not overwrite:
         where = f"{repo_id}@{branch}" + (f" (config {name!r})" if prefix else "")
         raise PushError(
             f"{where} already holds different data ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); "
-            f"nothing was changed. Pass --overwrite true to replace it, or pick another config_name or revision"
+            "nothing was changed. Pass --hub_overwrite true to replace it, or pick another hub_config_name or hub_revision"
         )
     if remote is None:
         api.create_branch(repo_id, branch=branch, repo_type="dataset", exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(local),
-        path_in_repo=prefix.rstrip("/") or None,
-        repo_type="dataset",
-        revision=branch,
-        ignore_patterns=_NOT_UPLOADED + ([] if prefix else ["README.md"]),
-        delete_patterns=["data/*"],
-        commit_message=f"synth: upload config {name}",
-    )
     try:
         existing = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=branch)).read_text()
     except EntryNotFoundError:
         existing = None
-    readme = root_card((local / "README.md").read_text(), existing, name, prefix, split)
+    operations = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=data)
+        for p, data in sorted(uploads.items())
+        if p not in current or not _same(current[p], data)
+    ]
+    operations += [CommitOperationDelete(path_in_repo=p) for p in sorted(owned) if p not in uploads]
+    readme = cards.root_card(card, existing, name, prefix, split)
     if readme != existing:
-        api.upload_file(
-            path_or_fileobj=readme.encode(),
-            path_in_repo="README.md",
-            repo_id=repo_id,
-            repo_type="dataset",
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode()))
+    if operations:
+        api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=f"synth: push config {name}",
             revision=branch,
-            commit_message=f"synth: list config {name} in the card",
+            repo_type="dataset",
         )
     return f"https://huggingface.co/datasets/{repo_id}" + (f"/tree/{branch}" if branch != "main" else "")
 
@@ -420,9 +462,9 @@ def _remote_files(api: Any, repo_id: str, branch: str) -> dict[str, Any] | None:
         return None
 
 
-def _owned(remote: dict[str, Any], prefix: str, files: dict[str, Path]) -> dict[str, Any]:
+def _owned(remote: dict[str, Any], prefix: str, uploads: dict[str, bytes]) -> dict[str, Any]:
     """The remote files this push would replace: the config's data/ and any path it uploads (not the root card)."""
-    ours = {prefix + p for p in files} - {"README.md"}
+    ours = set(uploads) - {"README.md"}
     return {p: f for p, f in remote.items() if p.startswith(prefix + "data/") or p in ours}
 
 
@@ -430,41 +472,12 @@ def _ids(remote: dict[str, Any]) -> dict[str, str]:
     return {p: f.blob_id for p, f in remote.items()}
 
 
-def _same(remote: Any, path: Path) -> bool:
-    data = path.read_bytes()
+def _same(remote: Any, data: bytes) -> bool:
     lfs = getattr(remote, "lfs", None)
     if lfs is not None:
         sha = lfs["sha256"] if isinstance(lfs, dict) and "sha256" in lfs else getattr(lfs, "sha256", None)
         return sha == hashlib.sha256(data).hexdigest()
     return remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's blob id
-
-
-def split_card(text: str | None) -> tuple[dict[str, Any], str]:
-    """(YAML metadata, markdown body) of a dataset card."""
-    if text and text.startswith("---"):
-        end = text.find("\n---", 3)
-        if end > 0:
-            meta = yaml.safe_load(text[3:end]) or {}
-            return (meta if isinstance(meta, dict) else {}), text[end + 4 :].lstrip("\n")
-    return {}, text or ""
-
-
-def root_card(local_card: str, existing: str | None, name: str, prefix: str, split: str = "train") -> str:
-    """The repo's README: the existing card (or ours) with config `name` listed (replacing an old entry).
-
-    Pushing the default config also brings its own card body and metadata; a named config only
-    adds its `configs` entry to a card that is already there.
-    """
-    local_meta, local_body = split_card(local_card)
-    old_meta, old_body = split_card(existing)
-    meta, body = (local_meta, local_body) if existing is None or name == "default" else (old_meta, old_body)
-    entry = {"config_name": name, "data_files": [{"split": split, "path": f"{prefix}data/{split}-*.parquet"}]}
-    configs = [c for c in old_meta.get("configs", []) if c.get("config_name") != name] + [entry]
-    meta = {
-        **meta,
-        "configs": sorted(configs, key=lambda c: (c.get("config_name") != "default", c.get("config_name", ""))),
-    }
-    return f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n\n{body}"
 
 
 def push(cfg: PushConfig, local_dir: str | Path, default_config: str = "default", split: str = "train") -> str:
@@ -486,3 +499,112 @@ def push(cfg: PushConfig, local_dir: str | Path, default_config: str = "default"
 def config_name(*parts: tuple[str, Any]) -> str:
     """A Hub config name from a run's parameters, search-and-learn style: T-0.8--n-16--seed-0."""
     return "--".join(f"{k}-{v}" if k else str(v) for k, v in parts if v is not None).replace("/", "-")
+
+
+# ---------------------------------------------------------------- reading back from the Hub
+
+
+def parse_hub_spec(spec: str) -> tuple[str, str, str | None] | None:
+    """'user/name[:config][@revision]' -> (repo id, config pattern, revision); None when it is no such spec."""
+    m = re.fullmatch(r"([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w.*?\[\]-]+))?(?:@([\w./-]+))?", spec)
+    return (m.group(1), m.group(2) or "default", m.group(3)) if m else None
+
+
+def fetch_configs(spec: str, dest: str | Path, api: Any = None) -> list[Path]:
+    """Download the configs of a Hub dataset that `spec` names ('user/name:config@revision'; the config may be
+    a glob such as 'best_of_n--T-0.8--n-8--seed-0--shard-*') into `dest`; one local dataset dir per config."""
+    import fnmatch
+
+    parsed = parse_hub_spec(spec)
+    if parsed is None:
+        raise PushError(f"{spec!r} is no local dir nor a Hub dataset 'user/name[:config][@revision]'")
+    repo_id, pattern, revision = parsed
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    try:
+        readme = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision)).read_text()
+        names = [c.get("config_name") for c in cards.split_card(readme)[0].get("configs", [])]
+        chosen = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not chosen:
+            raise PushError(
+                f"{repo_id}{'@' + revision if revision else ''} has no config matching {pattern!r} (it has {names})"
+            )
+        out = []
+        for name in chosen:
+            prefix = "" if name == "default" else f"{name}/"
+            local = Path(dest) / name
+            api.snapshot_download(
+                repo_id,
+                repo_type="dataset",
+                revision=revision,
+                local_dir=str(local),
+                allow_patterns=[f"{prefix}data/*", f"{prefix}README.md"],
+            )
+            out.append(local / prefix if prefix else local)
+        return out
+    except PushError:
+        raise
+    except Exception as err:  # noqa: BLE001 - network, auth and server errors all end here, named
+        if not _is_hub_error(err):
+            raise
+        raise PushError(f"could not download {spec!r}: {_describe(err, repo_id)}") from None
+
+
+def offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be reached, found at once (HF_HUB_OFFLINE, or its host does not resolve), else None.
+    Loading from an unreachable Hub otherwise takes many seconds of retries before it fails."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    failed: list[str] = []
+
+    def resolve():
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError as err:
+            failed.append(str(err))
+
+    probe = threading.Thread(target=resolve, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if probe.is_alive():
+        return f"{host} does not resolve (no answer in {timeout:.0f} s)"
+    return f"{host} does not resolve ({failed[0]})" if failed else None
+
+
+def load_hub(dataset: str, config: str | None, split: str, error: type[Exception], what: str):
+    """A split of a Hub dataset as a `datasets.Dataset`; offline (or any failure) is one `error` naming `what`."""
+    from datasets import load_dataset
+
+    if not _offline_mode():  # offline mode reads the local cache, which needs no network
+        require_online(f"{what} {dataset!r}", error)
+    try:
+        return load_dataset(dataset, config, split=split)
+    except Exception as err:  # noqa: BLE001 - missing, gated, not cached: all end the same way, named
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise error(
+            f"could not load {what} {dataset!r} (split {split!r}) from the Hugging Face Hub: {reason}"
+        ) from None
+
+
+def _offline_mode() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def require_online(what: str, error: type[Exception]) -> None:
+    reason = offline_reason()
+    if reason:
+        raise error(
+            f"cannot load {what} from the Hugging Face Hub: offline ({reason}). Download it where there is "
+            "network and use a local file or dir instead (with HF_HUB_OFFLINE=1 a cached copy is used)"
+        )

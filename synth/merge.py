@@ -9,16 +9,17 @@ blocks of the pool, so rows come back in pool order and the merged run equals an
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import synth
+from synth.cards import split_card
 from synth.config import ConfigError
 from synth.evaluate import curves_section, summarize
-from synth.hub import PUSH_KEYS, PushConfig, check_push, read_rows, write_dataset
+from synth.hub import PUSH_KEYS, PushConfig, check_push, fetch_configs, parse_hub_spec, read_rows, write_dataset
 from synth.journal import Journal
 from synth.problems import parse_shard
 from synth.rundir import MARKER, RunDir, config_diff
@@ -48,7 +49,8 @@ class MergeConfig(PushConfig):
     runs: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Output dirs of `synth generate --shard i/n` (or `synth label --shard i/n`) runs, one per shard, any order."
+            "help": "Shards of a `synth generate` or `synth label` run (--shard i/n), any order: output dirs, or Hub configs "
+            "'user/name:config[@revision]' (globs such as 'user/name:best_of_n--*--shard-*' allowed)."
         },
     )
     output_dir: str = field(
@@ -69,15 +71,20 @@ class Shard:
 
 
 def read_shard(run: str | Path) -> Shard:
+    """A shard's dir, command and config: from its config.yaml, or for a shard downloaded from the Hub,
+    from the run record in its card."""
     path = Path(run)
     saved = path / "config.yaml"
-    if not saved.exists():
+    if saved.exists():
+        config = yaml.safe_load(saved.read_text()) or {}
+        try:
+            command = json.loads((path / MARKER).read_text())["command"]
+        except (OSError, ValueError, KeyError):  # made before run dirs had a marker
+            command = "label" if "rollouts" in config else "generate"
+    elif (path / "README.md").exists() and (record := split_card((path / "README.md").read_text())[0].get("synth")):
+        config, command = record.get("config") or {}, record.get("command") or "unknown"
+    else:
         raise MergeError(f"{path}: no config.yaml (is it a `synth generate` or `synth label` output dir?)")
-    config = yaml.safe_load(saved.read_text()) or {}
-    try:
-        command = json.loads((path / MARKER).read_text())["command"]
-    except (OSError, ValueError, KeyError):  # made before run dirs had a marker
-        command = "label" if "rollouts" in config else "generate"
     if command not in MERGEABLE:
         raise MergeError(f"{path}: a `synth {command}` run; merge joins shards of {' or '.join(MERGEABLE)} runs")
     if not config.get("shard"):
@@ -152,10 +159,27 @@ def run_dir(cfg: MergeConfig) -> RunDir:
     return RunDir.for_config(cfg, "merge", OUTPUTS, PUSH_KEYS, mode="rebuild", overwrite=cfg.overwrite)
 
 
+def shard_dirs(runs: list[str], dest: Path) -> list[Path]:
+    """Local dirs of the shards: local output dirs as they are, Hub specs ('user/name:config@revision', globs
+    allowed) downloaded into `dest`."""
+    out = []
+    for run in runs:
+        if Path(run).expanduser().exists() or parse_hub_spec(run) is None:
+            out.append(Path(run).expanduser())
+        else:
+            out += fetch_configs(run, dest / f"hub-{len(out)}")
+    return out
+
+
 def merge(cfg: MergeConfig) -> dict[str, Any]:
     if len(cfg.runs) < 1:
         raise ConfigError("merge needs --runs: the output dirs of the shard runs (e.g. --runs runs/s0 runs/s1)")
-    shards = [read_shard(r) for r in cfg.runs]
+    with tempfile.TemporaryDirectory(prefix="synth-merge-") as tmp:
+        return _merge(cfg, shard_dirs(cfg.runs, Path(tmp)))
+
+
+def _merge(cfg: MergeConfig, runs: list[Path]) -> dict[str, Any]:
+    shards = [read_shard(r) for r in runs]
     n = check_shards(shards)
     rows = merge_rows(shards)
     run = run_dir(cfg).check()
@@ -182,11 +206,10 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
             "config": config,
             "summary": summary,
             "merged_from": [str(s.path) for s in sorted(shards, key=lambda s: s.index)],
-            "load_path": str(out.resolve()),
-            "synth_version": synth.__version__,
+            "command": command,
         }
         strategy = (config.get("search") or {}).get("strategy")
         extra = curves_section(rows, out, strategy) if command == "generate" and rows and strategy else ""
-        write_dataset(rows, out, card, extra=extra)
+        write_dataset(rows, out, card, kind="generate" if command == "generate" else "labels", extra=extra)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return {**summary, "command": command, "config": config}

@@ -319,16 +319,9 @@ def _file(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
 
 
 def _hub(cfg: PoolConfig) -> tuple[list[Problem], PoolReport]:
-    from datasets import load_dataset
+    from synth.hub import load_hub
 
-    try:
-        ds = load_dataset(cfg.dataset, cfg.subset, split=cfg.split)
-    except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise PoolError(
-            f"could not load {cfg.dataset!r} (split {cfg.split!r}) from the Hugging Face Hub: {reason}. "
-            "Offline? Download it where you have network and use pool.source: file with pool.path."
-        ) from None
+    ds = load_hub(cfg.dataset, cfg.subset, cfg.split, PoolError, "the pool")
     return _from_rows(list(ds), ds.column_names, cfg, cfg.dataset, f"hub/{cfg.dataset}")
 
 

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RevisionNotFoundError
 
+from synth.cards import root_card, split_card
 from synth.commands.cli import main
-from synth.hub import PushError, push_dataset, root_card, split_card, write_dataset
+from synth.hub import PushError, push_dataset, write_dataset
 
 
 def _response(status: int) -> httpx2.Response:
@@ -102,8 +103,36 @@ class FakeHfApi:
         self._call("upload_file")
         self._branch(repo_id, revision)[path_in_repo] = path_or_fileobj
 
+    def create_commit(self, repo_id, *, operations, commit_message=None, revision=None, repo_type=None):
+        self._call("create_commit")
+        files = self._branch(repo_id, revision)
+        for op in operations:
+            if hasattr(op, "path_or_fileobj"):
+                data = op.path_or_fileobj
+                files[op.path_in_repo] = data if isinstance(data, bytes) else Path(data).read_bytes()
+            else:
+                del files[op.path_in_repo]
+
+    def snapshot_download(self, repo_id, *, repo_type=None, revision=None, allow_patterns=None, local_dir=None):
+        self._call("snapshot_download")
+        out = Path(local_dir)
+        for path, data in self._branch(repo_id, revision).items():
+            if any(fnmatch.fnmatch(path, pat) for pat in allow_patterns or ["*"]):
+                (out / path).parent.mkdir(parents=True, exist_ok=True)
+                (out / path).write_bytes(data)
+        return str(out)
+
     def card(self, repo_id, branch="main"):
         return split_card(self.repos[repo_id][branch]["README.md"].decode())[0]
+
+
+def parquet(files, prefix=""):
+    """The parquet data files of a config in a repo (their names carry a fingerprint of the data)."""
+    return sorted(p for p in files if p.startswith(f"{prefix}data/") and p.endswith(".parquet"))
+
+
+def local_parquet(path):
+    return {f"data/{f.name}": f.read_bytes() for f in sorted((Path(path) / "data").glob("*.parquet"))}
 
 
 def make_dataset(path, rows=None, rows_per_shard=50_000):
@@ -129,15 +158,16 @@ def test_push_default_config_sequence_and_files(tmp_path, api):
     local = make_dataset(tmp_path / "ds")
     url = push_dataset(local, "me/data", api=api)
     assert url == "https://huggingface.co/datasets/me/data"
-    assert api.calls == ["create_repo", "list_repo_tree", "upload_folder", "hf_hub_download", "upload_file"]
+    assert api.calls == ["create_repo", "list_repo_tree", "hf_hub_download", "create_commit"]  # one commit
     files = api.repos["me/data"]["main"]
-    assert sorted(files) == [".gitattributes", "README.md", "data/train-00000-of-00001.parquet"]
-    assert files["data/train-00000-of-00001.parquet"] == (local / "data/train-00000-of-00001.parquet").read_bytes()
+    (shard,) = parquet(files)
+    assert sorted(files) == [".gitattributes", "README.md", shard] and {shard: files[shard]} == local_parquet(local)
     meta = api.card("me/data")
     assert meta["configs"] == [
         {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
     ]
-    assert "test data" in files["README.md"].decode()
+    readme = files["README.md"].decode()
+    assert "test data" in readme and 'load_dataset("me/data", split="train")' in readme and str(tmp_path) not in readme
 
 
 def test_named_configs_live_in_folders_and_are_listed(tmp_path, api):
@@ -147,12 +177,8 @@ def test_named_configs_live_in_folders_and_are_listed(tmp_path, api):
     )
     push_dataset(make_dataset(tmp_path / "c"), "me/data", api=api)
     files = api.repos["me/data"]["main"]
-    assert {
-        "easy/data/train-00000-of-00001.parquet",
-        "hard/data/train-00000-of-00001.parquet",
-        "easy/README.md",
-        "data/train-00000-of-00001.parquet",
-    } <= set(files)
+    assert parquet(files, "easy/") and parquet(files, "hard/") and parquet(files) and "easy/README.md" in files
+    assert 'load_dataset("me/data", "easy", split="train")' in files["easy/README.md"].decode()
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in api.card("me/data")["configs"]}
     assert configs == {
         "default": "data/train-*.parquet",
@@ -169,13 +195,13 @@ def test_repush_same_data_is_allowed_different_data_refused_unless_overwrite(tmp
     assert api.repos["me/data"]["main"] == before
     other = make_dataset(tmp_path / "b", [{"prompt": "new", "completion": "data"}])
     with pytest.raises(
-        PushError, match=r"me/data@main \(config 'cfg'\) already holds different data.*--overwrite true"
+        PushError, match=r"me/data@main \(config 'cfg'\) already holds different data.*--hub_overwrite true"
     ):
         push_dataset(other, "me/data", config_name="cfg", api=api)
     assert api.repos["me/data"]["main"] == before
     push_dataset(other, "me/data", config_name="cfg", overwrite=True, api=api)
-    data = sorted(p for p in api.repos["me/data"]["main"] if p.startswith("cfg/data/"))
-    assert data == ["cfg/data/train-00000-of-00001.parquet"]  # the stale second shard is gone
+    data = parquet(api.repos["me/data"]["main"], "cfg/")
+    assert [d[len("cfg/") :] for d in data] == list(local_parquet(other))  # the stale second shard is gone
 
 
 def test_revision_is_a_branch(tmp_path, api):
@@ -185,10 +211,7 @@ def test_revision_is_a_branch(tmp_path, api):
     url = push_dataset(v2, "me/data", revision="v2", api=api)
     assert url.endswith("/tree/v2") and "create_branch" in api.calls
     assert api.repos["me/data"]["main"] == main_before
-    assert (
-        api.repos["me/data"]["v2"]["data/train-00000-of-00001.parquet"]
-        == (v2 / "data/train-00000-of-00001.parquet").read_bytes()
-    )
+    assert {p: api.repos["me/data"]["v2"][p] for p in parquet(api.repos["me/data"]["v2"])} == local_parquet(v2)
     push_dataset(v2, "me/data", revision="v2", api=api)  # retry
     with pytest.raises(PushError, match="me/data@v2 already holds different data"):
         push_dataset(tmp_path / "a", "me/data", revision="v2", api=api)
@@ -197,16 +220,13 @@ def test_revision_is_a_branch(tmp_path, api):
 def test_retry_after_a_push_that_failed_after_creating_the_branch(tmp_path, api):
     push_dataset(make_dataset(tmp_path / "a"), "me/data", api=api)
     v2 = make_dataset(tmp_path / "b", [{"prompt": "v2", "completion": "v2"}])
-    api.fail_on, api.error = "upload_folder", httpx2.ConnectError("connection reset")
+    api.fail_on, api.error = "create_commit", httpx2.ConnectError("connection reset")
     with pytest.raises(PushError, match="cannot reach the Hugging Face Hub"):
         push_dataset(v2, "me/data", revision="v2", api=api)
     assert "v2" in api.repos["me/data"]  # the branch exists, holding main's files
     api.fail_on = None
     push_dataset(v2, "me/data", revision="v2", api=api)
-    assert (
-        api.repos["me/data"]["v2"]["data/train-00000-of-00001.parquet"]
-        == (v2 / "data/train-00000-of-00001.parquet").read_bytes()
-    )
+    assert {p: api.repos["me/data"]["v2"][p] for p in parquet(api.repos["me/data"]["v2"])} == local_parquet(v2)
 
 
 def test_no_token_fails_fast_with_the_local_path(tmp_path):
@@ -232,7 +252,7 @@ def test_connection_error_is_clear_and_retry_works(tmp_path):
     )
     api.fail_on = None
     push_dataset(local, "me/data", api=api)
-    assert "data/train-00000-of-00001.parquet" in api.repos["me/data"]["main"]
+    assert parquet(api.repos["me/data"]["main"])
 
 
 def test_real_hfapi_unreachable_endpoint_is_clear(tmp_path):
@@ -275,9 +295,7 @@ def test_push_command_and_filter_push_option(tmp_path, api, monkeypatch, capsys)
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
     local = make_dataset(tmp_path / "ds")
     assert main(["push", "--dataset", str(local), "--repo_id", "me/data", "--config_name", "v1"]) == 0
-    assert (
-        "pushed" in capsys.readouterr().out and "v1/data/train-00000-of-00001.parquet" in api.repos["me/data"]["main"]
-    )
+    assert "pushed" in capsys.readouterr().out and parquet(api.repos["me/data"]["main"], "v1/")
     assert main(["push", "--dataset", str(local)]) == 2
 
     gen = [
@@ -310,7 +328,7 @@ def test_push_command_and_filter_push_option(tmp_path, api, monkeypatch, capsys)
     ]
     assert main(args) == 0
     assert "to https://huggingface.co/datasets/me/data (config sft)" in capsys.readouterr().out
-    assert 'load_dataset("me/data", name="sft"' in api.repos["me/data"]["main"]["sft/README.md"].decode()
+    assert 'load_dataset("me/data", "sft", split="train")' in api.repos["me/data"]["main"]["sft/README.md"].decode()
     # offline: the local dataset is written, the error says so; the same command works once back online
     api.fail_on, api.error = "create_repo", httpx2.ConnectError("offline")
     assert main(args) == 2

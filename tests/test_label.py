@@ -74,8 +74,16 @@ def test_soft_and_hard_labels_from_known_rollouts(tmp_path):
     rows = {r["id"]: r for r in Journal(tmp_path / "labels" / "rows.jsonl").read()}
     good, bad = rows["p0#0"], rows["p0#1"]
     # prefixes 1..k-1 get rollouts; the last step carries the trace's own verification
-    assert good["labels"] == [3 / K, 1 / K, 1.0] and good["hard_labels"] == [1.0, 1.0, 1.0]
-    assert bad["labels"] == [2 / K, 0.0, 0.0] and bad["hard_labels"] == [1.0, 0.0, 0.0]
+    assert good["soft_labels"] == [3 / K, 1 / K, 1.0] and good["labels"] == [True, True, True]
+    assert bad["soft_labels"] == [2 / K, 0.0, 0.0] and bad["labels"] == [True, False, False]
+    # the dataset: hard labels as booleans (what consumers of the stepwise format cast to), soft in their own column
+    from datasets import load_dataset
+
+    ds = load_dataset(str(tmp_path / "labels"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert (
+        str(ds.features["labels"].feature) == "Value('bool')"
+        and str(ds.features["soft_labels"].feature) == "Value('float64')"
+    )
     assert good["completions"] == ["ok3", "ok1", "The answer is 7"] and good["prompt"] == "What is 3+4?"
     assert len(policy.prompts) == 4 and all(p.endswith("\n\n") for p in policy.prompts)
     assert stats["steps"] == 6 and stats["rollouts_per_labelled_step"] == pytest.approx(K * 4 / 6)
@@ -104,7 +112,7 @@ def test_sharded_labels_concatenate_to_the_unsharded_dataset(tmp_path):
     assert {r["problem_id"] for r in parts[0]}.isdisjoint({r["problem_id"] for r in parts[1]}) and all(parts)
     joined = merge(MergeConfig(runs=[str(tmp_path / "s1"), str(tmp_path / "s0")], output_dir=str(tmp_path / "joined")))
     assert joined["command"] == "label" and joined["shards"] == 2
-    key = lambda rows: [(r["id"], r["labels"]) for r in rows]  # noqa: E731
+    key = lambda rows: [(r["id"], r["soft_labels"]) for r in rows]  # noqa: E731
     assert key(Journal(tmp_path / "joined" / "rows.jsonl").read()) == key(
         Journal(tmp_path / "all" / "rows.jsonl").read()
     )
@@ -136,7 +144,7 @@ def test_one_step_traces_are_labelled_without_a_policy(tmp_path):
         )
     )
     rows = sorted(Journal(tmp_path / "final" / "rows.jsonl").read(), key=lambda r: r["id"])
-    assert [(r["id"], r["labels"]) for r in rows] == [("p0#0", [1.0]), ("p0#1", [0.0])]
+    assert [(r["id"], r["soft_labels"]) for r in rows] == [("p0#0", [1.0]), ("p0#1", [0.0])]
     assert stats["new_rollout_tokens"] == 0
 
 
@@ -187,7 +195,7 @@ def test_sentence_labels_roll_out_right_after_each_full_stop(tmp_path):
         "Q: What is 3+4?\nFirst add 3 and 4.",
         "Q: What is 3+4?\nFirst add 3 and 4. That gives 7.",
     ]
-    assert row["labels"] == [0.0, 0.0, 1.0]  # RolloutPolicy: no "ok" step, no correct rollout
+    assert row["soft_labels"] == [0.0, 0.0, 1.0]  # RolloutPolicy: no "ok" step, no correct rollout
     with pytest.raises(ValueError, match="step_cut: 'clause' is not one of"):
         LabelConfig(step_cut="clause")
     with pytest.raises(ValueError, match="dtype: .* is not one of"):

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.problems",
             "synth.rundir",
             "synth.hub",
+            "synth.cards",
             "synth.evaluate",
             "synth.formats",
             "synth.*.__init__",

@@ -88,8 +88,34 @@ def test_rows_without_answer_are_reported(tmp_path, caplog):
 
 def test_hub_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PoolError, match="could not load 'nobody/no-such-dataset'.*pool.source: file"):
+    with pytest.raises(PoolError, match="(could not|cannot) load the pool 'nobody/no-such-dataset'"):
         load_pool(PoolConfig(source="hub", dataset="nobody/no-such-dataset"))
+
+
+def test_hub_pool_without_network_fails_at_once(monkeypatch):
+    """No network (the Hub's host does not resolve): one line at once, not half a minute of retries."""
+    import socket
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+
+    def no_dns(*a, **kw):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    started = time.perf_counter()
+    with pytest.raises(
+        PoolError, match="cannot load the pool 'some/dataset' from the Hugging Face Hub: offline.*local file"
+    ):
+        load_pool(PoolConfig(source="hub", dataset="some/dataset"))
+    assert time.perf_counter() - started < 2
+
+
+def test_id_column_is_used_when_present(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "q-7", "problem": "a", "answer": "1"}\n{"id": "q-9", "problem": "b", "answer": "2"}\n')
+    assert [p.id for p in load_pool(PoolConfig(source="file", path=str(path)))] == ["q-7", "q-9"]
 
 
 def test_shards_cover_the_pool_once():

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import synth
+from synth.cards import display
 from synth.config import ConfigError, check_fields, from_dict, to_dict
 from synth.filter.formats import preference_pairs, to_preference, to_sft, to_stepwise
 from synth.filter.select import (
@@ -142,15 +143,9 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
 
 
 def _hub_rows(dataset: str, split: str) -> list[dict[str, Any]]:
-    from datasets import load_dataset
+    from synth.hub import load_hub
 
-    try:
-        return load_dataset(dataset, split=split).to_list()
-    except Exception as err:  # noqa: BLE001 - offline, missing, gated: all end the same way
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise FilterError(
-            f"{dataset!r} is no local path, and loading it (split {split!r}) from the Hub failed: {reason}"
-        ) from None
+    return load_hub(dataset, None, split, FilterError, "the dataset").to_list()
 
 
 def load_eval_set(spec: Any) -> tuple[str, list[str]]:
@@ -214,7 +209,8 @@ def select(
 ) -> tuple[list[dict[str, Any]], list[Step]]:
     """Filter the records and build the output rows in `cfg.format`; returns (rows, funnel)."""
     f = cfg.filters
-    records, funnel = run_filters(records, build_filters(f, cfg.format, index, cfg.decontaminate_completions))
+    ungraded = any(r["verified"] is None for r in records)
+    records, funnel = run_filters(records, build_filters(f, cfg.format, index, cfg.decontaminate_completions, ungraded))
     if cfg.format == "sft":
         return to_sft(records, cfg.system_prompt), funnel
     for r in records:
@@ -246,20 +242,19 @@ _FORMAT_DOC = {
 }
 
 
-def card_body(cfg: FilterConfig, source: dict[str, Any], total: int, funnel: list[Step], rows: int, load: str) -> str:
-    config = f', name="{cfg.hub_config_name}"' if cfg.push_to_hub and cfg.hub_config_name else ""
+def card_body(cfg: FilterConfig, source: dict[str, Any], total: int, funnel: list[Step], rows: int) -> str:
     sets = "\n".join(
         f"- `{s.name[len('decontaminate ') :]}`: {s.removed} completions removed"
         for s in funnel
         if s.name.startswith("decontaminate ")
     )
     decontam = f"\nDecontaminated ({cfg.decontam_ngram}-gram overlap) against:\n\n{sets}\n" if sets else ""
-    return f"""Filtered with [synth](https://github.com/) {synth.__version__} (`synth filter --format {cfg.format}`) from
-test-time search traces. {_FORMAT_DOC[cfg.format]}
+    return f"""Filtered with synth {synth.__version__} (`synth filter --format {cfg.format}`) from test-time search
+traces. {_FORMAT_DOC[cfg.format]}
 
 ## Source run
 
-- Dataset: `{cfg.dataset}`
+- Dataset: `{display(cfg.dataset)}`
 - Model: `{source["model"]}`
 - Strategy: `{source["strategy"]}` with N = {source["n"]}
 - Problems: {source["problems"]}, completions: {total}
@@ -268,13 +263,6 @@ test-time search traces. {_FORMAT_DOC[cfg.format]}
 
 {funnel_table(total, funnel, rows, cfg.format)}
 {decontam}
-## Load it
-
-```python
-from datasets import load_dataset
-ds = load_dataset("{load}"{config}, split="train")
-```
-
 The filter settings are in this card's YAML header under `synth.config`.
 """
 
@@ -286,7 +274,9 @@ def source_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
             found = sorted(found)
         except TypeError:  # mixed types
             found = sorted(found, key=str)
-        return ", ".join(map(str, found)) if found else "unknown"
+        if not found:
+            return "unknown"
+        return found[0] if len(found) == 1 else ", ".join(map(str, found))
 
     return {"model": values("model"), "strategy": values("strategy"), "n": values("n"), "problems": len(rows)}
 
@@ -307,19 +297,19 @@ def run(cfg: FilterConfig) -> dict[str, Any]:
         raise FilterError(f"every completion was filtered out; nothing written.\n{table}")
     check_push(cfg)
     source = source_info(rows)
-    load = cfg.hub_dataset_id if cfg.push_to_hub else str(out.path.resolve())
     info = {
         "name": f"synth {cfg.format} data from {source['model']} ({source['strategy']}, N={source['n']})",
         "model": source["model"],
         "source": {**source, "dataset": cfg.dataset},
+        "command": "filter",
         "config": to_dict(cfg),
         "funnel": [s._asdict() for s in funnel],
         "summary": {"input_completions": len(records), "rows": len(rows_out)},
-        "load_path": load,
-        "synth_version": synth.__version__,
     }
     with out.claim():
-        write_dataset(rows_out, out.path, info, body=card_body(cfg, source, len(records), funnel, len(rows_out), load))
+        write_dataset(
+            rows_out, out.path, info, kind=cfg.format, body=card_body(cfg, source, len(records), funnel, len(rows_out))
+        )
         (out.path / "funnel.json").write_text(
             json.dumps({"input": len(records), "steps": [s._asdict() for s in funnel], "rows": len(rows_out)}, indent=2)
         )

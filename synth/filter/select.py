@@ -324,15 +324,22 @@ def _groups(records: list[Record]) -> dict[str, list[int]]:
 
 
 def build_filters(
-    cfg: Filters, fmt: str = "sft", index: NgramIndex | None = None, decontaminate_completions: bool = False
+    cfg: Filters,
+    fmt: str = "sft",
+    index: NgramIndex | None = None,
+    decontaminate_completions: bool = False,
+    ungraded: bool = True,
 ) -> list[tuple[str, Filter]]:
     """The filter list for a config. For stepwise/preference output the correctness filters are left
-    out (wrong completions are the negatives) and top_k is applied later, on the chosen side."""
+    out (wrong completions are the negatives) and top_k is applied later, on the chosen side.
+    `ungraded`: some completions have no gold answer (correctness auto then adds the majority step)."""
     steps: list[tuple[str, Filter]] = [("non-empty", non_empty)]
     if cfg.require_finished:
         steps.append(("finished", finished_only))
     if fmt == "sft":
         if cfg.correctness == "verified":
+            steps.append(("verified", verified_only))
+        elif cfg.correctness == "auto" and not ungraded:
             steps.append(("verified", verified_only))
         elif cfg.correctness == "auto":
             steps.append(("verified", lambda rs: verified_only(rs, keep_ungraded=True)))

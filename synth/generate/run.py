@@ -18,7 +18,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from synth.config import ConfigError, check_fields, to_dict
-from synth.evaluate import curves_section, select_answers, summarize
+from synth.evaluate import SELECTORS, curves_section, select_answers, summarize
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy
 from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
 from synth.generate.vllm import VLLMConfig, vllm_available
@@ -181,8 +181,14 @@ def problem_row(problem: Problem, result: SearchResult, cfg: GenerateConfig) -> 
         "finished": [t.finished for t in traces],
         "step_scores": [t.step_scores for t in traces] if any(t.step_scores for t in traces) else None,
         "scores": [t.score for t in traces] if any(t.score is not None for t in traces) else None,
-        **{f"{how}_answer": answers[i] if i is not None else None for how, i in picks.items()},
-        **{f"{how}_verified": bool(verified[i]) if i is not None else False for how, i in picks.items()},
+        # a selector without a pick (naive and weighted need PRM scores) is null, its verification too
+        **{f"{how}_answer": answers[picks[how]] if picks.get(how) is not None else None for how in SELECTORS},
+        **{
+            f"{how}_verified": (bool(verified[picks[how]]) if picks[how] is not None else False)
+            if how in picks
+            else None
+            for how in SELECTORS
+        },
         "generated_tokens": result.cost.generated_tokens,
         "prefill_tokens": result.cost.prefill_tokens,
         "cached_tokens": result.cost.cached_tokens,
@@ -340,10 +346,9 @@ def _run(
         "model": cfg.model,
         "config": to_dict(cfg),
         "summary": summary,
-        "load_path": str(out.resolve()),
-        "synth_version": __import__("synth").__version__,
+        "command": "generate",
     }
-    write_dataset(rows, out, card, extra=curves_section(rows, out, cfg.search.strategy))
+    write_dataset(rows, out, card, kind="generate", extra=curves_section(rows, out, cfg.search.strategy))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from synth.formats import hard_label_column, soft_label_column
 from synth.prm.scorer import PRM
 
 
 def step_auroc(prm: PRM, ds, batch: int = 64) -> dict[str, float]:
-    """AUROC of step scores against binary step labels (`hard_labels` if present, else labels >= 0.5).
+    """AUROC of step scores against binary step labels (the hard labels, or soft labels >= 0.5).
 
     Besides the pooled AUROC, reports it *within problems* (pairs of a good and a bad step of the same
     problem) for all steps, for partial steps (not a trace's last) and for final steps. Tree search
@@ -15,7 +16,7 @@ def step_auroc(prm: PRM, ds, batch: int = 64) -> dict[str, float]:
     """
     from sklearn.metrics import roc_auc_score
 
-    truth_key = "hard_labels" if "hard_labels" in ds.column_names else "labels"
+    truth_key = hard_label_column(ds.column_names)
     group_key = "problem_id" if "problem_id" in ds.column_names else "prompt"
     scores, truths, groups, final = [], [], [], []
     for start in range(0, len(ds), batch):
@@ -55,15 +56,16 @@ def within_problem_value_spread(rows: list[dict]) -> dict[str, float]:
     step labels within a problem, with the rollout noise removed (a soft label l from K rollouts has
     binomial variance l(1-l)/(K-1), unbiased), for partial steps and, from their 0/1 labels, final steps.
     Near 0 for partial steps means no PRM, however good, can gain much by ranking them.
-    Rows: `synth label` output (`problem_id`, `labels`, `rollouts`)."""
+    Rows: `synth label` output (`problem_id`, soft labels, `rollouts`)."""
     import statistics
 
     partial: dict[str, list[tuple[float, int]]] = {}
     final: dict[str, list[float]] = {}
+    soft = soft_label_column(rows[0] if rows else ())
     for r in rows:
-        for label in r["labels"][:-1]:
+        for label in r[soft][:-1]:
             partial.setdefault(r["problem_id"], []).append((float(label), int(r["rollouts"])))
-        final.setdefault(r["problem_id"], []).append(float(r["labels"][-1]))
+        final.setdefault(r["problem_id"], []).append(float(r[soft][-1]))
 
     def spread(groups: list[list[tuple[float, int]]]) -> tuple[float, int]:
         groups = [g for g in groups if len(g) >= 2]

@@ -4,7 +4,8 @@ For each trace of a `synth generate` dataset and each of its step prefixes, K co
 rolled out with the policy and verified against the gold answer. The soft label of a step is the
 fraction of correct rollouts, the hard label whether any was correct. A trace's last step is
 labelled by the trace's own verification (no rollout needed). Output: the stepwise TRL format
-(`prompt`, `completions`, `labels`) plus `hard_labels` and provenance, written incrementally.
+(`prompt`, `completions`, `labels`: booleans, any rollout correct) plus `soft_labels` (the fraction
+correct) and provenance, written incrementally.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from synth.config import ConfigError, check_fields
+from synth.config import ConfigError, check_fields, to_dict
+from synth.formats import hard_label_column
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy, SamplingParams
 from synth.hub import PUSH_KEYS, PushConfig, check_push
 from synth.journal import Journal
@@ -160,8 +162,8 @@ def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) 
                 "id": it["key"],
                 "prompt": it["problem"].problem,
                 "completions": it["steps"],
-                "labels": soft,
-                "hard_labels": [float(x > 0) for x in soft],
+                "labels": [x > 0 for x in soft],
+                "soft_labels": soft,
                 "problem_id": it["problem"].id,
                 "verified": it["verified"],
                 "rollouts": cfg.rollouts,
@@ -236,24 +238,40 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
             {
                 "name": f"synth step labels ({cfg.rollouts} rollouts)",
                 "model": cfg.model,
-                "config": {"label": json.loads(json.dumps(cfg.__dict__))},
+                "config": to_dict(cfg),
                 "summary": stats,
-                "load_path": str(run.path.resolve()),
+                "command": "label",
             },
+            kind="labels",
+            body=label_body(cfg, stats),
         )
         (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
 
 
+def label_body(cfg: LabelConfig, stats: dict) -> str:
+    """The card body of a step-label dataset."""
+    return f"""Step labels made with synth from Monte-Carlo rollouts: for every step prefix of a trace, {cfg.rollouts}
+rollouts of `{cfg.model}` are verified against the gold answer. `labels` (booleans: any rollout correct)
+and `soft_labels` (the fraction correct) hold one value per step of `completions`; a trace's last step is
+labelled by the trace's own verification. The stepwise format of TRL's PRM datasets (`prompt`,
+`completions`, `labels`); `synth train-prm` trains on it.
+
+- Traces: {stats["traces"]}, steps: {stats["steps"]}, positive steps: {stats["positive_rate"]:.3f}
+- Steps cut at: `{cfg.step_cut}`
+"""
+
+
 def label_stats(rows: list[dict], new_tokens: int = 0, elapsed: float = 0.0, new_steps: int = 0) -> dict:
     """Counts of a stepwise label set: traces, steps, rollouts per labelled step, positive rate, cost."""
+    hard = hard_label_column(rows[0] if rows else ())
     all_steps = sum(len(r["completions"]) for r in rows)
     rollout_steps = sum((len(r["completions"]) - 1) * int(r.get("rollouts", 0)) for r in rows)
     return {
         "traces": len(rows),
         "steps": all_steps,
         "rollouts_per_labelled_step": rollout_steps / max(all_steps, 1),
-        "positive_rate": sum(sum(r["hard_labels"]) for r in rows) / max(sum(len(r["hard_labels"]) for r in rows), 1),
+        "positive_rate": sum(sum(map(bool, r[hard])) for r in rows) / max(sum(len(r[hard]) for r in rows), 1),
         "new_rollout_tokens": new_tokens,
         "wall_s": round(elapsed, 1),
         "seconds_per_100_steps": round(100 * elapsed / new_steps, 1) if new_steps else None,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from synth.config import ConfigError, check_fields
+from synth.formats import hard_label_column, soft_label_column
 from synth.models import Dtype
 from synth.prm.format import encode_steps
 from synth.rundir import RunDir
@@ -63,7 +64,9 @@ class TrainPRMConfig:
     output_dir: str = field(default="runs/prm", metadata={"help": "Where checkpoints and the final PRM go."})
     label: str = field(
         default="soft",
-        metadata={"help": "Which labels to train on: 'soft' (fraction of correct rollouts) or 'hard' (any correct)."},
+        metadata={
+            "help": "Which labels to train on: 'soft' (fraction of correct rollouts: soft_labels where present) or 'hard' (any correct)."
+        },
     )
     step_separator: str = field(
         default="\n\n", metadata={"help": "Separator appended after the problem and each step."}
@@ -251,7 +254,7 @@ def train_prm(cfg: TrainPRMConfig) -> dict:
     run = run_dir(cfg).check()
     set_seed(cfg.seed)
     ds = load_stepwise_many(cfg.dataset)
-    label_key = "labels" if cfg.label == "soft" or "hard_labels" not in ds.column_names else "hard_labels"
+    label_key = (soft_label_column if cfg.label == "soft" else hard_label_column)(ds.column_names)
     train_ds, eval_ds = split_by_problem(ds, cfg.eval_fraction, cfg.seed)
     args = training_args(cfg, eval_ds is not None)
     base = resolve_model(cfg.model)

@@ -332,8 +332,9 @@ class Rounds:
                     "name": "synth SFT data (verified traces)",
                     "model": rows[0]["model"],
                     "summary": {"examples": len(examples)},
-                    "load_path": str(d.resolve()),
+                    "command": "rounds",
                 },
+                kind="sft",
             )
         return {
             "examples": len(examples),
