@@ -87,7 +87,10 @@ def test_rows_without_answer_are_reported(tmp_path, caplog):
 
 
 def test_hub_offline_is_a_clear_error(monkeypatch):
+    from huggingface_hub import constants  # imported before the variable is set: it is read once, at import
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(PoolError, match="(could not|cannot) load the pool 'nobody/no-such-dataset'"):
         load_pool(PoolConfig(source="hub", dataset="nobody/no-such-dataset"))
 
