@@ -184,12 +184,16 @@ def test_several_stepwise_datasets_concatenate_and_drop_repeated_traces(tmp_path
     b.write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "hard_labels"}) for r in rows[2:]))
     ds = load_stepwise_many([str(a), str(b)])
     assert ds["prompt"] == [r["prompt"] for r in rows]
-    assert "hard_labels" not in ds.column_names
+    assert "hard_labels" not in ds.column_names  # every part in one layout: boolean labels, float soft_labels
+    assert ds["soft_labels"] == [r["labels"] for r in rows] and ds["labels"] == [
+        [x >= 0.5 for x in r["labels"]] for r in rows
+    ]
     assert len(load_stepwise_many([str(a)])) == 4
     # bool labels (TRL's Math-Shepherd style) combine with float ones
     c = tmp_path / "c.jsonl"
     c.write_text(json.dumps({"prompt": "new?", "completions": ["x"], "labels": [True]}))
-    assert load_stepwise_many([str(a), str(c)])["labels"][-1] == [1.0]
+    both = load_stepwise_many([str(a), str(c)])
+    assert both["labels"][-1] == [True] and both["soft_labels"][-1] == [1.0]
     with pytest.raises(FormatError, match="not found"):
         load_stepwise_many([str(a), str(tmp_path / "missing.jsonl")])
     assert TrainPRMConfig(dataset=str(a)).dataset == [str(a)]

@@ -10,10 +10,31 @@ from synth.formats import FormatError, validate
 
 
 def load_stepwise(source: str, split: str = "train"):
-    """A `datasets.Dataset` with validated stepwise rows."""
+    """A `datasets.Dataset` of validated stepwise rows in one layout: boolean `labels` and float `soft_labels`."""
     from synth.hub import load_source
 
-    return validate(load_source(source, split, FormatError, "stepwise dataset"), "stepwise", source)
+    return canonical(validate(load_source(source, split, FormatError, "stepwise dataset"), "stepwise", source))
+
+
+def canonical(ds):
+    """Stepwise rows with boolean `labels` (a step is right) and float `soft_labels` (how likely), whatever the
+    source: synth's label sets (both columns), those of synth 0.1 (soft `labels` plus `hard_labels`), TRL-style
+    sets with boolean labels (soft = 0 or 1) or with float labels (soft as given, hard = at least 0.5)."""
+    from datasets import List, Value
+
+    if "soft_labels" in ds.column_names:
+        return ds
+    if "hard_labels" in ds.column_names:
+        ds = ds.rename_columns({"labels": "soft_labels", "hard_labels": "labels"})
+        fill = lambda r: {"labels": [bool(x) for x in r["labels"]], "soft_labels": [float(x) for x in r["soft_labels"]]}  # noqa: E731
+    else:
+        fill = lambda r: {
+            "labels": [float(x) >= 0.5 for x in r["labels"]],
+            "soft_labels": [float(x) for x in r["labels"]],
+        }  # noqa: E731
+    features = ds.features.copy()
+    features["labels"], features["soft_labels"] = List(Value("bool")), List(Value("float64"))
+    return ds.map(fill, features=features)
 
 
 def load_stepwise_many(sources: list[str], split: str = "train"):
