@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -361,6 +362,27 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"shard {text!r}: need 0 <= i < n")
     return i, n
+
+
+def resolve_shard(text: str | None) -> str | None:
+    """'auto' -> 'i/n' of this Slurm array task (SLURM_ARRAY_TASK_ID from SLURM_ARRAY_TASK_MIN, of
+    SLURM_ARRAY_TASK_COUNT); anything else is checked and returned as it is."""
+    if text != "auto":
+        if text is not None:
+            parse_shard(text)
+        return text
+    env = os.environ
+    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
+        raise ValueError(
+            "shard auto reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, which are not set: "
+            "run it inside a Slurm job array (sbatch --array), or give --shard i/n"
+        )
+    try:
+        index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        count = int(env["SLURM_ARRAY_TASK_COUNT"])
+    except ValueError:
+        raise ValueError("shard auto: SLURM_ARRAY_TASK_ID / _MIN / _COUNT are not integers") from None
+    return f"{index}/{count}"
 
 
 def shard(problems: list, index: int, count: int) -> list:

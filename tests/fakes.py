@@ -13,6 +13,9 @@ class FakeEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def new_search(self) -> None:
+        pass
+
 
 class AnswerPolicy(FakeEngine):
     """Answers correctly on the samples whose index is in `correct`, wrongly on the others.
@@ -104,3 +107,40 @@ class StepPRM:
                     scores.append(0.5)
             out.append(scores)
         return out
+
+
+# ---------------------------------------------------------------- engines for Ray workers (module-level: importable there)
+
+
+def answer_engines(cfg):
+    """A worker's engines for `generate(..., worker_setup=...)`: an AnswerPolicy over the run's pool."""
+    from synth.problems import load_pool
+
+    return AnswerPolicy({p.problem: p.answer for p in load_pool(cfg.pool)}, correct=(0, 2)), None
+
+
+class DyingPolicy(AnswerPolicy):
+    """Kills its own process (kill -9, as an OOM killer would) the first time it sees `victim`'s problem:
+    the marker file in $SYNTH_TEST_DIE_DIR makes the retry go through."""
+
+    def __init__(self, answers, victim: str):
+        super().__init__(answers, correct=(0, 2))
+        self.victim = victim
+
+    def generate(self, prompts, params):
+        import os
+        import signal
+        from pathlib import Path
+
+        marker = Path(os.environ["SYNTH_TEST_DIE_DIR"]) / "died"
+        if self.victim in prompts and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().generate(prompts, params)
+
+
+def dying_engines(cfg):
+    from synth.problems import load_pool
+
+    pool = load_pool(cfg.pool)
+    return DyingPolicy({p.problem: p.answer for p in pool}, victim=pool[3].problem), None

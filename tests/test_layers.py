@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.rundir",
             "synth.hub",
             "synth.cards",
+            "synth.launch",
             "synth.evaluate",
             "synth.formats",
             "synth.*.__init__",

@@ -1,5 +1,5 @@
 import pytest
-from fakes import StepPolicy, StepPRM
+from fakes import FakeEngine, StepPolicy, StepPRM
 
 from synth.evaluate import select_answers
 from synth.generate.engine import Continuation
@@ -175,7 +175,7 @@ def test_best_of_n_with_prm_survives_empty_completions():
         assert r.cost.prm_steps == 3 and len(r.traces[0].step_scores) == 1 and r.traces[0].answer is None
 
 
-class SentencePolicy:
+class SentencePolicy(FakeEngine):
     """Writes sentence ` d{depth}s{i}.` (cut like an engine with include_stop: the ". " kept); at
     `finish_depth` it ends (EOS) with a boxed answer. Records prompts and sampling params."""
 

@@ -56,6 +56,10 @@ class Policy(Protocol):
         """The problem wrapped in the chat template (system prompt included), ready to continue."""
         ...
 
+    def new_search(self) -> None:
+        """Forget what earlier searches left cached, so a batch samples the same wherever it runs."""
+        ...
+
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         """For each prompt, `params.n` continuations."""
         ...

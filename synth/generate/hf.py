@@ -61,6 +61,10 @@ class TransformersPolicy:
     def chat_prompt(self, problem: str) -> str:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
+    def new_search(self) -> None:
+        if self.stash is not None:
+            self.stash = KVStash()
+
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         gen = torch.Generator(device=self.device).manual_seed(params.seed)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,9 +25,10 @@ from synth.generate.search import SearchConfig, SearchResult, require_prm, run_s
 from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
 from synth.journal import Journal
+from synth.launch import Launcher, RayConfig, run_batches
 from synth.models import Dtype
 from synth.prm.scorer import PRM
-from synth.problems import PoolConfig, load_pool_with_report, parse_shard, shard
+from synth.problems import PoolConfig, load_pool_with_report, parse_shard, resolve_shard, shard
 from synth.records import Problem, fingerprint
 from synth.rundir import RunDir
 from synth.verify import verify_answers
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 # What a generate run writes into its output dir (everything else there makes --overwrite refuse).
 OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json", "accuracy_vs_n.png")
 # Keys that may change between a run and its continuation.
-RUN_CONTROL = ("batch_size", "vllm", *PUSH_KEYS)
+RUN_CONTROL = ("batch_size", "vllm", "launcher", "ray", *PUSH_KEYS)
 
 
 class PoolChanged(ConfigError):
@@ -95,18 +97,29 @@ class GenerateConfig(PushConfig):
             "help": "Start over: clear the synth run in output_dir first (never a directory synth did not make)."
         },
     )
-    shard: str | None = field(default=None, metadata={"help": "Run shard 'i/n' of the pool only (for job arrays)."})
+    shard: str | None = field(
+        default=None,
+        metadata={"help": "Run shard 'i/n' of the pool only (for job arrays); 'auto': this Slurm array task's."},
+    )
+    launcher: Launcher = field(
+        default="local",
+        metadata={
+            "help": (
+                "Where batches are searched: local (this process), or ray (a pool of Ray actors, the ray: section)."
+            )
+        },
+    )
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
         super().__post_init__()
         check_fields(self)
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
-        if self.shard is not None:
-            parse_shard(self.shard)
+        self.shard = resolve_shard(self.shard)
 
     def hub_name(self) -> str:
         """The Hub config this run pushes to by default: its parameters (and shard) in the name."""
@@ -240,8 +253,16 @@ def fitting(problems: list[Problem], policy: Policy, search: SearchConfig) -> tu
     return keep, [p.id for p in skipped]
 
 
-def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None = None) -> dict[str, Any]:
-    """Run the search over the pool; returns the summary metrics. Safe to interrupt and resume."""
+def generate(
+    cfg: GenerateConfig,
+    policy: Policy | None = None,
+    prm: PRM | None = None,
+    worker_setup: Callable[[GenerateConfig], tuple[Policy, PRM | None]] | None = None,
+) -> dict[str, Any]:
+    """Run the search over the pool; returns the summary metrics. Safe to interrupt and resume.
+
+    `policy` / `prm`: engines built already (local launcher). `worker_setup`: what a Ray worker calls to build
+    its engines (default `load_engines`; a module-level function)."""
     run = run_dir(cfg).check()
     problems, report = load_pool_with_report(cfg.pool)
     if cfg.shard:
@@ -250,11 +271,37 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
     if run.existing and cfg.resume:
         check_unchanged(journal.read(), problems, journal.path)
     check_push(cfg)
-    if prm is None and cfg.prm:
-        from synth.prm.load import load_prm
+    distributed = cfg.launcher == "ray"
+    if distributed:  # the workers build the engines; here only what validation needs
+        from synth.prm.load import check_prm
 
-        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
-    require_prm(cfg.search.strategy, prm)
+        if cfg.prm:
+            check_prm(cfg.prm)
+        require_prm(cfg.search.strategy, cfg.prm)
+        counter = policy or PromptCounter(cfg)
+    else:
+        if prm is None and cfg.prm:
+            from synth.prm.load import load_prm
+
+            prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
+        require_prm(cfg.search.strategy, prm)
+        warn_on_step_cut(prm, cfg)
+        policy = counter = policy or load_policy(cfg)
+    problems, too_long = fitting(problems, counter, cfg.search)
+    if not problems:
+        raise ConfigError(
+            f"every problem of the pool is too long for {cfg.model} ({counter.max_model_len} tokens of context)"
+        )
+    if distributed:
+        engines = (worker_setup or load_engines, (cfg,))
+    else:
+        engines = (_given, (policy, prm))
+    with run.claim():
+        skipped = {"skipped_no_answer": len(report.skipped_ids), "skipped_too_long": len(too_long)}
+        return _run(cfg, run.path, journal, problems, engines, skipped)
+
+
+def warn_on_step_cut(prm: PRM | None, cfg: GenerateConfig) -> None:
     trained_on = getattr(prm, "step_cut", None)
     if trained_on and trained_on != cfg.search.step_cut:
         log.warning(
@@ -264,22 +311,60 @@ def generate(cfg: GenerateConfig, policy: Policy | None = None, prm: PRM | None 
             trained_on,
             cfg.search.step_cut,
         )
-    policy = policy or load_policy(cfg)
-    problems, too_long = fitting(problems, policy, cfg.search)
-    if not problems:
-        raise ConfigError(
-            f"every problem of the pool is too long for {cfg.model} ({policy.max_model_len} tokens of context)"
-        )
-    with run.claim():
-        return _run(
-            cfg,
-            run.path,
-            journal,
-            problems,
-            policy,
-            prm,
-            {"skipped_no_answer": len(report.skipped_ids), "skipped_too_long": len(too_long)},
-        )
+
+
+def load_engines(cfg: GenerateConfig) -> tuple[Policy, PRM | None]:
+    """A worker's engines: the policy and, when the search uses one, the PRM."""
+    prm = None
+    if cfg.prm:
+        from synth.prm.load import load_prm
+
+        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
+        warn_on_step_cut(prm, cfg)
+    return load_policy(cfg), prm
+
+
+def _given(policy: Policy, prm: PRM | None) -> tuple[Policy, PRM | None]:
+    return policy, prm
+
+
+class PromptCounter:
+    """What the length check needs of a policy (its tokenizer, chat template and context), without its weights."""
+
+    def __init__(self, cfg: GenerateConfig):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from synth.models import resolve_model
+
+        path = resolve_model(cfg.model)
+        self.tokenizer, self.system_prompt = AutoTokenizer.from_pretrained(path), cfg.system_prompt
+        context = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None) or 2048
+        self.max_model_len = min(context, cfg.vllm.max_model_len or context)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def chat_prompt(self, problem: str) -> str:
+        from synth.generate.engine import render_chat_prompt
+
+        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
+
+
+def search_rows(state: tuple[GenerateConfig, Policy, PRM | None], batch: list[Problem]) -> list[dict[str, Any]]:
+    """One batch, searched and verified: its dataset rows (what a worker returns)."""
+    cfg, policy, prm = state
+    results = run_search(policy, batch, cfg.search, batch_seed(cfg.seed, batch), prm)
+    flat = [t for r in results for t in r.traces]
+    for t, ok in zip(
+        flat, verify_answers([t.answer for t in flat], [p for p, r in zip(batch, results) for _ in r.traces])
+    ):
+        t.verified = ok
+    return [problem_row(p, r, cfg) for p, r in zip(batch, results)]
+
+
+def _setup_worker(cfg: GenerateConfig, setup: Callable, args: tuple) -> tuple[GenerateConfig, Policy, PRM | None]:
+    policy, prm = setup(*args)
+    return cfg, policy, prm
 
 
 def _run(
@@ -287,8 +372,7 @@ def _run(
     out: Path,
     journal: Journal,
     problems: list[Problem],
-    policy: Policy,
-    prm: PRM | None,
+    engines: tuple[Callable, tuple],
     skipped: dict[str, int],
 ) -> dict[str, Any]:
     rows = journal.read()
@@ -296,7 +380,8 @@ def _run(
     todo = [p for p in problems if p.id not in done]
     if done:
         log.info("resuming: %d problems done, %d to go", len(done), len(todo))
-    started, new_tokens = time.perf_counter(), 0
+    batches = [todo[i : i + cfg.problems_per_batch] for i in range(0, len(todo), cfg.problems_per_batch)]
+    started, new_tokens, launch = time.perf_counter(), 0, {}
     try:
         with tqdm(
             total=len(problems),
@@ -304,21 +389,21 @@ def _run(
             desc=f"{cfg.search.strategy} N={cfg.search.n}",
             unit="problem",
         ) as bar:
-            for start in range(0, len(todo), cfg.problems_per_batch):
-                batch = todo[start : start + cfg.problems_per_batch]
-                results = run_search(policy, batch, cfg.search, batch_seed(cfg.seed, batch), prm)
-                flat = [t for r in results for t in r.traces]
-                for t, ok in zip(
-                    flat,
-                    verify_answers([t.answer for t in flat], [p for p, r in zip(batch, results) for _ in r.traces]),
-                ):
-                    t.verified = ok
-                new_rows = [problem_row(p, r, cfg) for p, r in zip(batch, results)]
+            for _, new_rows in run_batches(
+                cfg.launcher,
+                cfg.ray,
+                _setup_worker,
+                (cfg, *engines),
+                search_rows,
+                batches,
+                cfg.vllm.tensor_parallel_size if resolve_engine(cfg.engine) == "vllm" else 1,
+                launch,
+            ):
                 journal.append(new_rows)
                 rows.extend(new_rows)
-                new_tokens += sum(r.cost.generated_tokens for r in results)
+                new_tokens += sum(r["generated_tokens"] for r in new_rows)
                 stats = summarize(rows)
-                bar.update(len(batch))
+                bar.update(len(new_rows))
                 maj = f"maj@{stats['n']}"
                 bar.set_postfix(
                     {
@@ -338,7 +423,7 @@ def _run(
     elapsed = time.perf_counter() - started
     order = {p.id: i for i, p in enumerate(problems)}
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
-    summary = {**summarize(rows), **{k: v for k, v in skipped.items() if v}}
+    summary = {**summarize(rows), **{k: v for k, v in {**skipped, **launch}.items() if v}}
     summary["wall_s"] = round(elapsed, 1)
     summary["new_tokens_per_s"] = round(new_tokens / elapsed, 1) if elapsed > 0 else 0.0
     card = {

@@ -502,4 +502,5 @@ STRATEGIES = {"best_of_n": best_of_n, "beam_search": beam_search, "dvts": dvts}
 def run_search(
     policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None
 ) -> list[SearchResult]:
+    policy.new_search()
     return STRATEGIES[cfg.strategy](policy, problems, cfg, seed, prm)

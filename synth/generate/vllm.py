@@ -239,6 +239,9 @@ class VLLMPolicy:
     def chat_prompt(self, problem: str) -> str:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
+    def new_search(self) -> None:
+        """vLLM's prefix cache only saves compute: nothing to forget."""
+
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         if not prompts:
             return []

@@ -24,8 +24,9 @@ from synth.formats import hard_label_column
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy, SamplingParams
 from synth.hub import PUSH_KEYS, PushConfig, check_push
 from synth.journal import Journal
+from synth.launch import Launcher, RayConfig, run_batches
 from synth.models import Dtype
-from synth.problems import parse_shard, shard
+from synth.problems import parse_shard, resolve_shard, shard
 from synth.records import Problem
 from synth.rundir import RunDir
 from synth.steps import StepCut, StepRule
@@ -34,7 +35,7 @@ from synth.verify import extract_answer, verify_answers
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json")
-RUN_CONTROL = ("batch_size", "traces_per_batch", *PUSH_KEYS)
+RUN_CONTROL = ("batch_size", "traces_per_batch", "launcher", "ray", *PUSH_KEYS)
 
 
 class LabelsChanged(ConfigError):
@@ -86,13 +87,21 @@ class LabelConfig(PushConfig):
         default=False, metadata={"help": "Start over: clear the synth label run in output_dir first."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
+    launcher: Launcher = field(
+        default="local",
+        metadata={
+            "help": (
+                "Where batches are labelled: local (this process), or ray (a pool of Ray actors, the ray: section)."
+            )
+        },
+    )
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fields(self)
         StepRule(self.step_cut, self.step_delimiter)  # validates step_cut / step_delimiter
-        if self.shard is not None:
-            parse_shard(self.shard)
+        self.shard = resolve_shard(self.shard)
 
     @property
     def step_rule(self) -> StepRule:
@@ -210,25 +219,25 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
     check_push(cfg)
     done = {r["id"] for r in journal.read()} if run.existing and cfg.resume else set()
     todo = [it for it in items if it["key"] not in done]
-    if policy is None and any(len(it["steps"]) > 1 for it in todo):  # last steps need no rollout
-        from synth.generate.hf import TransformersPolicy
-        from synth.models import resolve_model
-
-        policy = TransformersPolicy(
-            resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size, dtype=cfg.dtype
-        )
+    rollouts = any(len(it["steps"]) > 1 for it in todo)  # last steps need no rollout
+    if cfg.launcher == "ray" or not rollouts:
+        engines = (load_rollout_policy, (cfg,)) if rollouts else (_given, (None,))
+    else:
+        engines = (_given, (policy or load_rollout_policy(cfg),))
+    batches = [
+        (start, todo[start : start + cfg.traces_per_batch]) for start in range(0, len(todo), cfg.traces_per_batch)
+    ]
     with run.claim():
         started, tokens, steps = time.perf_counter(), 0, 0
+        launcher = cfg.launcher if rollouts else "local"
         with tqdm(
             total=len(items), initial=len(items) - len(todo), desc=f"label K={cfg.rollouts}", unit="trace"
         ) as bar:
-            for start in range(0, len(todo), cfg.traces_per_batch):
-                batch = todo[start : start + cfg.traces_per_batch]
-                new, n_tok = label_batch(policy, batch, cfg, cfg.seed + start)
+            for _, (new, n_tok) in run_batches(launcher, cfg.ray, _setup_worker, (cfg, *engines), label_rows, batches):
                 journal.append(new)
                 tokens += n_tok
                 steps += sum(len(r["completions"]) for r in new)
-                bar.update(len(batch))
+                bar.update(len(new))
         elapsed = time.perf_counter() - started
         all_rows = journal.read()
         stats = label_stats(all_rows, tokens, elapsed, steps)
@@ -247,6 +256,30 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         )
         (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
+
+
+def load_rollout_policy(cfg: LabelConfig) -> Policy:
+    from synth.generate.hf import TransformersPolicy
+    from synth.models import resolve_model
+
+    return TransformersPolicy(
+        resolve_model(cfg.model), system_prompt=cfg.system_prompt, batch_size=cfg.batch_size, dtype=cfg.dtype
+    )
+
+
+def _given(policy: Policy | None) -> Policy | None:
+    return policy
+
+
+def _setup_worker(cfg: LabelConfig, setup, args: tuple) -> tuple[LabelConfig, Policy | None]:
+    return cfg, setup(*args)
+
+
+def label_rows(state: tuple[LabelConfig, Policy | None], batch: tuple[int, list[dict]]) -> tuple[list[dict], int]:
+    """One batch of traces labelled (what a worker returns): its rows and the rollout tokens."""
+    cfg, policy = state
+    start, items = batch
+    return label_batch(policy, items, cfg, cfg.seed + start)
 
 
 def label_body(cfg: LabelConfig, stats: dict) -> str:

@@ -16,6 +16,31 @@ class PRMError(ValueError):
     """A PRM spec that cannot be loaded."""
 
 
+def check_prm(spec: str) -> None:
+    """What `load_prm` would refuse, found without building the model (the driver of a distributed run
+    validates the PRM its workers will load): a missing bundled PRM, a directory that is no model or holds no
+    PRM head, an unknown format or spec."""
+    from synth.prm.token_cls import META, check_checkpoint
+
+    if spec in BUNDLED:
+        if not (BUNDLED[spec] / META).exists():
+            raise PRMError(f"the bundled PRM '{spec}' is missing: regenerate it with scripts/make_default_prm.sh")
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
+        fmt = meta.get("format", "token-classification")
+        if fmt == "token-classification":
+            check_checkpoint(path)
+        elif fmt not in OTHER_FORMATS:
+            raise PRMError(f"{path}: unknown PRM format {fmt!r}")
+        return
+    if _known_hub_format(spec) is None and ("/" not in spec or spec.startswith((".", "/", "~"))):
+        raise PRMError(
+            f"PRM '{spec}' not found: use 'default', 'default-sentence', or a directory written by `synth train-prm`"
+        )
+
+
 def load_prm(spec: str, dtype: str = "auto", **kw) -> PRM:
     """A PRM scorer from `spec`; `dtype` (auto: bf16 where the hardware has native bf16) is what it scores in."""
     from synth.prm.token_cls import META, TokenClassificationPRM

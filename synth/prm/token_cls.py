@@ -48,11 +48,9 @@ class TokenClassificationPRM:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         from synth.models import resolve_model
-        from synth.prm.load import PRMError
 
         path = Path(path)
-        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
-            raise PRMError(f"PRM {path} has no config.json (nor adapter_config.json): not a model directory")
+        check_checkpoint(path)
         meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
         sep = meta.get("step_separator", kw.pop("step_separator", "\n"))  # TRL's default separator is "\n"
         tokenizer_dir = path
@@ -71,12 +69,10 @@ class TokenClassificationPRM:
                 model = AutoModelForTokenClassification.from_pretrained(base, num_labels=meta.get("num_labels", 1))
             finally:
                 hf_logging.set_verbosity(verbosity)
-            _require_head(path, "adapter_model.safetensors", "adapter_model.bin")
             model = PeftModel.from_pretrained(model, path).merge_and_unload().float()
             if not (path / "tokenizer_config.json").exists():
                 tokenizer_dir = base  # packaged PRMs ship the adapter only
         else:
-            _require_head(path, "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
             model = AutoModelForTokenClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         prm = cls(model, tokenizer, step_separator=sep, **kw)
@@ -161,6 +157,18 @@ class TokenClassificationPRM:
 
 
 HEAD_NAMES = ("score.", "classifier.")  # the token-classification head of transformers' models
+
+
+def check_checkpoint(path: Path) -> None:
+    """A PRM directory must be a model (or adapter) directory whose weights hold a trained head."""
+    from synth.prm.load import PRMError
+
+    if (path / "adapter_config.json").exists():
+        _require_head(path, "adapter_model.safetensors", "adapter_model.bin")
+    elif (path / "config.json").exists():
+        _require_head(path, "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    else:
+        raise PRMError(f"PRM {path} has no config.json (nor adapter_config.json): not a model directory")
 
 
 def _require_head(path: Path, *weight_files: str) -> None:

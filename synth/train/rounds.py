@@ -223,6 +223,9 @@ class Rounds:
         self, d: Path, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, seed: int
     ) -> dict:
         cfg = self._gen_cfg(model, prm, pool, search, str(d), seed)
+        if cfg.launcher == "ray":  # the workers build their own engines
+            self.models.release_policy()
+            return generate(cfg)
         return generate(cfg, policy=self.models.policy(model), prm=self.models.prm(prm))
 
     def search_for_round(self, k: int) -> SearchConfig:
@@ -365,7 +368,7 @@ class Rounds:
             step_delimiter=self.cfg.search.step_delimiter,
         )
         with private_datasets_cache():  # label reads gen_dir with load_dataset
-            return label(cfg, policy=self.models.policy(policy))
+            return label(cfg, policy=None if cfg.launcher == "ray" else self.models.policy(policy))
 
     def _train_prm(self, d: Path, label_dir: Path, labels: dict, previous: str | None) -> dict:
         if not labels.get("traces"):
