@@ -100,6 +100,21 @@ def test_cpu_engine_never_splits_a_prefill(tmp_path, monkeypatch):
     assert "enable_chunked_prefill" not in v.engine_kwargs(str(tmp_path), VLLMConfig())
 
 
+def test_tensor_parallel_engine_inside_a_ray_worker_uses_ray(tmp_path, monkeypatch):
+    """A synth Ray worker with vllm.tensor_parallel_size > 1: vLLM places its shards with Ray (in the
+    worker's placement group, see synth.launch.worker_options); outside Ray it picks its own backend."""
+    import synth.generate.vllm as v
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    monkeypatch.setattr(v, "_on_cpu", lambda: False)
+    monkeypatch.setattr(v, "in_ray_worker", lambda: True)
+    kw = v.engine_kwargs(str(tmp_path), VLLMConfig(tensor_parallel_size=4))
+    assert kw["tensor_parallel_size"] == 4 and kw["distributed_executor_backend"] == "ray"
+    assert "distributed_executor_backend" not in v.engine_kwargs(str(tmp_path), VLLMConfig())
+    monkeypatch.setattr(v, "in_ray_worker", lambda: False)
+    assert "distributed_executor_backend" not in v.engine_kwargs(str(tmp_path), VLLMConfig(tensor_parallel_size=4))
+
+
 # -- with vLLM, on the real bundled SmolLM2 -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def vllm_policy():

@@ -136,6 +136,9 @@ def engine_kwargs(model_path: str, options: VLLMConfig, dtype: str = "float32", 
     )
     if options.data_parallel_size > 1:
         kw["data_parallel_size"] = options.data_parallel_size
+    if options.tensor_parallel_size > 1 and in_ray_worker():
+        # inside a synth Ray worker the engine's shards run as Ray actors in the worker's placement group
+        kw["distributed_executor_backend"] = "ray"
     if options.max_model_len is not None:
         kw["max_model_len"] = options.max_model_len
     if cpu:
@@ -156,6 +159,17 @@ def engine_kwargs(model_path: str, options: VLLMConfig, dtype: str = "float32", 
     elif not cpu:
         kw["gpu_memory_utilization"] = 0.9
     return kw
+
+
+def in_ray_worker() -> bool:
+    """True inside a Ray actor or task (where vLLM should place its tensor-parallel shards with Ray)."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
 def _key(kw: dict[str, Any]) -> tuple:
