@@ -27,6 +27,10 @@ from synth.config import ConfigError, check_fields
 log = logging.getLogger(__name__)
 
 Launcher = Literal["local", "ray"]
+
+
+class WorkerError(RuntimeError):
+    """A Ray worker that died more often than it may be restarted; the message says how to continue."""
 RAY_VERSION = "2.60.0"  # the version synth is tested with (`pip install synth[ray]`)
 
 
@@ -152,7 +156,7 @@ def _ray_batches(ray_cfg, setup, setup_args, work, batches, tensor_parallel, sta
             except RayTaskError as err:  # the work itself raised: the same error as a local run would
                 raise (err.cause if isinstance(getattr(err, "cause", None), BaseException) else err) from None
             except RayActorError as err:
-                raise RuntimeError(
+                raise WorkerError(
                     f"a Ray worker failed past its {ray_cfg.max_retries} retries "
                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); the batches that finished "
                     "are saved: rerun with --resume true"
@@ -188,6 +192,8 @@ def _define_actors():
     class Worker:
         """Builds its engine once (`setup`), then works batch after batch."""
 
+        __qualname__ = "Worker"  # what Ray's logs and process titles show
+
         def __init__(self, setup, setup_args, counter):
             threads = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
             import torch
@@ -205,6 +211,8 @@ def _define_actors():
     @ray.remote
     class Attempts:
         """How many times each batch was started (a retry after a worker died starts it again)."""
+
+        __qualname__ = "Attempts"
 
         def __init__(self):
             self.counts: dict[int, int] = {}

@@ -71,10 +71,8 @@ def usage() -> str:
 
 
 def _is_our_error(err: BaseException) -> bool:
-    """synth's own errors name the problem in one line (no traceback)."""
-    return isinstance(err, (ConfigError, FileNotFoundError)) or (
-        isinstance(err, ValueError) and type(err).__module__.startswith("synth")
-    )
+    """synth's own errors name the problem in one line (no traceback); anything else is a bug worth one."""
+    return isinstance(err, (ConfigError, FileNotFoundError)) or type(err).__module__.startswith("synth")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"synth {name}: error: {err}", file=sys.stderr)
         return 2
-    except ValueError as err:
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is one of ours
         if not _is_our_error(err):
             raise
         print(f"synth {name}: error: {err}", file=sys.stderr)

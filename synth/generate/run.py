@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from synth.config import ConfigError, check_fields, to_dict
 from synth.evaluate import SELECTORS, curves_section, select_answers, summarize
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy
+from synth.generate.openai_engine import OpenAIConfig
 from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
 from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 # What a generate run writes into its output dir (everything else there makes --overwrite refuse).
 OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json", "accuracy_vs_n.png")
 # Keys that may change between a run and its continuation.
-RUN_CONTROL = ("batch_size", "vllm", "launcher", "ray", *PUSH_KEYS)
+RUN_CONTROL = ("batch_size", "vllm", "openai", "launcher", "ray", *PUSH_KEYS)
 
 
 class PoolChanged(ConfigError):
@@ -68,10 +69,16 @@ class GenerateConfig(PushConfig):
             )
         },
     )
-    engine: Literal["auto", "vllm", "transformers"] = field(
+    prm_engine: Literal["transformers", "vllm"] = field(
+        default="transformers",
+        metadata={"help": (
+            "What scores a synth PRM: transformers, or vllm (its pooling runner; falls back to transformers where it "
+            "cannot). A PRM behind `vllm serve --runner pooling` is --prm http://host:port.")},
+    )
+    engine: Literal["auto", "vllm", "transformers", "openai"] = field(
         default="auto",
         metadata={
-            "help": ("Inference engine: vllm, transformers, or auto (vllm when it is installed, else transformers).")
+            "help": ("Inference engine: vllm, transformers, openai (OpenAI-compatible servers, the openai: section), or auto (vllm when it is installed, else transformers).")
         },
     )
     dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype."})
@@ -112,6 +119,7 @@ class GenerateConfig(PushConfig):
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
@@ -155,6 +163,10 @@ def load_policy(cfg: GenerateConfig) -> Policy:
 
     engine = resolve_engine(cfg.engine)
     log.info("policy engine: %s", engine)
+    if engine == "openai":
+        from synth.generate.openai_engine import OpenAIPolicy
+
+        return OpenAIPolicy(resolve_model(cfg.model), system_prompt=cfg.system_prompt, options=cfg.openai)
     if engine == "vllm":
         from synth.generate.vllm import VLLMPolicy
 
@@ -283,7 +295,7 @@ def generate(
         if prm is None and cfg.prm:
             from synth.prm.load import load_prm
 
-            prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
+            prm = load_prm(cfg.prm, dtype=cfg.prm_dtype, engine=cfg.prm_engine)
         require_prm(cfg.search.strategy, prm)
         warn_on_step_cut(prm, cfg)
         policy = counter = policy or load_policy(cfg)
@@ -319,7 +331,7 @@ def load_engines(cfg: GenerateConfig) -> tuple[Policy, PRM | None]:
     if cfg.prm:
         from synth.prm.load import load_prm
 
-        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype)
+        prm = load_prm(cfg.prm, dtype=cfg.prm_dtype, engine=cfg.prm_engine)
         warn_on_step_cut(prm, cfg)
     return load_policy(cfg), prm
 

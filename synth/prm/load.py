@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from synth.prm.scorer import PRM
+
+log = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).parent / "default"
 # Bundled PRMs by name: `default` scores "\n\n" steps, `default-sentence` sentence steps (search.step_cut: sentence).
@@ -14,6 +17,21 @@ BUNDLED = {"default": BUNDLED_DIR, "default-sentence": Path(__file__).parent / "
 
 class PRMError(ValueError):
     """A PRM spec that cannot be loaded."""
+
+
+def _vllm_prm(spec: str, dtype: str) -> PRM | None:
+    from synth.generate.vllm import vllm_available
+
+    if not vllm_available():
+        log.warning("prm_engine vllm: vLLM is not installed here; the PRM scores with transformers")
+        return None
+    from synth.prm.vllm_prm import VLLMPRM, VLLMPRMError
+
+    try:
+        return VLLMPRM(spec, dtype="float32" if dtype == "auto" else dtype)
+    except VLLMPRMError as err:
+        log.warning("prm_engine vllm: %s; the PRM scores with transformers", err)
+        return None
 
 
 def check_prm(spec: str) -> None:
@@ -35,16 +53,28 @@ def check_prm(spec: str) -> None:
         elif fmt not in OTHER_FORMATS:
             raise PRMError(f"{path}: unknown PRM format {fmt!r}")
         return
+    if spec.startswith(("http://", "https://")):
+        return
     if _known_hub_format(spec) is None and ("/" not in spec or spec.startswith((".", "/", "~"))):
         raise PRMError(
             f"PRM '{spec}' not found: use 'default', 'default-sentence', or a directory written by `synth train-prm`"
         )
 
 
-def load_prm(spec: str, dtype: str = "auto", **kw) -> PRM:
-    """A PRM scorer from `spec`; `dtype` (auto: bf16 where the hardware has native bf16) is what it scores in."""
+def load_prm(spec: str, dtype: str = "auto", engine: str = "transformers", **kw) -> PRM:
+    """A PRM scorer from `spec`; `dtype` (auto: bf16 where the hardware has native bf16) is what it scores in.
+    `spec` http://host:port is a PRM behind `vllm serve --runner pooling`; `engine: vllm` scores a synth PRM
+    with vLLM in this process, falling back to transformers (with one line saying why) where vLLM cannot."""
     from synth.prm.token_cls import META, TokenClassificationPRM
 
+    if spec.startswith(("http://", "https://")):
+        from synth.prm.vllm_prm import VLLMPRM
+
+        return VLLMPRM(url=spec)
+    if engine == "vllm":
+        vllm_prm = _vllm_prm(spec, dtype)
+        if vllm_prm is not None:
+            return vllm_prm
     kw["dtype"] = dtype
 
     if spec in BUNDLED:

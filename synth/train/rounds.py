@@ -210,7 +210,7 @@ class Rounds:
     def _load_prm(self, spec: str):
         from synth.prm.load import load_prm
 
-        return load_prm(spec, dtype=self.cfg.generate.prm_dtype)
+        return load_prm(spec, dtype=self.cfg.generate.prm_dtype, engine=self.cfg.generate.prm_engine)
 
     def _gen_cfg(
         self, model: str, prm: str | None, pool: PoolConfig, search: SearchConfig, out: str, seed: int
