@@ -220,3 +220,36 @@ def test_same_dataset_as_transformers(tmp_path, vllm_policy, hf_policy, strategy
     if strategy == "dvts":
         for row in ds_vllm:
             assert row["prm_steps"] > 0 and json.loads(row["tree"]), row
+
+
+# -- PRMs on vLLM's pooling runner ----------------------------------------------------------------------
+def test_a_prm_vllm_cannot_score_falls_back_to_transformers(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """A PRM that is no synth token-classification PRM: one line, then transformers scores it."""
+    import synth.generate.vllm as v
+    from synth.prm.load import load_prm
+    from synth.prm.token_cls import TokenClassificationPRM
+    from synth.prm.vllm_prm import VLLMPRMError, export_for_vllm
+
+    monkeypatch.setattr(v, "vllm_available", lambda: True)
+    (tmp_path / "synth_prm.json").write_text(json.dumps({"format": "plus-minus"}))
+    with pytest.raises(VLLMPRMError, match="token-classification PRMs only"):
+        export_for_vllm(str(tmp_path))
+    monkeypatch.setattr("synth.prm.vllm_prm.export_for_vllm", lambda spec: (_ for _ in ()).throw(VLLMPRMError("no way")))
+    with caplog.at_level("WARNING"):
+        prm = load_prm("default", engine="vllm", dtype="float32")
+    assert isinstance(prm, TokenClassificationPRM) and "prm_engine vllm: no way; the PRM scores with transformers" in caplog.text
+
+
+def test_bundled_prm_on_vllm_agrees_with_transformers():
+    pytest.importorskip("vllm", reason=SKIP_REASON)
+    from synth.prm.load import load_prm
+    from synth.prm.vllm_prm import VLLMPRM
+
+    problems = ["What is 3 + 5?", "Compute 12 - 7.", "What is 2 + 2?"]
+    steps = [["We add 3 and 5.", "3 + 5 = 8.", "The answer is \\boxed{8}."], ["12 - 7 = 5.", "So \\boxed{5}."],
+             ["2 + 2 = 5.", "So the answer is \\boxed{5}."]]
+    expected = load_prm("default", dtype="float32").score(problems, steps)
+    got = VLLMPRM("default", dtype="float32").score(problems, steps)
+    diff = max(abs(a - b) for ra, rb in zip(expected, got) for a, b in zip(ra, rb))
+    print(f"PRM on vLLM vs transformers, fp32: max abs difference {diff:.2e}")
+    assert [len(r) for r in got] == [3, 2, 2] and diff <= 0.02

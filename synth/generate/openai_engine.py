@@ -121,6 +121,12 @@ class OpenAIPolicy:
                         seed=request_seed(params.seed, i, params.n) + j,
                         extra_body={"include_stop_str_in_output": params.include_stop, "skip_special_tokens": True},
                     )
+                except openai.BadRequestError as err:
+                    if "stop" in str(err) and ("too_long" in str(err) or "at most" in str(err)):
+                        raise EngineError(f"engine openai: {client.base_url} takes fewer stop strings than the "
+                                          f"{len(params.stop or [])} these steps end at: start vLLM with "
+                                          "VLLM_MAX_STOP_STRINGS=8 (OpenAI's own API allows 4)") from None
+                    raise EngineError(f"engine openai: {client.base_url} refused a request ({_reason(err)})") from None
                 except openai.APIError as err:
                     raise EngineError(f"engine openai: {client.base_url} failed after {o.max_retries} retries "
                                       f"({type(err).__name__}: {_reason(err)}); the finished batches are saved: rerun "
