@@ -32,7 +32,9 @@ from synth.journal import Journal  # noqa: E402
 
 def config(args, out: Path, launcher: str, workers: int) -> GenerateConfig:
     data = load_yaml("configs/quickstart.yaml")
-    data.update(output_dir=str(out), overwrite=True, launcher=launcher, ray={"num_workers": workers, "cpus_per_worker": 1})
+    data.update(
+        output_dir=str(out), overwrite=True, launcher=launcher, ray={"num_workers": workers, "cpus_per_worker": 1}
+    )
     data["pool"] = {**data["pool"], "num_problems": args.problems}
     data["search"] = {**data["search"], "n": args.n}
     return from_dict(GenerateConfig, data)
@@ -65,8 +67,9 @@ def run(args, name: str, launcher: str, workers: int, kill: bool = False) -> tup
     cfg = config(args, out, launcher, workers)
     killed: list = []
     if kill:
-        threading.Thread(target=kill_one_worker_halfway, args=(Journal(out / "rows.jsonl"), args.problems, killed),
-                         daemon=True).start()
+        threading.Thread(
+            target=kill_one_worker_halfway, args=(Journal(out / "rows.jsonl"), args.problems, killed), daemon=True
+        ).start()
     started = time.perf_counter()
     summary = generate(cfg)
     wall = time.perf_counter() - started
@@ -89,26 +92,35 @@ def main() -> None:
     results = {"local": run(args, "local", "local", 1)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for name, workers, kill in (("ray, 1 worker", 1, False), ("ray, 2 workers", 2, False),
-                                    ("ray, 2 workers, one killed halfway", 2, True)):
+        for name, workers, kill in (
+            ("ray, 1 worker", 1, False),
+            ("ray, 2 workers", 2, False),
+            ("ray, 2 workers, one killed halfway", 2, True),
+        ):
             results[name] = run(args, name, "ray", workers, kill)
     finally:
         ray.shutdown()
 
     local_rows = results["local"][2]
-    print(f"\n{args.problems} problems (quickstart pool), best-of-{args.n}, bundled SmolLM2, one torch thread per worker\n")
+    print(
+        f"\n{args.problems} problems (quickstart pool), best-of-{args.n}, bundled SmolLM2, one torch thread per worker\n"
+    )
     print("| run | wall s | problems/min | retried batches | rows equal the local run's |")
     print("|---|---|---|---|---|")
     for name, (wall, summary, rows) in results.items():
         if "killed" in name and not summary.get("retried_batches"):
             print(f"(no worker was killed in '{name}': it finished before half its problems were saved)")
         same = "-" if name == "local" else ("yes" if rows == local_rows else "NO")
-        print(f"| {name} | {wall:.1f} | {60 * args.problems / wall:.1f} | {summary.get('retried_batches', 0)} | {same} |")
+        print(
+            f"| {name} | {wall:.1f} | {60 * args.problems / wall:.1f} | {summary.get('retried_batches', 0)} | {same} |"
+        )
     w = {name: r[0] for name, r in results.items()}
     print(f"\nray 1 worker / local: {w['local'] / w['ray, 1 worker']:.2f}x problems/min")
     print(f"ray 2 workers / ray 1 worker: {w['ray, 1 worker'] / w['ray, 2 workers']:.2f}x")
-    print(f"a worker killed halfway cost {w['ray, 2 workers, one killed halfway'] - w['ray, 2 workers']:.1f} s "
-          "(its actor restarted: the model loaded again, its batch searched again)")
+    print(
+        f"a worker killed halfway cost {w['ray, 2 workers, one killed halfway'] - w['ray, 2 workers']:.1f} s "
+        "(its actor restarted: the model loaded again, its batch searched again)"
+    )
 
 
 if __name__ == "__main__":

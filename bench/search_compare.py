@@ -1,11 +1,12 @@
-"""Best-of-N vs beam search vs DVTS with the bundled SmolLM2 and the default PRM, one run, same pool.
+"""Best-of-N vs beam search, DVTS, particle filtering and MCTS with the bundled SmolLM2 and a PRM, one run, same pool.
 
     python bench/search_compare.py [--problems 24] [--seeds 1000] [--ns 4,16] [--prm default|random|PATH] [--out runs/bench-search]
         [--beam-width 4] [--aggregation last] [--lookahead 0] [--filter-duplicates] [--complete-leaves] [--temperature 0.8]
-        [--step-cut delimiter|sentence] [--max-iterations 6]
+        [--step-cut delimiter|sentence] [--max-iterations 6] [--strategies best_of_n beam_search dvts ...]
+        [--pf-temperature 1.0] [--mcts-rollout]
 
-For each N: accuracy of majority, best-of-N naive/weighted, beam search and DVTS (weighted selection),
-with each strategy's paired gain over majority (± standard error over problems),
+For each N: accuracy of majority, best-of-N naive/weighted and every tree strategy (weighted selection),
+with each strategy's paired gain over majority and over DVTS (± standard error over problems),
 and per problem: tokens generated, prompt tokens (per sample) and how many of them reused kept KV
 instead of being prefilled, PRM step scores, wall time relative to best-of-N.
 The held-out pools use seeds 1000+ (the default PRM was trained on seed 100); several --seeds pool
@@ -32,7 +33,7 @@ from synth.config import from_dict, load_yaml  # noqa: E402
 from synth.evaluate import compute_optimal, difficulty_buckets  # noqa: E402
 from synth.filter.select import normalize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
-from synth.generate.search import STRATEGIES, SearchConfig  # noqa: E402
+from synth.generate.search import STRATEGIES, MCTSConfig, ParticleConfig, SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 from synth.problems import load_pool  # noqa: E402
@@ -95,6 +96,15 @@ def main() -> None:
         default="configs/prm-smollm2-generate.yaml",
         help="generate recipe whose pool the PRM was trained on ('' for none)",
     )
+    ap.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        choices=list(STRATEGIES),
+        help="best_of_n always runs (majority and the compute reference)",
+    )
+    ap.add_argument("--pf-temperature", type=float, default=1.0, help="particle filtering's resampling temperature")
+    ap.add_argument("--mcts-rollout", action="store_true", help="MCTS values steps by verified rollouts")
     ap.add_argument("--reuse", action="store_true", help="read finished runs in --out instead of rerunning them")
     ap.add_argument("--out", default="runs/bench-search", help="runs go to OUT/seed{S}/{strategy}-n{N}")
     args = ap.parse_args()
@@ -104,6 +114,7 @@ def main() -> None:
         train_pool = from_dict(GenerateConfig, load_yaml(args.prm_train_pool)).pool
         seen = {normalize(p.problem) for p in load_pool(train_pool)}
     ns = [int(x) for x in args.ns.split(",")]
+    strategies = ["best_of_n"] + [s for s in args.strategies if s != "best_of_n"]
     policy = prm = None
     rows: dict[tuple[int, str], list[dict]] = {}  # (N, strategy) -> rows of all seeds
     walls: dict[tuple[int, str], float] = {}  # summed over seeds
@@ -116,7 +127,7 @@ def main() -> None:
             }
         seed_table = []
         for n in ns:
-            for strategy in STRATEGIES:
+            for strategy in strategies:
                 out = search_run_dir(args.out, seed, strategy, n)
                 search = SearchConfig(
                     strategy=strategy,
@@ -131,6 +142,8 @@ def main() -> None:
                     lookahead=args.lookahead,
                     filter_duplicates=args.filter_duplicates,
                     complete_leaves=args.complete_leaves,
+                    particles=ParticleConfig(temperature=args.pf_temperature),
+                    mcts=MCTSConfig(rollout=args.mcts_rollout),
                 )
                 cfg = GenerateConfig(
                     pool=held_out_pool(seed, args.problems),
@@ -208,26 +221,35 @@ def main() -> None:
         rs = {r["strategy"]: r for r in table if r["N"] == n}
         print(
             f"N={n}: majority {rs['best_of_n']['majority']:.3f} | best-of-N weighted {rs['best_of_n']['weighted']:.3f} | "
-            f"beam {rs['beam_search']['weighted']:.3f} | DVTS {rs['dvts']['weighted']:.3f} | beam wall "
-            f"{rs['beam_search']['wall_vs_bon']:.2f}x, DVTS wall {rs['dvts']['wall_vs_bon']:.2f}x best-of-N"
+            + " | ".join(
+                f"{s} {rs[s]['weighted']:.3f} (wall {rs[s]['wall_vs_bon']:.2f}x best-of-N)" for s in strategies[1:]
+            )
         )
         majority = {r["id"]: r["majority_verified"] for r in rows[(n, "best_of_n")]}
+        weighted = {s: {r["id"]: r["weighted_verified"] for r in rows[(n, s)]} for s in strategies}
         for name, subset in (("all", ids), ("not in the PRM's training pool", clean if args.prm_train_pool else [])):
             if len(subset) < 2:
                 continue
-            gains = []
-            for strategy, label in (("best_of_n", "best-of-N weighted"), ("beam_search", "beam"), ("dvts", "DVTS")):
-                weighted = {r["id"]: r["weighted_verified"] for r in rows[(n, strategy)]}
-                gain, se = paired_gain(weighted, majority, subset)
-                gains.append(f"{label} {gain:+.1f} ± {se:.1f}")
+            gains = [
+                f"{s} {g:+.1f} ± {e:.1f}" for s in strategies for g, e in [paired_gain(weighted[s], majority, subset)]
+            ]
             print(
                 f"N={n}, search - majority in points (paired, ± standard error), {len(subset)} problems {name}: "
                 + " | ".join(gains)
             )
+            if "dvts" in weighted:
+                over = [
+                    f"{s} {g:+.1f} ± {e:.1f}"
+                    for s in strategies
+                    if s not in ("best_of_n", "dvts")
+                    for g, e in [paired_gain(weighted[s], weighted["dvts"], subset)]
+                ]
+                if over:
+                    print(f"N={n}, search - DVTS, {len(subset)} problems {name}: " + " | ".join(over))
         # The blog's compute-optimal strategy: per difficulty bucket (model-based: the mean PRM score of the
         # best-of-N completions), the strategy that is best there, chosen on the other folds' problems.
         keep = set(ids)
-        results = {s: [r for r in rows[(n, s)] if r["id"] in keep] for s in STRATEGIES}
+        results = {s: [r for r in rows[(n, s)] if r["id"] in keep] for s in strategies}
         buckets = difficulty_buckets(results["best_of_n"], 3, "prm")
         opt = compute_optimal(results, "weighted", buckets, folds=5)
         gain, se = paired_gain(opt["correct"], majority, ids)

@@ -26,11 +26,13 @@ from synth.steps import StepRule  # noqa: E402
 
 
 def load_runs(out: str, seeds: list[int], n: int) -> dict[str, list[dict]]:
-    """Rows of every strategy of a search_compare run, all seeds."""
+    """Rows of every strategy a search_compare run has (best-of-N at least), all seeds."""
     rows: dict[str, list[dict]] = {}
-    for seed in seeds:
-        for strategy in STRATEGIES:
-            path = search_run_dir(out, seed, strategy, n) / "rows.jsonl"
+    for strategy in STRATEGIES:
+        paths = [search_run_dir(out, seed, strategy, n) / "rows.jsonl" for seed in seeds]
+        if strategy != "best_of_n" and not all(p.exists() for p in paths):
+            continue  # a strategy that run did not include
+        for path in paths:
             if not path.exists():
                 raise SystemExit(f"no finished run at {path}: run bench/search_compare.py --out {out} first")
             rows.setdefault(strategy, []).extend(Journal(path).read())

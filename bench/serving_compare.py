@@ -47,9 +47,25 @@ class TimedPRM:
 
 def serve(model: str, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "VLLM_MAX_STOP_STRINGS": "8"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port),
-           "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096", "--max-num-batched-tokens", "4096",
-           "--no-enable-chunked-prefill", "--kv-cache-memory-bytes", str(4 << 30)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "4096",
+        "--max-num-batched-tokens",
+        "4096",
+        "--no-enable-chunked-prefill",
+        "--kv-cache-memory-bytes",
+        str(4 << 30),
+    ]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     for _ in range(600):
         try:
@@ -86,13 +102,22 @@ def main() -> None:
     vllm_policy = VLLMPolicy(path)
     prompts = [vllm_policy.chat_prompt(p.problem) for p in problems]
     inproc = {n: best_of_n_run(vllm_policy, prompts, n, args.max_tokens) for n in ns}
-    texts = [c.text for c in vllm_policy.generate(prompts[:1], SamplingParams(n=8, max_tokens=args.max_tokens, seed=1))[0]]
+    texts = [
+        c.text for c in vllm_policy.generate(prompts[:1], SamplingParams(n=8, max_tokens=args.max_tokens, seed=1))[0]
+    ]
     rule = StepRule("sentence")
     pairs = [(problems[0].problem, rule.steps(t) or [t]) for t in texts] * 8
 
     # DVTS with the PRM on transformers, then on vLLM (policy: in-process vLLM both times)
-    search = SearchConfig(strategy="dvts", n=args.dvts_n, beam_width=2, step_cut="sentence", max_iterations=8,
-                          step_max_tokens=64, max_tokens=args.max_tokens)
+    search = SearchConfig(
+        strategy="dvts",
+        n=args.dvts_n,
+        beam_width=2,
+        step_cut="sentence",
+        max_iterations=8,
+        step_max_tokens=64,
+        max_tokens=args.max_tokens,
+    )
     dvts_runs = {}
     hf_prm = load_prm("default-sentence", dtype=args.prm_dtype)
     vllm_prm = VLLMPRM("default-sentence", dtype=args.prm_dtype)
@@ -112,7 +137,9 @@ def main() -> None:
 
     server = serve(path, args.port, out / "server.log")
     try:
-        http = OpenAIPolicy(path, options=OpenAIConfig(base_url=[f"http://127.0.0.1:{args.port}/v1"], max_concurrency=128))
+        http = OpenAIPolicy(
+            path, options=OpenAIConfig(base_url=[f"http://127.0.0.1:{args.port}/v1"], max_concurrency=128)
+        )
         served = {n: best_of_n_run(http, prompts, n, args.max_tokens) for n in ns}
     finally:
         server.kill()

@@ -31,6 +31,8 @@ Launcher = Literal["local", "ray"]
 
 class WorkerError(RuntimeError):
     """A Ray worker that died more often than it may be restarted; the message says how to continue."""
+
+
 RAY_VERSION = "2.60.0"  # the version synth is tested with (`pip install synth[ray]`)
 
 

@@ -43,20 +43,38 @@ class FakeOpenAIServer:
 
     def complete(self, body: dict) -> dict:
         stop = body.get("stop") or None
-        params = SamplingParams(n=1, max_tokens=body.get("max_tokens", 16), temperature=body.get("temperature", 1.0),
-                                top_p=body.get("top_p", 1.0), stop=[stop] if isinstance(stop, str) else stop,
-                                include_stop=bool(body.get("include_stop_str_in_output")), seed=body.get("seed") or 0)
+        params = SamplingParams(
+            n=1,
+            max_tokens=body.get("max_tokens", 16),
+            temperature=body.get("temperature", 1.0),
+            top_p=body.get("top_p", 1.0),
+            stop=[stop] if isinstance(stop, str) else stop,
+            include_stop=bool(body.get("include_stop_str_in_output")),
+            seed=body.get("seed") or 0,
+        )
         with self._lock:  # one generation at a time: the engine is not thread-safe
             c = self.policy.generate([body["prompt"]], params)[0][0]
             self.requests.append(body)
         prompt_tokens = self.policy.count_tokens(body["prompt"])
         return {
-            "id": f"cmpl-{len(self.requests)}", "object": "text_completion", "created": int(time.time()), "model": self.name,
-            "choices": [{"index": 0, "text": c.text, "logprobs": None,
-                         "finish_reason": "length" if c.stop_reason == "length" else "stop",
-                         "stop_reason": (params.stop or ["?"])[0] if c.stop_reason == "stop" else None}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": c.num_tokens,
-                      "total_tokens": prompt_tokens + c.num_tokens},
+            "id": f"cmpl-{len(self.requests)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": c.text,
+                    "logprobs": None,
+                    "finish_reason": "length" if c.stop_reason == "length" else "stop",
+                    "stop_reason": (params.stop or ["?"])[0] if c.stop_reason == "stop" else None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": c.num_tokens,
+                "total_tokens": prompt_tokens + c.num_tokens,
+            },
         }
 
 
@@ -77,7 +95,13 @@ def _handler(server: FakeOpenAIServer):
 
         def do_GET(self):
             if self.path.rstrip("/").endswith("/models"):
-                self._send(200, {"object": "list", "data": [{"id": server.name, "object": "model", "max_model_len": server.max_model_len}]})
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": server.name, "object": "model", "max_model_len": server.max_model_len}],
+                    },
+                )
             else:
                 self._send(404, {"error": {"message": "not found"}})
 

@@ -51,7 +51,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.prm.package",
         ),
     ),
-    ("search", ("synth.generate.search", "synth.prm.rescore")),
+    (
+        "search",
+        (
+            "synth.generate.search",
+            "synth.generate.tree",
+            "synth.generate.particles",
+            "synth.generate.mcts",
+            "synth.prm.rescore",
+        ),
+    ),
     (
         "stages",
         (

@@ -40,11 +40,19 @@ def servers(tiny_model_dir):
 
 
 def config(out, model, urls, strategy="best_of_n", **openai):
-    search = SearchConfig(strategy=strategy, n=4, beam_width=2, max_tokens=12, step_max_tokens=6, max_iterations=3,
-                          temperature=1.0)
-    return GenerateConfig(model=model, output_dir=str(out), engine="openai", problems_per_batch=2,
-                          prm="length" if strategy != "best_of_n" else None, pool=PoolConfig(num_problems=4, seed=3),
-                          search=search, openai=OpenAIConfig(base_url=urls, timeout_s=1.5, max_retries=4, **openai))
+    search = SearchConfig(
+        strategy=strategy, n=4, beam_width=2, max_tokens=12, step_max_tokens=6, max_iterations=3, temperature=1.0
+    )
+    return GenerateConfig(
+        model=model,
+        output_dir=str(out),
+        engine="openai",
+        problems_per_batch=2,
+        prm="length" if strategy != "best_of_n" else None,
+        pool=PoolConfig(num_problems=4, seed=3),
+        search=search,
+        openai=OpenAIConfig(base_url=urls, timeout_s=1.5, max_retries=4, **openai),
+    )
 
 
 def rows(out):
@@ -66,8 +74,10 @@ def test_faults_change_no_row(tmp_path, tiny_model_dir, servers, strategy):
 
 def test_a_server_that_never_recovers_ends_the_run_cleanly(tmp_path, tiny_model_dir, servers):
     a, _ = servers
-    cfg = dataclasses.replace(config(tmp_path / "run", tiny_model_dir, [a.url]), openai=OpenAIConfig(
-        base_url=[a.url], timeout_s=1.5, max_retries=1))
+    cfg = dataclasses.replace(
+        config(tmp_path / "run", tiny_model_dir, [a.url]),
+        openai=OpenAIConfig(base_url=[a.url], timeout_s=1.5, max_retries=1),
+    )
     done = []
     real = a.complete
 
@@ -94,9 +104,26 @@ def test_requests_spread_over_servers_and_the_key_stays_secret(tmp_path, tiny_mo
     a.requests.clear(), b.requests.clear()
     monkeypatch.setenv("SYNTH_TEST_API_KEY", "sk-very-secret")
     out = tmp_path / "run"
-    args = ["generate", "--model", tiny_model_dir, "--engine", "openai", "--openai.base_url", a.url, b.url,
-            "--openai.api_key_env", "SYNTH_TEST_API_KEY", "--pool.num_problems", "4", "--search.n", "4",
-            "--search.max_tokens", "8", "--output_dir", str(out)]
+    args = [
+        "generate",
+        "--model",
+        tiny_model_dir,
+        "--engine",
+        "openai",
+        "--openai.base_url",
+        a.url,
+        b.url,
+        "--openai.api_key_env",
+        "SYNTH_TEST_API_KEY",
+        "--pool.num_problems",
+        "4",
+        "--search.n",
+        "4",
+        "--search.max_tokens",
+        "8",
+        "--output_dir",
+        str(out),
+    ]
     assert main(args) == 0
     assert a.requests and b.requests and len(a.requests) + len(b.requests) == 16
     assert "Bearer sk-very-secret" in a.auth | b.auth
@@ -107,8 +134,21 @@ def test_requests_spread_over_servers_and_the_key_stays_secret(tmp_path, tiny_mo
 
 
 def test_an_unreachable_server_is_one_line(tmp_path, tiny_model_dir, capsys):
-    args = ["generate", "--model", tiny_model_dir, "--engine", "openai", "--openai.base_url", "http://127.0.0.1:9/v1",
-            "--openai.max_retries", "0", "--pool.num_problems", "2", "--output_dir", str(tmp_path / "o")]
+    args = [
+        "generate",
+        "--model",
+        tiny_model_dir,
+        "--engine",
+        "openai",
+        "--openai.base_url",
+        "http://127.0.0.1:9/v1",
+        "--openai.max_retries",
+        "0",
+        "--pool.num_problems",
+        "2",
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "did not answer GET /models" in err and not (tmp_path / "o").exists()

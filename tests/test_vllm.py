@@ -234,10 +234,15 @@ def test_a_prm_vllm_cannot_score_falls_back_to_transformers(tmp_path, tiny_model
     (tmp_path / "synth_prm.json").write_text(json.dumps({"format": "plus-minus"}))
     with pytest.raises(VLLMPRMError, match="token-classification PRMs only"):
         export_for_vllm(str(tmp_path))
-    monkeypatch.setattr("synth.prm.vllm_prm.export_for_vllm", lambda spec: (_ for _ in ()).throw(VLLMPRMError("no way")))
+    monkeypatch.setattr(
+        "synth.prm.vllm_prm.export_for_vllm", lambda spec: (_ for _ in ()).throw(VLLMPRMError("no way"))
+    )
     with caplog.at_level("WARNING"):
         prm = load_prm("default", engine="vllm", dtype="float32")
-    assert isinstance(prm, TokenClassificationPRM) and "prm_engine vllm: no way; the PRM scores with transformers" in caplog.text
+    assert (
+        isinstance(prm, TokenClassificationPRM)
+        and "prm_engine vllm: no way; the PRM scores with transformers" in caplog.text
+    )
 
 
 def test_bundled_prm_on_vllm_agrees_with_transformers():
@@ -246,8 +251,11 @@ def test_bundled_prm_on_vllm_agrees_with_transformers():
     from synth.prm.vllm_prm import VLLMPRM
 
     problems = ["What is 3 + 5?", "Compute 12 - 7.", "What is 2 + 2?"]
-    steps = [["We add 3 and 5.", "3 + 5 = 8.", "The answer is \\boxed{8}."], ["12 - 7 = 5.", "So \\boxed{5}."],
-             ["2 + 2 = 5.", "So the answer is \\boxed{5}."]]
+    steps = [
+        ["We add 3 and 5.", "3 + 5 = 8.", "The answer is \\boxed{8}."],
+        ["12 - 7 = 5.", "So \\boxed{5}."],
+        ["2 + 2 = 5.", "So the answer is \\boxed{5}."],
+    ]
     expected = load_prm("default", dtype="float32").score(problems, steps)
     got = VLLMPRM("default", dtype="float32").score(problems, steps)
     diff = max(abs(a - b) for ra, rb in zip(expected, got) for a, b in zip(ra, rb))

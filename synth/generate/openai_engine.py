@@ -36,14 +36,36 @@ class EngineError(RuntimeError):
 class OpenAIConfig:
     """The servers of `engine: openai`."""
 
-    base_url: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], metadata={"help": (
-        "Completions endpoint(s), e.g. http://host:8000/v1; several spread the requests over their servers.")})
-    model: str | None = field(default=None, metadata={"help": "Served model name (null: the first one the server lists)."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": (
-        "Name of the environment variable holding the API key (the key itself is never written anywhere).")})
-    max_concurrency: int = field(default=64, metadata={"range": "[1, inf)", "help": "Requests in flight at most, over all servers."})
-    timeout_s: float = field(default=120.0, metadata={"range": "(0, inf)", "help": "Seconds one request may take before it is retried."})
-    max_retries: int = field(default=5, metadata={"range": "[0, inf)", "help": "Retries of a failed request (429, 5xx, timeout, dropped connection), with backoff."})
+    base_url: list[str] = field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+        metadata={
+            "help": (
+                "Completions endpoint(s), e.g. http://host:8000/v1; several spread the requests over their servers."
+            )
+        },
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Served model name (null: the first one the server lists)."}
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": ("Name of the environment variable holding the API key (the key itself is never written anywhere).")
+        },
+    )
+    max_concurrency: int = field(
+        default=64, metadata={"range": "[1, inf)", "help": "Requests in flight at most, over all servers."}
+    )
+    timeout_s: float = field(
+        default=120.0, metadata={"range": "(0, inf)", "help": "Seconds one request may take before it is retried."}
+    )
+    max_retries: int = field(
+        default=5,
+        metadata={
+            "range": "[0, inf)",
+            "help": "Retries of a failed request (429, 5xx, timeout, dropped connection), with backoff.",
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.base_url, str):
@@ -56,8 +78,9 @@ class OpenAIConfig:
 class OpenAIPolicy:
     """The `Policy` interface over OpenAI-compatible completions servers."""
 
-    def __init__(self, tokenizer_path: str, system_prompt: str | None = None, options: OpenAIConfig | None = None,
-                 tokenizer=None):
+    def __init__(
+        self, tokenizer_path: str, system_prompt: str | None = None, options: OpenAIConfig | None = None, tokenizer=None
+    ):
         from transformers import AutoTokenizer
 
         self.options = options or OpenAIConfig()
@@ -70,19 +93,30 @@ class OpenAIPolicy:
         """The served model's name and context length (from GET /models: vLLM reports max_model_len)."""
         import openai
 
-        client = openai.OpenAI(base_url=self.options.base_url[0], api_key=self.api_key, timeout=self.options.timeout_s,
-                               max_retries=self.options.max_retries)
+        client = openai.OpenAI(
+            base_url=self.options.base_url[0],
+            api_key=self.api_key,
+            timeout=self.options.timeout_s,
+            max_retries=self.options.max_retries,
+        )
         try:
             models = client.models.list().data
         except openai.APIError as err:
-            raise EngineError(f"engine openai: the server {self.options.base_url[0]} did not answer GET /models "
-                              f"({type(err).__name__}: {_reason(err)})") from None
+            raise EngineError(
+                f"engine openai: the server {self.options.base_url[0]} did not answer GET /models "
+                f"({type(err).__name__}: {_reason(err)})"
+            ) from None
         finally:
             client.close()
-        chosen = next((m for m in models if m.id == self.options.model), None) if self.options.model else (models or [None])[0]
+        chosen = (
+            next((m for m in models if m.id == self.options.model), None)
+            if self.options.model
+            else (models or [None])[0]
+        )
         if chosen is None:
-            raise EngineError(f"engine openai: {self.options.base_url[0]} serves {[m.id for m in models]}, "
-                              f"not {self.options.model!r}")
+            raise EngineError(
+                f"engine openai: {self.options.base_url[0]} serves {[m.id for m in models]}, not {self.options.model!r}"
+            )
         length = (chosen.model_extra or {}).get("max_model_len") or _context_of(tokenizer_path)
         return chosen.id, int(length)
 
@@ -106,8 +140,10 @@ class OpenAIPolicy:
         from synth.generate.vllm import request_seed
 
         o = self.options
-        clients = [openai.AsyncOpenAI(base_url=url, api_key=self.api_key, timeout=o.timeout_s, max_retries=o.max_retries)
-                   for url in o.base_url]
+        clients = [
+            openai.AsyncOpenAI(base_url=url, api_key=self.api_key, timeout=o.timeout_s, max_retries=o.max_retries)
+            for url in o.base_url
+        ]
         gate = asyncio.Semaphore(o.max_concurrency)
         prompt_tokens = [self.count_tokens(p) for p in prompts]
 
@@ -116,25 +152,36 @@ class OpenAIPolicy:
                 client = clients[k % len(clients)]
                 try:
                     resp = await client.completions.create(
-                        model=self.model, prompt=prompts[i], n=1, max_tokens=params.max_tokens,
-                        temperature=params.temperature, top_p=params.top_p, stop=list(params.stop) if params.stop else None,
+                        model=self.model,
+                        prompt=prompts[i],
+                        n=1,
+                        max_tokens=params.max_tokens,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        stop=list(params.stop) if params.stop else None,
                         seed=request_seed(params.seed, i, params.n) + j,
                         extra_body={"include_stop_str_in_output": params.include_stop, "skip_special_tokens": True},
                     )
                 except openai.BadRequestError as err:
                     if "stop" in str(err) and ("too_long" in str(err) or "at most" in str(err)):
-                        raise EngineError(f"engine openai: {client.base_url} takes fewer stop strings than the "
-                                          f"{len(params.stop or [])} these steps end at: start vLLM with "
-                                          "VLLM_MAX_STOP_STRINGS=8 (OpenAI's own API allows 4)") from None
+                        raise EngineError(
+                            f"engine openai: {client.base_url} takes fewer stop strings than the "
+                            f"{len(params.stop or [])} these steps end at: start vLLM with "
+                            "VLLM_MAX_STOP_STRINGS=8 (OpenAI's own API allows 4)"
+                        ) from None
                     raise EngineError(f"engine openai: {client.base_url} refused a request ({_reason(err)})") from None
                 except openai.APIError as err:
-                    raise EngineError(f"engine openai: {client.base_url} failed after {o.max_retries} retries "
-                                      f"({type(err).__name__}: {_reason(err)}); the finished batches are saved: rerun "
-                                      "with --resume true") from None
+                    raise EngineError(
+                        f"engine openai: {client.base_url} failed after {o.max_retries} retries "
+                        f"({type(err).__name__}: {_reason(err)}); the finished batches are saved: rerun "
+                        "with --resume true"
+                    ) from None
             return _continuation(resp, params, prompt_tokens[i])
 
         try:
-            jobs = [one(k, i, j) for k, (i, j) in enumerate((i, j) for i in range(len(prompts)) for j in range(params.n))]
+            jobs = [
+                one(k, i, j) for k, (i, j) in enumerate((i, j) for i in range(len(prompts)) for j in range(params.n))
+            ]
             flat = await asyncio.gather(*jobs)
         finally:
             for c in clients:

@@ -71,14 +71,19 @@ class GenerateConfig(PushConfig):
     )
     prm_engine: Literal["transformers", "vllm"] = field(
         default="transformers",
-        metadata={"help": (
-            "What scores a synth PRM: transformers, or vllm (its pooling runner; falls back to transformers where it "
-            "cannot). A PRM behind `vllm serve --runner pooling` is --prm http://host:port.")},
+        metadata={
+            "help": (
+                "What scores a synth PRM: transformers, or vllm (its pooling runner; falls back to transformers where it "
+                "cannot). A PRM behind `vllm serve --runner pooling` is --prm http://host:port."
+            )
+        },
     )
     engine: Literal["auto", "vllm", "transformers", "openai"] = field(
         default="auto",
         metadata={
-            "help": ("Inference engine: vllm, transformers, openai (OpenAI-compatible servers, the openai: section), or auto (vllm when it is installed, else transformers).")
+            "help": (
+                "Inference engine: vllm, transformers, openai (OpenAI-compatible servers, the openai: section), or auto (vllm when it is installed, else transformers)."
+            )
         },
     )
     dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype."})
@@ -219,6 +224,7 @@ def problem_row(problem: Problem, result: SearchResult, cfg: GenerateConfig) -> 
         "cached_tokens": result.cost.cached_tokens,
         "prm_steps": result.cost.prm_steps,
         "tree": json.dumps(result.tree) if result.tree is not None else None,
+        "leaves": [t.tree.get("node") if t.tree else None for t in traces] if result.tree is not None else None,
         "strategy": cfg.search.strategy,
         "n": cfg.search.n,
         "temperature": cfg.search.temperature,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from synth.cards import display
 from synth.config import ConfigError, check_fields, to_dict
 from synth.formats import hard_label_column
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy, SamplingParams
@@ -87,6 +88,25 @@ class LabelConfig(PushConfig):
         default=False, metadata={"help": "Start over: clear the synth label run in output_dir first."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
+    from_trees: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Label the steps of the run's search trees (beam search, DVTS, particle filtering, MCTS) without rollouts: a "
+                "node's label is the fraction of verified leaves below it (MCTS with rollouts: its Q-value)."
+            )
+        },
+    )
+    min_support: int = field(
+        default=2,
+        metadata={
+            "range": "[1, inf)",
+            "help": (
+                "from_trees: the fewest leaves (or MCTS visits) a node's label may rest on; a trace's row stops before the "
+                "first node with fewer."
+            ),
+        },
+    )
     launcher: Launcher = field(
         default="local",
         metadata={
@@ -173,6 +193,7 @@ def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) 
                 "completions": it["steps"],
                 "labels": [x > 0 for x in soft],
                 "soft_labels": soft,
+                "support": [cfg.rollouts] * (len(soft) - 1) + [1],
                 "problem_id": it["problem"].id,
                 "verified": it["verified"],
                 "rollouts": cfg.rollouts,
@@ -208,6 +229,8 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         raise ConfigError(f"dataset not found: {cfg.dataset}")
     run = run_dir(cfg).check()
     rows = read_rows(cfg.dataset)
+    if cfg.from_trees:
+        return label_from_trees(cfg, run, rows)
     items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed, cfg.step_rule)
     if cfg.shard:
         # Traces are picked from the whole dataset first so every shard agrees with an unsharded run.
@@ -258,6 +281,45 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
     return stats
 
 
+def label_from_trees(cfg: LabelConfig, run: RunDir, rows: list[dict]) -> dict:
+    """Labels read off the stored search trees (no policy, no rollouts), written like rollout labels."""
+    from synth.hub import write_dataset
+    from synth.prm.tree_labels import tree_label_rows
+
+    if cfg.shard:
+        rows = shard(rows, *parse_shard(cfg.shard))
+    labelled = tree_label_rows(rows, cfg.min_support, cfg.step_cut)
+    if not labelled:
+        raise ConfigError(
+            f"{cfg.dataset}: no search tree to label (rows of beam_search, dvts, particle_filtering or "
+            "mcts runs), or no node rests on min_support leaves"
+        )
+    check_push(cfg)
+    started = time.perf_counter()
+    with run.claim():
+        journal = Journal(run.path / "rows.jsonl")
+        journal.path.unlink(missing_ok=True)  # derived from the trees in one go: rebuilt, not resumed
+        journal.append(labelled)
+        stats = label_stats(labelled, elapsed=time.perf_counter() - started)
+        intermediate = sum(len(r["completions"]) - 1 for r in labelled)
+        stats.update(rollouts_used=0, rollouts_saved=cfg.rollouts * intermediate, tree_labelled_steps=intermediate)
+        write_dataset(
+            labelled,
+            run.path,
+            {
+                "name": "synth step labels (from search trees)",
+                "model": cfg.model,
+                "config": to_dict(cfg),
+                "summary": stats,
+                "command": "label",
+            },
+            kind="labels",
+            body=label_body(cfg, stats),
+        )
+        (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
 def load_rollout_policy(cfg: LabelConfig) -> Policy:
     from synth.generate.hf import TransformersPolicy
     from synth.models import resolve_model
@@ -284,10 +346,16 @@ def label_rows(state: tuple[LabelConfig, Policy | None], batch: tuple[int, list[
 
 def label_body(cfg: LabelConfig, stats: dict) -> str:
     """The card body of a step-label dataset."""
-    return f"""Step labels made with synth from Monte-Carlo rollouts: for every step prefix of a trace, {cfg.rollouts}
-rollouts of `{cfg.model}` are verified against the gold answer. `labels` (booleans: any rollout correct)
-and `soft_labels` (the fraction correct) hold one value per step of `completions`; a trace's last step is
-labelled by the trace's own verification. The stepwise format of TRL's PRM datasets (`prompt`,
+    how = (
+        f"read off the search trees of `{display(cfg.dataset)}` without rollouts: a step's label is the fraction of "
+        f"verified final leaves below its node (each resting on at least {cfg.min_support}, `support`)"
+        if cfg.from_trees
+        else f"made from Monte-Carlo rollouts: for every step prefix of a trace, {cfg.rollouts} "
+        f"rollouts of `{cfg.model}` are verified against the gold answer"
+    )
+    return f"""Step labels {how}. `labels` (booleans: the step
+can lead to a right answer) and `soft_labels` (how often it did) hold one value per step of `completions`, and
+`support` how many samples each rests on; a trace's last step is labelled by the trace's own verification. The stepwise format of TRL's PRM datasets (`prompt`,
 `completions`, `labels`); `synth train-prm` trains on it.
 
 - Traces: {stats["traces"]}, steps: {stats["steps"]}, positive steps: {stats["positive_rate"]:.3f}

@@ -42,8 +42,10 @@ def export_for_vllm(spec: str) -> Path:
         raise VLLMPRMError(f"PRM {spec!r}: vLLM scores synth's token-classification PRMs (with a {META}) only")
     meta = json.loads((Path(source) / META).read_text())
     if meta.get("format", "token-classification") != "token-classification" or meta.get("num_labels", 1) != 1:
-        raise VLLMPRMError(f"PRM {spec!r} ({meta.get('format')}, {meta.get('num_labels', 1)} labels): vLLM scores "
-                           "one-logit token-classification PRMs only")
+        raise VLLMPRMError(
+            f"PRM {spec!r} ({meta.get('format')}, {meta.get('num_labels', 1)} labels): vLLM scores "
+            "one-logit token-classification PRMs only"
+        )
     digest = hashlib.sha256()
     for f in sorted(Path(source).iterdir()):
         if f.is_file():
@@ -75,8 +77,9 @@ class VLLMPRM:
     """A synth PRM on vLLM: `score` as the transformers scorer, computed by vLLM's pooling runner, in
     process (`LLM(..., runner="pooling")`) or over HTTP (`vllm serve ... --runner pooling`, `/pooling`)."""
 
-    def __init__(self, spec: str | None = None, dtype: str = "float32", url: str | None = None, llm=None,
-                 max_length: int = 2048):
+    def __init__(
+        self, spec: str | None = None, dtype: str = "float32", url: str | None = None, llm=None, max_length: int = 2048
+    ):
         from transformers import AutoTokenizer
 
         from synth.prm.token_cls import META
@@ -91,7 +94,9 @@ class VLLMPRM:
         self.llm = llm if llm is not None or self.url else _engine(str(self.path), dtype)
 
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
-        encoded = [encode_steps(self.tokenizer, p, s, self.step_separator, self.max_length) for p, s in zip(problems, steps)]
+        encoded = [
+            encode_steps(self.tokenizer, p, s, self.step_separator, self.max_length) for p, s in zip(problems, steps)
+        ]
         logits = self._token_logits([e.input_ids for e in encoded])
         out = []
         for e, row, s in zip(encoded, logits, steps):
@@ -106,8 +111,9 @@ class VLLMPRM:
             return _served_logits(self.url, sequences)
         from vllm.inputs import TokensPrompt
 
-        outputs = self.llm.encode([TokensPrompt(prompt_token_ids=s) for s in sequences], pooling_task="token_classify",
-                                  use_tqdm=False)
+        outputs = self.llm.encode(
+            [TokensPrompt(prompt_token_ids=s) for s in sequences], pooling_task="token_classify", use_tqdm=False
+        )
         return [o.outputs.data.reshape(-1).float().tolist() for o in outputs]
 
 

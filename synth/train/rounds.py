@@ -65,8 +65,16 @@ OWNED = {
 MOVED_TO_GENERATE = ("system_prompt", "dtype", "batch_size", "problems_per_batch", "seed", "search")
 OUTPUTS = ("round-*", "report.md", "rounds.json", "rounds.png")
 # Keys that may change between a run and its continuation.
-RUN_CONTROL = ("rounds", "generate.batch_size", "generate.vllm", "generate.launcher", "generate.ray", "label.launcher",
-               "label.ray", *PUSH_KEYS)
+RUN_CONTROL = (
+    "rounds",
+    "generate.batch_size",
+    "generate.vllm",
+    "generate.launcher",
+    "generate.ray",
+    "label.launcher",
+    "label.ray",
+    *PUSH_KEYS,
+)
 
 
 @dataclass
