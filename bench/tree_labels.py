@@ -4,7 +4,7 @@
         [--traces-per-problem 4] [--min-support 2] [--prm default-sentence] [--out runs/bench-tree-labels]
 
 1. the strategy searches a held-out pool (sentence steps, the PRM given; reused when --out has the run);
-2. `synth label --from_trees` labels its final traces' steps from the tree (0 rollouts);
+2. `synth label --method trees` labels its final traces' steps from the tree (0 rollouts);
 3. the same traces' same intermediate steps get Monte-Carlo labels (K rollouts each, `synth label`'s
    label_batch), at most --traces-per-problem traces per problem;
 4. prints the AUROC of the tree labels against the MC hard labels (pooled and within problems), the rollouts

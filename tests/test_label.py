@@ -200,3 +200,22 @@ def test_sentence_labels_roll_out_right_after_each_full_stop(tmp_path):
         LabelConfig(step_cut="clause")
     with pytest.raises(ValueError, match="dtype: .* is not one of"):
         LabelConfig(dtype="foo")
+
+
+def test_binary_search_finds_the_first_wrong_step_with_fewer_rollouts(tmp_path):
+    steps = ["ok3", "ok1", "bad", "ok2", "The answer is 8"]  # right until "bad" (monotone after it: "ok2" is moot)
+    data = run_dir(tmp_path, {"What is 3+4?": [(steps, False), (["ok2", "ok1", "The answer is 7"], True)]})
+    gold = {"What is 3+4?": "7"}
+    mc_policy, binary_policy = RolloutPolicy(gold), RolloutPolicy(gold)
+    mc = label(LabelConfig(dataset=str(data), rollouts=K, output_dir=str(tmp_path / "mc")), policy=mc_policy)
+    stats = label(
+        LabelConfig(dataset=str(data), rollouts=K, method="binary", output_dir=str(tmp_path / "bin")),
+        policy=binary_policy,
+    )
+    rows = {r["id"]: r for r in Journal(tmp_path / "bin" / "rows.jsonl").read()}
+    wrong, right = rows["p0#0"], rows["p0#1"]
+    assert wrong["labels"] == [True, True, False, False, False]  # first wrong step: "bad"
+    assert wrong["support"][2] == K and wrong["soft_labels"][2] == 0.0 and wrong["support"][0] == 0  # probed / inferred
+    assert right["labels"] == [True, True, True] and right["soft_labels"] == [1.0, 1.0, 1.0]  # no rollout needed
+    assert len(binary_policy.prompts) == 2 < len(mc_policy.prompts) == 6  # log2 probes vs one per step
+    assert stats["rollouts_per_labelled_step"] == 2 * K / 8 < mc["rollouts_per_labelled_step"] == 6 * K / 8

@@ -239,7 +239,7 @@ def test_label_from_trees_of_a_search_run(tmp_path):
     stats = label(
         LabelConfig(
             dataset=str(tmp_path / "gen"),
-            from_trees=True,
+            method="trees",
             min_support=1,
             rollouts=4,
             output_dir=str(tmp_path / "labels"),

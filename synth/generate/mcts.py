@@ -12,7 +12,7 @@ A step's value is the PRM's score of its path, or with `mcts.rollout` (and a gol
 rollout from it to the end, verified against the gold answer (rStar-Math's Q-values; their tokens are
 counted). Finished steps are terminal, and so are steps at depth max_iterations. The final candidates are
 the N finished leaves of highest value, then the best open ones (flagged unfinished). Every node keeps its
-visits and value (`Node.visits`, `Node.value`): what `synth label --from_trees` turns into step labels.
+visits and value (`Node.visits`, `Node.value`): what `synth label --method trees` turns into step labels.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -88,12 +89,14 @@ class LabelConfig(PushConfig):
         default=False, metadata={"help": "Start over: clear the synth label run in output_dir first."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for trace choice and rollouts."})
-    from_trees: bool = field(
-        default=False,
+    method: Literal["mc", "binary", "trees"] = field(
+        default="mc",
         metadata={
             "help": (
-                "Label the steps of the run's search trees (beam search, DVTS, particle filtering, MCTS) without rollouts: a "
-                "node's label is the fraction of verified leaves below it (MCTS with rollouts: its Q-value)."
+                "mc: K rollouts from every step prefix (Math-Shepherd); binary: binary search for a wrong trace's first "
+                "wrong step, O(log steps) rollout groups (OmegaPRM); trees: no rollouts, read off the run's search trees "
+                "(beam search, DVTS, particle filtering, MCTS): a node's label is the fraction of verified leaves below it "
+                "(MCTS with rollouts: its Q-value)."
             )
         },
     )
@@ -102,7 +105,7 @@ class LabelConfig(PushConfig):
         metadata={
             "range": "[1, inf)",
             "help": (
-                "from_trees: the fewest leaves (or MCTS visits) a node's label may rest on; a trace's row stops before the "
+                "method trees: the fewest leaves (or MCTS visits) a node's label may rest on; a trace's row stops before the "
                 "first node with fewer."
             ),
         },
@@ -165,43 +168,90 @@ def pick_traces(
     return out
 
 
-def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) -> tuple[list[dict], int]:
-    """Rollouts for every non-final prefix of every item, in one engine call. Returns rows and tokens."""
-    requests = [(j, k) for j, it in enumerate(items) for k in range(1, len(it["steps"]))]
-    prefixes = ["".join(items[j]["pieces"][:k]) for j, k in requests]
-    prompts = [policy.chat_prompt(items[j]["problem"].problem) + prefix for (j, _), prefix in zip(requests, prefixes)]
-    outs = (
-        policy.generate(
-            prompts, SamplingParams(n=cfg.rollouts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=seed)
-        )
-        if prompts
-        else []
+def rollout_successes(
+    policy: Policy, items: list[dict], probes: list[tuple[int, int]], cfg: LabelConfig, seed: int
+) -> tuple[dict[tuple[int, int], int], int]:
+    """K rollouts from each probed prefix (item j, its first k steps), one engine call: the number that reach a
+    verified answer, per probe, and the tokens generated."""
+    if not probes:
+        return {}, 0
+    prefixes = ["".join(items[j]["pieces"][:k]) for j, k in probes]
+    prompts = [policy.chat_prompt(items[j]["problem"].problem) + prefix for (j, _), prefix in zip(probes, prefixes)]
+    outs = policy.generate(
+        prompts, SamplingParams(n=cfg.rollouts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=seed)
     )
     answers = [extract_answer(prefix + c.text) for prefix, cs in zip(prefixes, outs) for c in cs]
-    problems = [items[j]["problem"] for (j, _), cs in zip(requests, outs) for _ in cs]
-    ok = verify_answers(answers, problems)
-    correct: dict[tuple[int, int], int] = {}
-    for idx, req in enumerate(requests):
-        correct[req] = sum(bool(v) for v in ok[idx * cfg.rollouts : (idx + 1) * cfg.rollouts])
+    ok = verify_answers(answers, [items[j]["problem"] for (j, _), cs in zip(probes, outs) for _ in cs])
+    correct = {
+        probe: sum(bool(v) for v in ok[i * cfg.rollouts : (i + 1) * cfg.rollouts]) for i, probe in enumerate(probes)
+    }
+    return correct, sum(c.num_tokens for cs in outs for c in cs)
+
+
+def label_row(it: dict, soft: list[float], support: list[int], cfg: LabelConfig) -> dict:
+    return {
+        "id": it["key"],
+        "prompt": it["problem"].problem,
+        "completions": it["steps"],
+        "labels": [x > 0 for x in soft],
+        "soft_labels": soft,
+        "support": support,
+        "problem_id": it["problem"].id,
+        "verified": it["verified"],
+        "rollouts": cfg.rollouts,
+        "policy": cfg.model,
+        "step_cut": cfg.step_cut,
+        "source": it["problem"].source,
+    }
+
+
+def label_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) -> tuple[list[dict], int]:
+    """Step labels of a batch of traces (rows, rollout tokens): Monte-Carlo (`method: mc`, every non-final prefix
+    in one engine call) or by binary search for the first wrong step (`method: binary`)."""
+    if cfg.method == "binary":
+        return binary_search_batch(policy, items, cfg, seed)
+    probes = [(j, k) for j, it in enumerate(items) for k in range(1, len(it["steps"]))]
+    correct, tokens = rollout_successes(policy, items, probes, cfg, seed)
     rows = []
     for j, it in enumerate(items):
         soft = [correct[(j, k)] / cfg.rollouts for k in range(1, len(it["steps"]))] + [float(it["verified"])]
-        rows.append(
-            {
-                "id": it["key"],
-                "prompt": it["problem"].problem,
-                "completions": it["steps"],
-                "labels": [x > 0 for x in soft],
-                "soft_labels": soft,
-                "support": [cfg.rollouts] * (len(soft) - 1) + [1],
-                "problem_id": it["problem"].id,
-                "verified": it["verified"],
-                "rollouts": cfg.rollouts,
-                "policy": cfg.model,
-                "step_cut": cfg.step_cut,
-            }
-        )
-    return rows, sum(c.num_tokens for cs in outs for c in cs)
+        rows.append(label_row(it, soft, [cfg.rollouts] * (len(soft) - 1) + [1], cfg))
+    return rows, tokens
+
+
+def binary_search_batch(policy: Policy, items: list[dict], cfg: LabelConfig, seed: int) -> tuple[list[dict], int]:
+    """OmegaPRM-style labels: a verified trace's steps are all right (it reached the answer from each of its
+    prefixes); in a wrong trace the first wrong step is found by binary search over its prefixes (a prefix is
+    still right when one of K rollouts from it reaches the answer), O(log steps) rollout groups instead of one
+    per step; the steps before it are right, the rest wrong. All traces search in lockstep: one engine call per
+    round. Probed steps carry their rollout fraction (support K); inferred ones their 0 or 1 (support 0)."""
+    bounds = {j: [1, len(it["steps"])] for j, it in enumerate(items) if not it["verified"] and len(it["steps"]) > 1}
+    measured: dict[tuple[int, int], int] = {}
+    tokens, round_ = 0, 0
+    while any(lo < hi for lo, hi in bounds.values()):
+        probes = [(j, (lo + hi) // 2) for j, (lo, hi) in bounds.items() if lo < hi]
+        correct, n = rollout_successes(policy, items, probes, cfg, seed + round_)
+        tokens, round_ = tokens + n, round_ + 1
+        for (j, mid), hits in correct.items():
+            measured[(j, mid)] = hits
+            bounds[j] = [mid + 1, bounds[j][1]] if hits else [bounds[j][0], mid]
+    rows = []
+    for j, it in enumerate(items):
+        steps = len(it["steps"])
+        first_bad = bounds[j][0] if j in bounds else (steps + 1 if it["verified"] else steps)
+        soft, support = [], []
+        for k in range(1, steps + 1):
+            if k == steps:
+                soft.append(float(it["verified"]))
+                support.append(1)
+            elif (j, k) in measured:
+                soft.append(measured[(j, k)] / cfg.rollouts)
+                support.append(cfg.rollouts)
+            else:
+                soft.append(1.0 if k < first_bad else 0.0)
+                support.append(0)  # inferred, not measured
+        rows.append(label_row(it, soft, support, cfg))
+    return rows, tokens
 
 
 def run_dir(cfg: LabelConfig) -> RunDir:
@@ -229,7 +279,7 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         raise ConfigError(f"dataset not found: {cfg.dataset}")
     run = run_dir(cfg).check()
     rows = read_rows(cfg.dataset)
-    if cfg.from_trees:
+    if cfg.method == "trees":
         return label_from_trees(cfg, run, rows)
     items = pick_traces(rows, cfg.traces_per_problem, cfg.max_steps, cfg.seed, cfg.step_rule)
     if cfg.shard:
@@ -346,13 +396,14 @@ def label_rows(state: tuple[LabelConfig, Policy | None], batch: tuple[int, list[
 
 def label_body(cfg: LabelConfig, stats: dict) -> str:
     """The card body of a step-label dataset."""
-    how = (
-        f"read off the search trees of `{display(cfg.dataset)}` without rollouts: a step's label is the fraction of "
-        f"verified final leaves below its node (each resting on at least {cfg.min_support}, `support`)"
-        if cfg.from_trees
-        else f"made from Monte-Carlo rollouts: for every step prefix of a trace, {cfg.rollouts} "
-        f"rollouts of `{cfg.model}` are verified against the gold answer"
-    )
+    how = {
+        "trees": f"read off the search trees of `{display(cfg.dataset)}` without rollouts: a step's label is the fraction "
+        f"of verified final leaves below its node (each resting on at least {cfg.min_support}, `support`)",
+        "binary": f"made by binary search for each wrong trace's first wrong step ({cfg.rollouts} rollouts of "
+        f"`{cfg.model}` from each probed prefix, verified against the gold answer; the steps between are inferred)",
+        "mc": f"made from Monte-Carlo rollouts: for every step prefix of a trace, {cfg.rollouts} rollouts of "
+        f"`{cfg.model}` are verified against the gold answer",
+    }[cfg.method]
     return f"""Step labels {how}. `labels` (booleans: the step
 can lead to a right answer) and `soft_labels` (how often it did) hold one value per step of `completions`, and
 `support` how many samples each rests on; a trace's last step is labelled by the trace's own verification. The stepwise format of TRL's PRM datasets (`prompt`,
@@ -367,7 +418,9 @@ def label_stats(rows: list[dict], new_tokens: int = 0, elapsed: float = 0.0, new
     """Counts of a stepwise label set: traces, steps, rollouts per labelled step, positive rate, cost."""
     hard = hard_label_column(rows[0] if rows else ())
     all_steps = sum(len(r["completions"]) for r in rows)
-    rollout_steps = sum((len(r["completions"]) - 1) * int(r.get("rollouts", 0)) for r in rows)
+    # rollouts actually spent: a probed step's support is its K rollouts; inferred steps (support 0), the final
+    # step (its own verification) and tree labels (leaf counts, no rollouts) cost none
+    rollout_steps = sum(sum(r.get("support", [])[:-1]) for r in rows if int(r.get("rollouts", 0)) > 0)
     return {
         "traces": len(rows),
         "steps": all_steps,
