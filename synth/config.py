@@ -3,7 +3,8 @@
 A recipe maps 1:1 onto a (possibly nested) dataclass: ``pool: {num_problems: 8}`` sets
 ``cfg.pool.num_problems``; on the command line the same field is ``--pool.num_problems 8``
 (``--pool-num-problems 8`` too: dashes, dots and underscores alike), a bare ``--flag`` sets a boolean
-and ``--no_flag`` clears it. A dict on the command line is merged into the recipe's dict.
+and ``--no_flag`` clears it. A dict on the command line is merged into the recipe's dict. A
+``dict[str, Section]`` field holds named sections (``eval_pools: {ood: {seed: 5}}``).
 
 Field metadata:
 - ``help``: the option's help text;
@@ -153,6 +154,9 @@ def _coerce(value: Any, tp, key: str) -> Any:
     if origin is dict or base is dict:
         if not isinstance(value, dict):
             raise bad("a mapping")
+        inner = (typing.get_args(base) or (str, Any))[1]
+        if _is_dataclass_type(inner):  # named sections, e.g. eval_pools: {ood: {...}}
+            return {str(k): from_dict(inner, v or {}, prefix=f"{key}.{k}.") for k, v in value.items()}
         return dict(value)
     return value
 
@@ -283,6 +287,8 @@ def to_dict(cfg) -> dict[str, Any]:
             out.update(value)
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             out[f.name] = to_dict(value)
+        elif isinstance(value, dict) and any(dataclasses.is_dataclass(v) for v in value.values()):
+            out[f.name] = {k: to_dict(v) for k, v in value.items()}
         else:
             out[f.name] = json.loads(json.dumps(value, default=str))
     return out

@@ -304,3 +304,89 @@ def test_rounds_reaches_the_vllm_engine_with_its_settings(tmp_path, tiny_model_d
 def test_old_top_level_generate_settings_still_load():
     cfg = from_dict(RoundsConfig, {"eval_pool": {"seed": 1}, "seed": 3, "batch_size": 8, "search": {"n": 4}})
     assert cfg.generate.seed == 3 and cfg.generate.batch_size == 8 and cfg.search.n == 4
+
+
+def test_named_eval_pools_each_round_and_select_round(tmp_path, stopping_model_dir, fake_verification):
+    pools = {
+        "in_dist": PoolConfig(tasks=["basic_arithmetic"], num_problems=3, seed=1000),
+        "ood": PoolConfig(tasks=["chain_sum"], num_problems=4, seed=1001),
+    }
+    cfg = tiny_cfg(
+        tmp_path,
+        stopping_model_dir,
+        train_prm=False,
+        rounds=1,
+        eval_pool=PoolConfig(),
+        eval_pools=pools,
+        select_round="ood",
+    )
+    root = tmp_path / "rounds"
+    rows = Rounds(cfg).run()
+    for k in (0, 1):
+        for name in pools:
+            for kind in ("greedy", "search"):
+                assert (root / f"round-{k}/eval_{kind}-{name}/done.json").exists()
+        assert not (root / f"round-{k}/eval_greedy").exists()
+    assert {r["pools"]["ood"]["problems"] for r in rows} == {4} and rows[0]["greedy"] == rows[0]["pools"]["in_dist"][
+        "greedy"
+    ]
+    best = max(rows, key=lambda r: (r["pools"]["ood"]["greedy"], -r["round"]))
+    selected = json.loads((root / "selected.json").read_text())
+    assert selected["pool"] == "ood" and selected["round"] == best["round"]
+    assert selected["policy"] == (stopping_model_dir if best["round"] == 0 else rows[1]["policy"])
+    report = (root / "report.md").read_text()
+    assert "in_dist (3): greedy, vs round 0, search" in report and "ood (4)" in report
+    assert f"Output policy: round {best['round']} (best greedy accuracy on `ood`)" in report
+    # the gain is paired over the same problems: recompute it from the per-problem results
+    before, after = rows[0]["pools"]["ood"]["correct"], rows[1]["pools"]["ood"]["correct"]
+    assert len(before) == 4 and f"{sum(after.values()) / 4 - sum(before.values()) / 4:+.3f} ± " in report
+
+
+def test_held_out_removal_covers_every_eval_pool(tmp_path):
+    from synth.journal import Journal
+    from synth.problems import load_pool
+
+    pools = {"a": PoolConfig(num_problems=3, seed=1000), "b": PoolConfig(tasks=["chain_sum"], num_problems=3, seed=7)}
+    cfg = tiny_cfg(tmp_path, "unused", eval_pool=PoolConfig(), eval_pools=pools)
+    planted = [load_pool(p)[0].problem for p in pools.values()]
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    row = dict(gold_answer="7", source="t", model="m", completions=["x = 7"], verified=[True], finished=[True])
+    Journal(gen / "rows.jsonl").append([{**row, "id": f"p{i}", "problem": text} for i, text in enumerate(planted)])
+    out = Rounds(cfg)._sft_data(tmp_path / "sft_data", gen)
+    assert out["examples"] == 0 and out["held_out_overlap"] == 2
+
+
+@pytest.mark.parametrize(
+    "data,msg",
+    [
+        ({"eval_pool": {"seed": 1}, "eval_pools": {"x": {"seed": 2}}}, "not both"),
+        ({"eval_pools": {"ood": {"seed": 0}}}, "eval_pools.ood must be held out"),
+        ({"eval_pools": {"Bad Name": {"seed": 3}}}, "pool name"),
+        ({"eval_pools": {"ood": {"seed": 3, "num_problem": 2}}}, "eval_pools.ood.num_problem"),
+        (
+            {"eval_pools": {"ood": {"seed": 3}}, "select_round": "in_dist"},
+            "select_round: 'in_dist' is not an eval pool",
+        ),
+    ],
+)
+def test_eval_pools_validation(data, msg):
+    with pytest.raises(ConfigError, match=msg):
+        from_dict(RoundsConfig, data)
+
+
+def test_eval_pools_from_a_recipe_and_the_command_line(tmp_path):
+    from synth.config import dump_yaml, parse_cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("eval_pools:\n  in_dist: {seed: 1000, num_problems: 8}\n  ood: {tasks: [chain_sum], seed: 5}\n")
+    cfg = parse_cli(
+        RoundsConfig, ["--config", str(recipe), "--eval_pools", "{ood: {seed: 6}}", "--select_round", "ood"]
+    )
+    assert (
+        cfg.pools["in_dist"].num_problems == 8
+        and cfg.pools["ood"].seed == 6
+        and cfg.pools["ood"].tasks == ["chain_sum"]
+    )
+    again = from_dict(RoundsConfig, __import__("yaml").safe_load(dump_yaml(cfg)))
+    assert again.pools == cfg.pools and again.select_round == "ood"

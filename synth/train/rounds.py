@@ -1,15 +1,21 @@
-"""`synth rounds`: self-improvement rounds (expert iteration / ReST-EM) on one pool of problems.
+"""`synth rounds`: self-improvement rounds (expert iteration / ReST-EM) on a training pool, evaluated on
+one or more named held-out pools.
 
 Round 0 evaluates the base policy. Round k >= 1:
 
     generate   policy_{k-1} (+ PRM_{k-1}) searches the training pool           round-k/generate
     sft_data   verified, finished traces, deduplicated, k shortest per problem   round-k/sft_data
-               (training problems that also appear in the held-out pool are dropped)
+               (training problems that also appear in any eval pool are dropped)
     label      (train_prm) Monte-Carlo step labels of those traces              round-k/label
     prm        (train_prm) a new PRM on the base backbone                       round-k/prm
     sft        SFT from the base (from_base, ReST-EM) or from policy_{k-1}      round-k/sft  -> policy_k
-    eval_greedy   policy_k, n=1 at temperature 0 on the held-out pool           round-k/eval_greedy
-    eval_search   policy_k (+ PRM_k), the search at N = eval_n, held-out pool   round-k/eval_search
+    eval_greedy   policy_k, n=1 at temperature 0 on each eval pool              round-k/eval_greedy[-<pool>]
+    eval_search   policy_k (+ PRM_k), the search at N = eval_n, each eval pool  round-k/eval_search[-<pool>]
+
+With `eval_pools` (named pools, e.g. an in-distribution one and one of families no training pool has) each
+pool gets its own stages, suffixed with its name; with the single `eval_pool` they are unsuffixed.
+`select_round: <pool>` makes the round with the best greedy accuracy on that pool the output
+(`selected.json`), not always the last one.
 
 Every stage writes `done.json` when it finishes and is skipped on a rerun, so an interrupted run
 continues at the stage it was in (which itself resumes from its journal or last checkpoint).
@@ -21,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +43,7 @@ from synth.prm.label import LabelConfig, label
 from synth.prm.train import TrainPRMConfig, train_prm
 from synth.problems import PoolConfig, load_pool
 from synth.rundir import RunDir
-from synth.train.report import add_report_to_card, round_summary, write_report
+from synth.train.report import add_report_to_card, round_summary, select_round, write_report
 from synth.train.sft import TrainConfig, train_sft
 from synth.train.stages import ModelCache, private_datasets_cache, read_marker, run_stage
 
@@ -63,10 +70,12 @@ OWNED = {
 }
 # Generate settings that recipes used to give at the top level; they live in `generate:` now.
 MOVED_TO_GENERATE = ("system_prompt", "dtype", "batch_size", "problems_per_batch", "seed", "search")
-OUTPUTS = ("round-*", "report.md", "rounds.json", "rounds.png")
+OUTPUTS = ("round-*", "report.md", "rounds.json", "rounds.png", "selected.json")
+POOL_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 # Keys that may change between a run and its continuation.
 RUN_CONTROL = (
     "rounds",
+    "select_round",
     "generate.batch_size",
     "generate.vllm",
     "generate.launcher",
@@ -128,7 +137,27 @@ class RoundsConfig(PushConfig):
     )
     # Sections keep their commands' defaults (a recipe's section starts from them): set the pools' seeds.
     train_pool: PoolConfig = field(default_factory=PoolConfig)
-    eval_pool: PoolConfig = field(default_factory=PoolConfig)
+    eval_pool: PoolConfig = field(
+        default_factory=PoolConfig, metadata={"help": "The held-out pool (named 'eval'); or give eval_pools."}
+    )
+    eval_pools: dict[str, PoolConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": (
+                "Named held-out pools, every one evaluated each round ({in_dist: {...}, ood: {...}}: give one of task "
+                "families no training pool has); the first is the report's main pool. Empty: eval_pool alone."
+            )
+        },
+    )
+    select_round: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "An eval pool's name: the round whose policy has the best greedy accuracy on it (the earliest of ties) "
+                "is the output, in selected.json; null: the last round."
+            )
+        },
+    )
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     sft: TrainConfig = field(default_factory=TrainConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
@@ -155,13 +184,22 @@ class RoundsConfig(PushConfig):
         check_fields(self)
         if self.hub_revision is not None:
             raise ValueError("hub_revision: rounds pushes round k's SFT data to the branch round-k; leave it out")
-        if self.train_pool == self.eval_pool or (
-            self.train_pool.source == self.eval_pool.source == "reasoning_gym"
-            and self.train_pool.seed == self.eval_pool.seed
-        ):
+        if self.eval_pools and self.eval_pool != PoolConfig():
+            raise ValueError("give eval_pool or eval_pools (named pools), not both")
+        for name, pool in self.pools.items():
+            where = f"eval_pools.{name}" if self.eval_pools else "eval_pool"
+            if not POOL_NAME.fullmatch(name):
+                raise ValueError(f"{where}: a pool name is lower-case letters, digits and '_'")
+            if self.train_pool == pool or (
+                self.train_pool.source == pool.source == "reasoning_gym" and self.train_pool.seed == pool.seed
+            ):
+                raise ValueError(
+                    f"{where} must be held out from train_pool: give it another seed "
+                    "(e.g. train_pool.seed 200, eval pool seed 1000) or another file"
+                )
+        if self.select_round is not None and self.select_round not in self.pools:
             raise ValueError(
-                "eval_pool must be held out from train_pool: give it another seed "
-                "(e.g. train_pool.seed 200, eval_pool.seed 1000) or another file"
+                f"select_round: {self.select_round!r} is not an eval pool (pools: {', '.join(self.pools)})"
             )
         require_prm(self.search.strategy, self.prm)
         try:  # the held-out search at eval_n must be valid too (n vs beam_width)
@@ -188,6 +226,15 @@ class RoundsConfig(PushConfig):
     @property
     def search(self) -> SearchConfig:
         return self.generate.search
+
+    @property
+    def pools(self) -> dict[str, PoolConfig]:
+        """The eval pools by name: eval_pools, or eval_pool as 'eval'."""
+        return self.eval_pools or {"eval": self.eval_pool}
+
+    def eval_stage(self, kind: str, pool: str) -> str:
+        """Stage dir of an evaluation: eval_greedy / eval_search, suffixed with the pool's name for eval_pools."""
+        return f"eval_{kind}-{pool}" if self.eval_pools else f"eval_{kind}"
 
 
 def run_dir(cfg: RoundsConfig) -> RunDir:
@@ -248,14 +295,20 @@ class Rounds:
 
     def _rounds(self) -> list[dict]:
         rows = []
+        stages = {
+            name: (self.cfg.eval_stage("greedy", name), self.cfg.eval_stage("search", name)) for name in self.cfg.pools
+        }
         for k in range(self.cfg.rounds + 1):
             self.round(k)
-            rows.append(round_summary(self.out / f"round-{k}", k))
+            rows.append(round_summary(self.out / f"round-{k}", k, stages))
+            selected = select_round(rows, self.cfg.select_round, self.cfg.model, self.cfg.prm)
+            (self.out / "selected.json").write_text(json.dumps(selected, indent=2))
             report = write_report(
                 self.out,
                 rows,
                 f"synth rounds: {self.cfg.model}, {self.cfg.rounds} round(s)"
                 + (" (from base)" if self.cfg.from_base else " (continued)"),
+                selected,
             )
             data_dir = self.out / f"round-{k}" / "sft_data"
             if k > 0 and (data_dir / "README.md").exists():
@@ -318,8 +371,15 @@ class Rounds:
         )
         search = dataclasses.replace(c.search, n=c.eval_n)
         policy, prm = self.policy_path, self.prm_spec
-        stage("eval_greedy", lambda d: self._generate(d, policy, None, c.eval_pool, greedy, c.generate.seed))
-        stage("eval_search", lambda d: self._generate(d, policy, prm, c.eval_pool, search, c.generate.seed))
+        for name, pool in c.pools.items():
+            stage(
+                c.eval_stage("greedy", name),
+                lambda d, pool=pool: self._generate(d, policy, None, pool, greedy, c.generate.seed),
+            )
+            stage(
+                c.eval_stage("search", name),
+                lambda d, pool=pool: self._generate(d, policy, prm, pool, search, c.generate.seed),
+            )
 
     def _sft_data(self, d: Path, gen_dir: Path) -> dict:
         """The round's SFT data: the filter pipeline on its traces (verified, finished, exact duplicates
@@ -330,7 +390,7 @@ class Rounds:
 
         rows = Journal(gen_dir / "rows.jsonl").read()
         # Held-out problems never reach training: small arithmetic pools of different seeds do overlap.
-        held_out = {normalize(p.problem) for p in load_pool(self.cfg.eval_pool)}
+        held_out = {normalize(p.problem) for pool in self.cfg.pools.values() for p in load_pool(pool)}
         kept = [r for r in rows if normalize(r["problem"]) not in held_out]
         filters = Filters(correctness="verified", near_dup_threshold=None, top_k=self.cfg.top_k, rank_by="shortest")
         examples, _ = select(
