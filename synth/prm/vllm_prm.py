@@ -120,12 +120,14 @@ class VLLMPRM:
 def _engine(path: str, dtype: str):
     from vllm import LLM
 
-    from synth.generate.vllm import _on_cpu
+    from synth.generate.vllm import _on_cpu, keep_engine
 
     kw = {"model": path, "runner": "pooling", "dtype": dtype, "enforce_eager": _on_cpu(), "enable_prefix_caching": True}
     if _on_cpu():
         kw.update(max_model_len=2048, max_num_batched_tokens=8192, kv_cache_memory_bytes=1 << 30)
-    return LLM(**kw)
+    llm = LLM(**kw)
+    keep_engine(llm)
+    return llm
 
 
 def _served_model(url: str) -> str:
