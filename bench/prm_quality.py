@@ -1,7 +1,7 @@
 """Quality of a PRM on a held-out reasoning-gym pool (a different seed than the PRM was trained on).
 
     python bench/prm_quality.py [--problems 32] [--n 16] [--prm default] [--out runs/bench-prm-quality]
-        [--step-cut delimiter|sentence]
+        [--step-cut delimiter|sentence] [--tasks FAMILY ...] [--seed 1000]
 
 1. best-of-N (N=16) with the bundled SmolLM2; every completion is then scored by the PRM under test
    (samples and labels do not depend on the PRM, so PRMs are compared on the same samples);
@@ -10,7 +10,9 @@
 3. prints how much the true values of one problem's steps differ (label spread, rollout noise removed),
    step AUROC against those labels (pooled, and within problems for partial and final steps:
    tree search ranks siblings of one problem), trace AUROC (PRM score vs verified answer over all
-   completions), weighted@N and naive@N vs maj@N on the same samples, and the label cost.
+   completions), weighted@N and naive@N vs maj@N on the same samples, and the label cost;
+4. with --tasks (reasoning-gym families at their own difficulty instead of the 1-2 digit arithmetic pool),
+   a table per family: weighted@N - maj@N (paired over its problems, ± SE) and step AUROC.
 Stages are cached in --out (delete it to start over).
 """
 
@@ -23,16 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heldout import held_out_pool  # noqa: E402
+from heldout import held_out_pool, paired_gain  # noqa: E402
 
 from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
-from synth.prm.evaluate import step_auroc, within_problem_value_spread  # noqa: E402
+from synth.prm.evaluate import family, step_auroc, within_problem_value_spread  # noqa: E402
 from synth.prm.label import LabelConfig, label  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 from synth.prm.rescore import rescore_rows  # noqa: E402
+from synth.problems import PoolConfig  # noqa: E402
 from synth.steps import StepRule  # noqa: E402
 
 
@@ -69,6 +72,8 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--traces-per-problem", type=int, default=2)
     ap.add_argument("--out", default="runs/bench-prm-quality")
+    ap.add_argument("--tasks", nargs="+", help="reasoning-gym families (default: the 1-2 digit arithmetic pool)")
+    ap.add_argument("--seed", type=int, default=1000, help="pool seed")
     ap.add_argument(
         "--step-cut",
         default="delimiter",
@@ -78,7 +83,11 @@ def main() -> None:
     args = ap.parse_args()
 
     out = Path(args.out)
-    pool = held_out_pool(1000, args.problems)
+    pool = (
+        PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=args.seed)
+        if args.tasks
+        else held_out_pool(args.seed, args.problems)
+    )
     gen_cfg = GenerateConfig(
         pool=pool,
         prm=None,
@@ -122,12 +131,12 @@ def main() -> None:
 
     n = args.n
     print(
-        f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed 1000), SmolLM2-135M best-of-{n}, "
+        f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed {args.seed}), SmolLM2-135M best-of-{n}, "
         f"steps cut at {args.step_cut}"
     )
     print(
         f"step AUROC (MC labels, K={args.rollouts}, {steps['eval_steps']} steps, "
-        f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}   (target >= 0.75)"
+        f"{steps['eval_positive_rate']:.2f} positive): {steps['step_auroc']:.3f}"
     )
     print(
         f"within-problem step AUROC (a good and a bad step of one problem; what tree search ranks): "
@@ -154,6 +163,22 @@ def main() -> None:
         f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "
         f"{label_stats['seconds_per_100_steps']} s per 100 steps"
     )
+    by_family: dict[str, list[dict]] = {}
+    for r in rows:
+        by_family.setdefault(family(r["source"]), []).append(r)
+    if len(by_family) > 1:
+        print(f"\n| family | problems | maj@{n} | weighted@{n} | weighted - maj (points) | pass@{n} | step AUROC |")
+        print("|---|---|---|---|---|---|---|")
+        for name, fam_rows in sorted(by_family.items()):
+            maj = {r["id"]: bool(r["majority_verified"]) for r in fam_rows}
+            weighted = {r["id"]: bool(r["weighted_verified"]) for r in fam_rows}
+            gain, se = paired_gain(weighted, maj, list(maj)) if len(maj) > 1 else (float("nan"), float("nan"))
+            auroc = steps.get("families", {}).get(name, {}).get("step_auroc", float("nan"))
+            print(
+                f"| {name} | {len(fam_rows)} | {sum(maj.values()) / len(maj):.3f} | "
+                f"{sum(weighted.values()) / len(maj):.3f} | {gain:+.1f} ± {se:.1f} | "
+                f"{sum(any(r['verified']) for r in fam_rows) / len(maj):.3f} | {auroc:.3f} |"
+            )
     result = {
         "step": steps,
         "value_spread": spread,

@@ -174,6 +174,38 @@ def test_step_auroc_reports_partial_and_final_steps_within_problems():
     assert out["within_problem_pairs"] == 4  # p1: 2 good x 2 bad; p2 has no bad step
 
 
+def test_step_auroc_per_family():
+    from datasets import Dataset
+
+    from synth.prm.evaluate import step_auroc
+
+    class LengthPRM:
+        def score(self, problems, steps):
+            return [[len(x) / 100 for x in s] for s in steps]
+
+    rows = [
+        {
+            "prompt": "q1",
+            "problem_id": "a1",
+            "source": "reasoning_gym/chain_sum",
+            "completions": ["long good", "x"],
+            "labels": [True, False],
+        },
+        {
+            "prompt": "q2",
+            "problem_id": "b1",
+            "source": "reasoning_gym/gcd",
+            "completions": ["no", "a long bad step"],
+            "labels": [True, False],
+        },
+    ]
+    out = step_auroc(LengthPRM(), Dataset.from_list(rows))
+    assert set(out["families"]) == {"chain_sum", "gcd"}
+    assert out["families"]["chain_sum"]["step_auroc"] == 1.0 and out["families"]["gcd"]["step_auroc"] == 0.0
+    assert out["families"]["gcd"]["eval_steps"] == 2 and out["step_auroc"] == 0.5
+    assert "families" not in step_auroc(LengthPRM(), Dataset.from_list(rows[:1]))
+
+
 def test_several_stepwise_datasets_concatenate_and_drop_repeated_traces(tmp_path):
     from synth.prm.data import load_stepwise_many
 

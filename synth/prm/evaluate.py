@@ -6,33 +6,50 @@ from synth.formats import hard_label_column, soft_label_column
 from synth.prm.scorer import PRM
 
 
-def step_auroc(prm: PRM, ds, batch: int = 64) -> dict[str, float]:
+def family(source: str | None) -> str | None:
+    """The task family of a problem's source: 'reasoning_gym/chain_sum' -> 'chain_sum'."""
+    return source.rsplit("/", 1)[-1] if source else None
+
+
+def step_auroc(prm: PRM, ds, batch: int = 64) -> dict:
     """AUROC of step scores against binary step labels (the hard labels, or soft labels >= 0.5).
 
     Besides the pooled AUROC, reports it *within problems* (pairs of a good and a bad step of the same
     problem) for all steps, for partial steps (not a trace's last) and for final steps. Tree search
     ranks siblings of one problem, so that is the number it depends on: a PRM can reach a good pooled
-    AUROC by recognising easy problems alone.
+    AUROC by recognising easy problems alone. With a `source` column holding more than one task family,
+    `families` has the same numbers per family.
     """
-    from sklearn.metrics import roc_auc_score
-
     truth_key = hard_label_column(ds.column_names)
     group_key = "problem_id" if "problem_id" in ds.column_names else "prompt"
-    scores, truths, groups, final = [], [], [], []
+    has_source = "source" in ds.column_names
+    steps: list[tuple[float, bool, str, bool, str | None]] = []  # score, truth, problem, final, family
     for start in range(0, len(ds), batch):
         rows = ds[start : start + batch]
         out = prm.score(rows["prompt"], rows["completions"])
-        for s, labels, group in zip(out, rows[truth_key], rows[group_key]):
-            scores += s
-            truths += [float(x) >= 0.5 for x in labels]
-            groups += [group] * len(s)
-            final += [i == len(s) - 1 for i in range(len(s))]
+        sources = rows["source"] if has_source else [None] * len(out)
+        for s, labels, group, source in zip(out, rows[truth_key], rows[group_key], sources):
+            steps += [
+                (x, float(t) >= 0.5, group, i == len(s) - 1, family(source)) for i, (x, t) in enumerate(zip(s, labels))
+            ]
+    result = auroc_metrics(steps)
+    families = sorted({f for *_, f in steps if f is not None})
+    if len(families) > 1:
+        result["families"] = {f: auroc_metrics([x for x in steps if x[4] == f]) for f in families}
+    return result
+
+
+def auroc_metrics(steps: list[tuple]) -> dict[str, float]:
+    """Pooled and within-problem AUROC (all, partial, final steps) of (score, truth, problem, final, ...) rows."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, truths = [x[0] for x in steps], [x[1] for x in steps]
     positives = sum(truths)
     result = {"eval_steps": len(truths), "eval_positive_rate": positives / max(len(truths), 1)}
     result["step_auroc"] = roc_auc_score(truths, scores) if 0 < positives < len(truths) else float("nan")
     for name, keep in (("", None), ("_partial", False), ("_final", True)):
-        idx = [i for i in range(len(scores)) if keep is None or final[i] == keep]
-        auc, pairs = within_group_auroc([groups[i] for i in idx], [scores[i] for i in idx], [truths[i] for i in idx])
+        part = [x for x in steps if keep is None or x[3] == keep]
+        auc, pairs = within_group_auroc([x[2] for x in part], [x[0] for x in part], [x[1] for x in part])
         result[f"within_problem_auroc{name}"], result[f"within_problem_pairs{name}"] = auc, pairs
     return result
 
