@@ -436,9 +436,9 @@ def parse_cli(cls: type[T], argv: list[str]) -> T:
         if negated:
             value: Any = False
         elif not values:
-            if base is not bool:
+            if opt is not None and base is not bool:
                 raise ConfigError(f"--{key} needs a value")
-            value = True
+            value = True  # a boolean flag (a library's or an old name's: their configs check the type)
         elif typing.get_origin(base) is list:
             value = _parse_value(values[0], opt, key) if len(values) == 1 else values
             if isinstance(value, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from synth.config import ConfigError
 from synth.generate.engine import Continuation
 from synth.hub import read_rows, write_dataset
 from synth.journal import Journal
@@ -219,3 +220,12 @@ def test_binary_search_finds_the_first_wrong_step_with_fewer_rollouts(tmp_path):
     assert right["labels"] == [True, True, True] and right["soft_labels"] == [1.0, 1.0, 1.0]  # no rollout needed
     assert len(binary_policy.prompts) == 2 < len(mc_policy.prompts) == 6  # log2 probes vs one per step
     assert stats["rollouts_per_labelled_step"] == 2 * K / 8 < mc["rollouts_per_labelled_step"] == 6 * K / 8
+
+
+def test_from_trees_is_method_trees():
+    from synth.config import parse_cli
+
+    assert parse_cli(LabelConfig, ["--from_trees"]).method == "trees"
+    assert parse_cli(LabelConfig, ["--from_trees", "false"]).method == "mc"
+    with pytest.raises(ConfigError, match="contradicts method 'binary'"):
+        parse_cli(LabelConfig, ["--from_trees", "--method", "binary"])

@@ -16,12 +16,12 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
 from synth.cards import display
-from synth.config import ConfigError, check_fields, to_dict
+from synth.config import ConfigError, _coerce, check_fields, to_dict
 from synth.formats import hard_label_column
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy, SamplingParams
 from synth.hub import PUSH_KEYS, PushConfig, check_push
@@ -119,6 +119,19 @@ class LabelConfig(PushConfig):
         },
     )
     ray: RayConfig = field(default_factory=RayConfig)
+
+    RENAMED = {**PushConfig.RENAMED, "from_trees": "method"}  # `--from_trees` is `--method trees` (see upgrade)
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        data = PushConfig.upgrade(data, prefix)
+        if "from_trees" in data:
+            value = _coerce(data.pop("from_trees"), bool, f"{prefix}from_trees")
+            if value and data.get("method", "trees") != "trees":
+                raise ConfigError(f"{prefix}from_trees contradicts {prefix}method {data['method']!r}")
+            if value:
+                data["method"] = "trees"
+        return data
 
     def __post_init__(self) -> None:
         super().__post_init__()
