@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -91,17 +94,48 @@ def run_batches(
     batches: list[Any],
     tensor_parallel: int = 1,
     stats: dict[str, int] | None = None,
+    in_flight: int = 1,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """(batch index, work(state, batch)) for every batch, as each finishes (any order under Ray).
-    `stats` receives `retried_batches`. `setup` and `work` must be importable module-level functions."""
+    `stats` receives `retried_batches`. `setup` and `work` must be importable module-level functions.
+    Local: `in_flight` batches at once in threads (their engines must be shared: synth.generate.overlap),
+    yielded in order; `stop` is set when the run ends early."""
     stats = stats if stats is not None else {}
     stats.setdefault("retried_batches", 0)
     if launcher == "local":
         state = setup(*setup_args)
-        for index, batch in enumerate(batches):
-            yield index, work(state, batch)
+        yield from in_order(lambda batch: work(state, batch), batches, in_flight, stop)
         return
     yield from _ray_batches(ray_cfg, setup, setup_args, work, batches, tensor_parallel, stats)
+
+
+def in_order(
+    work: Callable[[Any], Any], items: list[Any], width: int, stop: threading.Event | None = None
+) -> Iterator[tuple[int, Any]]:
+    """(index, work(item)) for every item, `width` at a time in threads, yielded in the items' order (so
+    results are written as the sequential run writes them); at most `width` run ahead of the last yielded.
+    Leaving early (an interrupt, a failed item) sets `stop`, which the shared engines check before each call,
+    so the items still running end within one engine call (synth.generate.overlap)."""
+    if width <= 1:
+        for index, item in enumerate(items):
+            yield index, work(item)
+        return
+    pool = ThreadPoolExecutor(width, thread_name_prefix="synth-search")
+    pending: deque = deque()
+    try:
+        for index, item in enumerate(items):
+            pending.append((index, pool.submit(work, item)))
+            if len(pending) >= width:
+                i, future = pending.popleft()
+                yield i, future.result()
+        while pending:
+            i, future = pending.popleft()
+            yield i, future.result()
+    finally:
+        if stop is not None:
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def worker_options(

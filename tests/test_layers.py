@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.generate.vllm",
             "synth.generate.kv_stash",
             "synth.generate.openai_engine",
+            "synth.generate.overlap",
             "synth.prm.scorer",
             "synth.prm.token_cls",
             "synth.prm.load",
@@ -66,6 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "synth.generate.run",
             "synth.prm.label",
+            "synth.prm.tree_labels",
             "synth.prm.train",
             "synth.prm.evaluate",
             "synth.prm.data",

@@ -10,6 +10,8 @@ iteration's continuations; without this each iteration prefills every path again
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
 from transformers.cache_utils import DynamicLayer
@@ -47,9 +49,20 @@ class TransformersPolicy:
         self.batch_size = batch_size
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         # KV reuse needs plain full-attention layers (sliding-window caches cannot be spliced)
-        self.stash = (
-            KVStash() if all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers) else None
-        )
+        self.reuses_kv = all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers)
+        # one stash per thread: searches run side by side (`overlap`) each extend their own last call
+        self._stashes: dict[int, KVStash] = {}
+
+    @property
+    def stash(self) -> KVStash | None:
+        """The calling thread's KV stash (None when the model's caches cannot be reused)."""
+        if not self.reuses_kv:
+            return None
+        return self._stashes.setdefault(threading.get_ident(), KVStash())
+
+    @stash.setter
+    def stash(self, value: KVStash) -> None:
+        self._stashes[threading.get_ident()] = value
 
     @property
     def max_model_len(self) -> int:
@@ -62,15 +75,18 @@ class TransformersPolicy:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
     def new_search(self) -> None:
-        if self.stash is not None:
+        if self.reuses_kv:
+            alive = {t.ident for t in threading.enumerate()}
+            self._stashes = {k: v for k, v in self._stashes.items() if k in alive}  # threads gone: free their KV
             self.stash = KVStash()
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         gen = torch.Generator(device=self.device).manual_seed(params.seed)
         ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-        reused = [self.stash.match(x) if self.stash is not None else (None, 0) for x in ids]
-        new_stash = KVStash() if params.keep_cache and self.stash is not None else None
+        stash = self.stash
+        reused = [stash.match(x) if stash is not None else (None, 0) for x in ids]
+        new_stash = KVStash() if params.keep_cache and stash is not None else None
         # chunks of (prompt index, samples): a prompt's samples share one prefill
         chunks = [
             (i, min(self.batch_size, params.n - s))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from synth.config import ConfigError, check_fields, to_dict
 from synth.evaluate import SELECTORS, curves_section, select_answers, summarize
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy
 from synth.generate.openai_engine import OpenAIConfig
+from synth.generate.overlap import SharedPolicy, SharedPRM, torch_threads_split
 from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
 from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 # What a generate run writes into its output dir (everything else there makes --overwrite refuse).
 OUTPUTS = ("rows.jsonl", "data", "data.tmp", "README.md", "summary.json", "accuracy_vs_n.png")
 # Keys that may change between a run and its continuation.
-RUN_CONTROL = ("batch_size", "vllm", "openai", "launcher", "ray", *PUSH_KEYS)
+RUN_CONTROL = ("batch_size", "overlap", "vllm", "openai", "launcher", "ray", *PUSH_KEYS)
 
 
 class PoolChanged(ConfigError):
@@ -121,6 +123,17 @@ class GenerateConfig(PushConfig):
             )
         },
     )
+    overlap: int = field(
+        default=1,
+        metadata={
+            "range": "[1, 8]",
+            "help": (
+                "Problem batches searched side by side in this process: while one batch's search waits for the policy, "
+                "another's steps are scored by the PRM (tree search). The rows are those of overlap 1. On a CPU the "
+                "torch threads are split between them. Local launcher."
+            ),
+        },
+    )
     pool: PoolConfig = field(default_factory=PoolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
@@ -132,6 +145,8 @@ class GenerateConfig(PushConfig):
         check_fields(self)
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
+        if self.overlap > 1 and self.launcher != "local":
+            raise ValueError("overlap runs batches side by side in one process: use it with launcher local")
         self.shard = resolve_shard(self.shard)
 
     def hub_name(self) -> str:
@@ -310,13 +325,17 @@ def generate(
         raise ConfigError(
             f"every problem of the pool is too long for {cfg.model} ({counter.max_model_len} tokens of context)"
         )
+    shared = None
     if distributed:
         engines = (worker_setup or load_engines, (cfg,))
-    else:
-        engines = (_given, (policy, prm))
+    else:  # shared: timed (the summary's policy_s / prm_s), and safe for overlapping batches
+        stop = threading.Event()
+        shared = (SharedPolicy(policy, stop), SharedPRM(prm, stop) if prm is not None else None)
+        engines = (_given, shared)
     with run.claim():
         skipped = {"skipped_no_answer": len(report.skipped_ids), "skipped_too_long": len(too_long)}
-        return _run(cfg, run.path, journal, problems, engines, skipped)
+        with torch_threads_split(cfg.overlap, getattr(policy, "device", None) or "remote"):
+            return _run(cfg, run.path, journal, problems, engines, skipped, shared)
 
 
 def warn_on_step_cut(prm: PRM | None, cfg: GenerateConfig) -> None:
@@ -392,6 +411,7 @@ def _run(
     problems: list[Problem],
     engines: tuple[Callable, tuple],
     skipped: dict[str, int],
+    shared: tuple[SharedPolicy, SharedPRM | None] | None = None,
 ) -> dict[str, Any]:
     rows = journal.read()
     done = {r["id"] for r in rows}
@@ -416,6 +436,8 @@ def _run(
                 batches,
                 cfg.vllm.tensor_parallel_size if resolve_engine(cfg.engine) == "vllm" else 1,
                 launch,
+                cfg.overlap,
+                shared[0].busy.stop if shared else None,
             ):
                 journal.append(new_rows)
                 rows.extend(new_rows)
@@ -443,6 +465,10 @@ def _run(
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
     summary = {**summarize(rows), **{k: v for k, v in {**skipped, **launch}.items() if v}}
     summary["wall_s"] = round(elapsed, 1)
+    if shared:  # where this run's time went: in the policy, in the PRM (overlapping when overlap > 1)
+        summary["policy_s"] = round(shared[0].busy.busy_s, 1)
+        if shared[1] is not None:
+            summary["prm_s"] = round(shared[1].busy.busy_s, 1)
     summary["new_tokens_per_s"] = round(new_tokens / elapsed, 1) if elapsed > 0 else 0.0
     card = {
         "name": f"synth {cfg.search.strategy} on {cfg.model}",
