@@ -3,8 +3,8 @@
     python bench/families.py [--families ...] [--problems 32] [--n 8] [--seed 5000] [--max-tokens 192]
         [--out runs/bench-families]
 
-One `synth generate` run per family (reasoning-gym's own difficulty settings; `basic_arithmetic_small` and
-`chain_sum_small` are the 1-2 digit settings of configs/quickstart.yaml), reused when --out has it. Prints
+One `synth generate` run per family (reasoning-gym's own difficulty settings; `*_small`, `*_2digit`: easier
+settings, `SMALL` below; `basic_arithmetic_small` and `chain_sum_small` are those of configs/quickstart.yaml), reused when --out has it. Prints
 pass@1, maj@8 and pass@8 (unbiased) with their standard errors over problems, the share of completions
 that gave an answer at all, and mean tokens per completion. Families with pass@8 > 0 are the ones the
 broad recipes train on.
@@ -29,6 +29,37 @@ from synth.problems import PoolConfig  # noqa: E402
 SMALL = {
     "basic_arithmetic_small": ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}),
     "chain_sum_small": ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}),
+    "basic_arithmetic_2digit": (
+        "basic_arithmetic",
+        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+    ),
+    "products_small": ("products", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}),
+    "simple_equations_small": (
+        "simple_equations",
+        {
+            "min_terms": 2,
+            "max_terms": 2,
+            "min_value": 1,
+            "max_value": 10,
+            "operators": ["+", "-"],
+            "operators_weights": [0.5, 0.5],
+        },
+    ),
+    "leg_counting_small": (
+        "leg_counting",
+        {"min_animals": 1, "max_animals": 2, "min_instances": 1, "max_instances": 3},
+    ),
+    "decimal_chain_sum_small": (
+        "decimal_chain_sum",
+        {
+            "min_terms": 2,
+            "max_terms": 2,
+            "min_digits": 1,
+            "max_digits": 1,
+            "min_decimal_places": 1,
+            "max_decimal_places": 1,
+        },
+    ),
 }
 FAMILIES = [
     *SMALL,
