@@ -53,7 +53,7 @@ def main() -> None:
         max_tokens=160,
     )
     runs = {
-        "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160), 1),
+        "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1),
         f"{args.strategy}, overlap 1": (tree, 1),
         f"{args.strategy}, overlap 2": (tree, 2),
     }

@@ -13,6 +13,7 @@ that accepts every other answer: its numbers mean nothing, it only exercises eve
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth.config import from_dict, load_yaml  # noqa: E402
-from synth.train.report import STAGES, table  # noqa: E402
+from synth.train.report import STAGES, pools_table, table  # noqa: E402
 from synth.train.rounds import RoundsConfig, run_rounds  # noqa: E402
 
 
@@ -83,7 +84,10 @@ def tiny_config(base: dict, model: str, out: str) -> dict:
         },
     }
     for pool in ("train_pool", "eval_pool"):
-        small[pool] = {**base.get(pool, {}), "num_problems": 4}
+        if pool in base:
+            small[pool] = {**base[pool], "num_problems": 4}
+    if "eval_pools" in base:
+        small["eval_pools"] = {name: {**p, "num_problems": 4} for name, p in base["eval_pools"].items()}
     small["sft"] = {
         **base.get("sft", {}),
         "learning_rate": 1e-2,
@@ -121,12 +125,17 @@ def main() -> None:
     rows = run_rounds(cfg)
     wall = time.perf_counter() - started
 
+    held = ", ".join(f"{name}: {p.num_problems} (seed {p.seed})" for name, p in cfg.pools.items())
     print(
         f"\n{cfg.rounds} rounds of {'a tiny random model (FAKE verification)' if args.tiny else cfg.model} "
         f"({'from base' if cfg.from_base else 'continued'}), {cfg.train_pool.num_problems} training problems "
-        f"(seed {cfg.train_pool.seed}) at N={cfg.search.n}, {cfg.eval_pool.num_problems} held-out (seed {cfg.eval_pool.seed})\n"
+        f"(seed {cfg.train_pool.seed}) at N={cfg.search.n}; held out: {held}\n"
     )
     print(table(rows))
+    if len(cfg.pools) > 1:
+        print(f"\nevery eval pool (greedy, paired gain over round 0 ± SE, search):\n\n{pools_table(rows)}")
+        selected = json.loads((Path(cfg.output_dir) / "selected.json").read_text())
+        print(f"\noutput policy (select_round {cfg.select_round}): round {selected['round']}, {selected['policy']}")
     base = rows[0]["greedy"]
     for r in rows[1:2] + rows[2:][-1:]:
         print(

@@ -390,3 +390,12 @@ def test_eval_pools_from_a_recipe_and_the_command_line(tmp_path):
     )
     again = from_dict(RoundsConfig, __import__("yaml").safe_load(dump_yaml(cfg)))
     assert again.pools == cfg.pools and again.select_round == "ood"
+
+
+def test_greedy_only_evaluation(tmp_path, stopping_model_dir, fake_verification):
+    cfg = tiny_cfg(tmp_path, stopping_model_dir, train_prm=False, rounds=0, eval_search=False)
+    rows = Rounds(cfg).run()
+    root = tmp_path / "rounds"
+    assert rows[0]["greedy"] is not None and rows[0]["maj"] is None
+    assert (root / "round-0/eval_greedy/done.json").exists() and not (root / "round-0/eval_search").exists()
+    assert "| 0 |" in (root / "report.md").read_text()

@@ -76,6 +76,7 @@ POOL_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 RUN_CONTROL = (
     "rounds",
     "select_round",
+    "eval_search",
     "generate.batch_size",
     "generate.vllm",
     "generate.launcher",
@@ -125,6 +126,10 @@ class RoundsConfig(PushConfig):
     eval_n: int = field(
         default=8,
         metadata={"range": "[1, inf)", "help": "N of the search evaluation on the held-out pool (maj@N, pass@N)."},
+    )
+    eval_search: bool = field(
+        default=True,
+        metadata={"help": "Also run the search at N = eval_n on every eval pool each round; false: greedy only."},
     )
     n_per_round: list[int] | None = field(
         default=None,
@@ -376,10 +381,11 @@ class Rounds:
                 c.eval_stage("greedy", name),
                 lambda d, pool=pool: self._generate(d, policy, None, pool, greedy, c.generate.seed),
             )
-            stage(
-                c.eval_stage("search", name),
-                lambda d, pool=pool: self._generate(d, policy, prm, pool, search, c.generate.seed),
-            )
+            if c.eval_search:
+                stage(
+                    c.eval_stage("search", name),
+                    lambda d, pool=pool: self._generate(d, policy, prm, pool, search, c.generate.seed),
+                )
 
     def _sft_data(self, d: Path, gen_dir: Path) -> dict:
         """The round's SFT data: the filter pipeline on its traces (verified, finished, exact duplicates
