@@ -22,11 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heldout import held_out_pool  # noqa: E402
+
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.hub import read_rows  # noqa: E402
 from synth.prm.label import LabelConfig, label_batch, label_stats, pick_traces  # noqa: E402
-from synth.problems import PoolConfig  # noqa: E402
 from synth.steps import StepRule  # noqa: E402
 
 
@@ -72,15 +73,7 @@ def main() -> None:
         output_dir=str(out),
         problems_per_batch=16,
         search=SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160),
-        pool=PoolConfig(
-            tasks=["basic_arithmetic", "chain_sum"],
-            num_problems=args.problems,
-            seed=args.seed,
-            task_config={
-                "basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-                "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
-            },
-        ),
+        pool=held_out_pool(args.seed, args.problems),
     )
     policy = load_policy(cfg)
     if not (out / "summary.json").exists():

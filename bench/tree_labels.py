@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heldout import held_out_pool  # noqa: E402
+
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.hub import read_rows  # noqa: E402
@@ -28,7 +30,6 @@ from synth.prm.evaluate import within_group_auroc  # noqa: E402
 from synth.prm.label import LabelConfig, label_batch  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
 from synth.prm.tree_labels import tree_label_rows  # noqa: E402
-from synth.problems import PoolConfig  # noqa: E402
 from synth.records import Problem  # noqa: E402
 from synth.steps import StepRule  # noqa: E402
 
@@ -61,15 +62,7 @@ def main() -> None:
         prm=args.prm,
         problems_per_batch=16,
         search=search,
-        pool=PoolConfig(
-            tasks=["basic_arithmetic", "chain_sum"],
-            num_problems=args.problems,
-            seed=args.seed,
-            task_config={
-                "basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-                "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
-            },
-        ),
+        pool=held_out_pool(args.seed, args.problems),
     )
     policy = load_policy(cfg)
     t = time.perf_counter()

@@ -79,6 +79,7 @@ SHIPPED_RECIPES = {
     "prm-smollm2.yaml": "train-prm",
     "rounds-smollm2.yaml": "rounds",
     "rounds-smollm2-256.yaml": "rounds",
+    "rounds-smollm2-broad.yaml": "rounds",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 StopReason = Literal["eos", "stop", "length"]
 
@@ -63,6 +63,19 @@ class Policy(Protocol):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         """For each prompt, `params.n` continuations."""
         ...
+
+
+class ChatPrompts:
+    """`count_tokens` and `chat_prompt` of an engine that has `self.tokenizer` and `self.system_prompt`."""
+
+    tokenizer: Any
+    system_prompt: str | None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def chat_prompt(self, problem: str) -> str:
+        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
 
 def render_chat_prompt(tokenizer, system_prompt: str | None, problem: str) -> str:

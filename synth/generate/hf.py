@@ -16,12 +16,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
 from transformers.cache_utils import DynamicLayer
 
-from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Continuation, SamplingParams, render_chat_prompt
+from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
 from synth.generate.kv_stash import Entry, KVStash
 from synth.models import default_device
 
 
-class TransformersPolicy:
+class TransformersPolicy(ChatPrompts):
     """A causal LM served with a batched KV-cache decode loop.
 
     At most ``batch_size`` sequences decode together (the n samples of a prompt count as n).
@@ -67,12 +67,6 @@ class TransformersPolicy:
     @property
     def max_model_len(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def chat_prompt(self, problem: str) -> str:
-        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
     def new_search(self) -> None:
         if self.reuses_kv:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.config import check_fields
-from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
+from synth.generate.engine import ChatPrompts, Continuation, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class OpenAIConfig:
         check_fields(self)
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(ChatPrompts):
     """The `Policy` interface over OpenAI-compatible completions servers."""
 
     def __init__(
@@ -119,12 +119,6 @@ class OpenAIPolicy:
             )
         length = (chosen.model_extra or {}).get("max_model_len") or _context_of(tokenizer_path)
         return chosen.id, int(length)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def chat_prompt(self, problem: str) -> str:
-        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
     def new_search(self) -> None:
         """The server's prefix cache only saves compute: nothing to forget."""

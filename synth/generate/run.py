@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from synth.config import ConfigError, check_fields, to_dict
 from synth.evaluate import SELECTORS, curves_section, select_answers, summarize
-from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy
+from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Policy
 from synth.generate.openai_engine import OpenAIConfig
 from synth.generate.overlap import SharedPolicy, SharedPRM, torch_threads_split
 from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
@@ -365,7 +365,7 @@ def _given(policy: Policy, prm: PRM | None) -> tuple[Policy, PRM | None]:
     return policy, prm
 
 
-class PromptCounter:
+class PromptCounter(ChatPrompts):
     """What the length check needs of a policy (its tokenizer, chat template and context), without its weights."""
 
     def __init__(self, cfg: GenerateConfig):
@@ -377,14 +377,6 @@ class PromptCounter:
         self.tokenizer, self.system_prompt = AutoTokenizer.from_pretrained(path), cfg.system_prompt
         context = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None) or 2048
         self.max_model_len = min(context, cfg.vllm.max_model_len or context)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def chat_prompt(self, problem: str) -> str:
-        from synth.generate.engine import render_chat_prompt
-
-        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
 
 def search_rows(state: tuple[GenerateConfig, Policy, PRM | None], batch: list[Problem]) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.generate.engine import Continuation, SamplingParams, render_chat_prompt
+from synth.generate.engine import ChatPrompts, Continuation, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def request_seed(seed: int, index: int, n: int) -> int:
     return base + index * max(n, 1)
 
 
-class VLLMPolicy:
+class VLLMPolicy(ChatPrompts):
     """A causal LM served by vLLM, with the ``Policy`` interface of ``TransformersPolicy``."""
 
     def __init__(
@@ -255,12 +255,6 @@ class VLLMPolicy:
     @property
     def max_model_len(self) -> int:
         return int(self.llm.llm_engine.model_config.max_model_len)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def chat_prompt(self, problem: str) -> str:
-        return render_chat_prompt(self.tokenizer, self.system_prompt, problem)
 
     def new_search(self) -> None:
         """vLLM's prefix cache only saves compute: nothing to forget."""

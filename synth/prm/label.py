@@ -284,7 +284,7 @@ def check_unchanged(done: list[dict], items: list[dict], journal: Path) -> None:
 
 
 def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
-    from synth.hub import read_rows, write_dataset
+    from synth.hub import read_rows
 
     if not cfg.dataset:
         raise ConfigError("label needs --dataset: the output dir of a `synth generate` run")
@@ -327,26 +327,12 @@ def label(cfg: LabelConfig, policy: Policy | None = None) -> dict:
         elapsed = time.perf_counter() - started
         all_rows = journal.read()
         stats = label_stats(all_rows, tokens, elapsed, steps)
-        write_dataset(
-            all_rows,
-            run.path,
-            {
-                "name": f"synth step labels ({cfg.rollouts} rollouts)",
-                "model": cfg.model,
-                "config": to_dict(cfg),
-                "summary": stats,
-                "command": "label",
-            },
-            kind="labels",
-            body=label_body(cfg, stats),
-        )
-        (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
+        write_labels(run, all_rows, cfg, stats, f"synth step labels ({cfg.rollouts} rollouts)")
     return stats
 
 
 def label_from_trees(cfg: LabelConfig, run: RunDir, rows: list[dict]) -> dict:
     """Labels read off the stored search trees (no policy, no rollouts), written like rollout labels."""
-    from synth.hub import write_dataset
     from synth.prm.tree_labels import tree_label_rows
 
     if cfg.shard:
@@ -366,20 +352,7 @@ def label_from_trees(cfg: LabelConfig, run: RunDir, rows: list[dict]) -> dict:
         stats = label_stats(labelled, elapsed=time.perf_counter() - started)
         intermediate = sum(len(r["completions"]) - 1 for r in labelled)
         stats.update(rollouts_used=0, rollouts_saved=cfg.rollouts * intermediate, tree_labelled_steps=intermediate)
-        write_dataset(
-            labelled,
-            run.path,
-            {
-                "name": "synth step labels (from search trees)",
-                "model": cfg.model,
-                "config": to_dict(cfg),
-                "summary": stats,
-                "command": "label",
-            },
-            kind="labels",
-            body=label_body(cfg, stats),
-        )
-        (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
+        write_labels(run, labelled, cfg, stats, "synth step labels (from search trees)")
     return stats
 
 
@@ -405,6 +378,15 @@ def label_rows(state: tuple[LabelConfig, Policy | None], batch: tuple[int, list[
     cfg, policy = state
     start, items = batch
     return label_batch(policy, items, cfg, cfg.seed + start)
+
+
+def write_labels(run: RunDir, rows: list[dict], cfg: LabelConfig, stats: dict, name: str) -> None:
+    """The label dataset (parquet + card) and summary.json of a finished label run."""
+    from synth.hub import write_dataset
+
+    card = {"name": name, "model": cfg.model, "config": to_dict(cfg), "summary": stats, "command": "label"}
+    write_dataset(rows, run.path, card, kind="labels", body=label_body(cfg, stats))
+    (run.path / "summary.json").write_text(json.dumps(stats, indent=2))
 
 
 def label_body(cfg: LabelConfig, stats: dict) -> str:
