@@ -4,12 +4,13 @@ and against best-of-N at the same N.
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
         [--prm default-sentence] [--out runs/bench-overlap]
 
-Three `synth generate` runs on the held-out arithmetic pool (seed 1000), transformers engines, all cores:
+Four `synth generate` runs on the held-out arithmetic pool (seed 1000), transformers engines, all cores:
 best-of-N; the tree search with overlap 1 (policy and PRM take turns; torch on all cores); the same with
-overlap 2 (two problem batches in flight; torch's threads split between them). Prints wall time, the time
-inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest (Python: tree bookkeeping,
-tokenizing, verification), wall / best-of-N wall, wall / max(policy, PRM), and whether overlap 2 wrote the
-rows overlap 1 did.
+overlap 2 (two problem batches in flight; torch's threads split between them); and overlap 1 on half the
+threads, the reference overlap 2's rows must equal (float results depend on the thread count). Prints wall
+time, the time inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest (Python: tree
+bookkeeping, tokenizing, verification), wall / best-of-N wall, wall / max(policy, PRM), and whether overlap 2
+wrote the rows of the sequential run on its share of the threads.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,23 +55,30 @@ def main() -> None:
         step_max_tokens=64,
         max_tokens=160,
     )
+    split = max(1, torch.get_num_threads() // 2)
     runs = {
         "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1),
         f"{args.strategy}, overlap 1": (tree, 1),
         f"{args.strategy}, overlap 2": (tree, 2),
+        # the reference for rows: float results depend on the thread count, so overlap 2 (each search on its
+        # share of the threads) is compared with a sequential run on that share
+        f"{args.strategy}, overlap 1, {split} thread(s)": (tree, 1),
     }
     base = GenerateConfig(
         pool=held_out_pool(1000, args.problems), prm=args.prm, problems_per_batch=max(args.problems // 2, 1)
     )
     policy, prm = load_policy(base), load_prm(args.prm)
     results, rows = {}, {}
-    for name, (search, overlap) in runs.items():
-        d = out / name.replace(", ", "-").replace(" ", "")
+    threads = torch.get_num_threads()
+    for i, (name, (search, overlap)) in enumerate(runs.items()):
+        d = out / name.replace(", ", "-").replace(" ", "").replace("(", "").replace(")", "")
         cfg = dataclasses.replace(base, search=search, overlap=overlap, output_dir=str(d))
+        torch.set_num_threads(split if i == 3 else threads)
         results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
         rows[name] = Journal(d / "rows.jsonl").read()
+    torch.set_num_threads(threads)
     names = list(runs)
-    same = json.dumps(rows[names[1]], sort_keys=True) == json.dumps(rows[names[2]], sort_keys=True)
+    same = json.dumps(rows[names[2]], sort_keys=True) == json.dumps(rows[names[3]], sort_keys=True)
     bon = results["best_of_n"]["wall_s"]
     print(
         f"\n{args.problems} held-out problems, N={args.n}, {args.step_cut} steps, PRM {args.prm}, transformers "
@@ -86,7 +96,10 @@ def main() -> None:
             f"{s['wall_s'] / max(pol, prm_s, 1e-9):.2f}x | {s[sel]:.3f} ({sel.split('@')[0]}) |"
         )
     seq, ovl = results[names[1]]["wall_s"], results[names[2]]["wall_s"]
-    print(f"\noverlap 2 / overlap 1 wall: {ovl / seq:.2f}x ({seq / ovl:.2f}x faster); rows identical: {same}")
+    print(
+        f"\noverlap 2 / overlap 1 wall: {ovl / seq:.2f}x ({seq / ovl:.2f}x faster); overlap 2 rows identical to "
+        f"overlap 1 on {split} thread(s): {same}"
+    )
 
 
 if __name__ == "__main__":
