@@ -21,7 +21,7 @@ import math
 from typing import TYPE_CHECKING
 
 from synth.generate.engine import Policy, SamplingParams
-from synth.generate.tree import Cost, Expander, Node, SearchResult, Tree, complete, leaf_trace, tree_dicts
+from synth.generate.tree import Expander, Node, SearchResult, Tree, complete, leaf_trace, tree_dicts
 from synth.prm.scorer import PRM
 from synth.records import Problem
 from synth.verify import extract_answer, verify_answers
@@ -88,9 +88,8 @@ def mcts(
     from synth.generate.search import require_prm
 
     prm = require_prm("mcts", prm)
-    trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
-    costs = [Cost() for _ in problems]
-    ex = Expander(policy, prm, cfg, seed, trees, costs)
+    ex = Expander.for_problems(policy, prm, cfg, seed, problems)
+    trees, costs = ex.trees, ex.costs
     per_iteration = max(1, cfg.n // cfg.beam_width)
     terminal: list[set[int]] = [set() for _ in trees]
     for _ in range(cfg.max_iterations):

@@ -18,7 +18,7 @@ import random
 from typing import TYPE_CHECKING
 
 from synth.generate.engine import Policy
-from synth.generate.tree import Cost, Expander, Node, SearchResult, Tree, complete, leaf_trace, tree_dicts
+from synth.generate.tree import Expander, Node, SearchResult, complete, leaf_trace, tree_dicts
 from synth.prm.scorer import PRM
 from synth.records import Problem
 
@@ -58,9 +58,8 @@ def particle_filtering(
     from synth.generate.search import require_prm
 
     prm = require_prm("particle_filtering", prm)
-    trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
-    costs = [Cost() for _ in problems]
-    ex = Expander(policy, prm, cfg, seed, trees, costs)
+    ex = Expander.for_problems(policy, prm, cfg, seed, problems)
+    trees, costs = ex.trees, ex.costs
     rng = random.Random(seed)
     particles: list[list[Node]] = [[t.nodes[0]] * cfg.n for t in trees]
     done: list[list[Node]] = [[] for _ in trees]

@@ -15,7 +15,7 @@ from synth.config import check_fields
 from synth.generate.engine import Policy, SamplingParams
 from synth.generate.mcts import mcts
 from synth.generate.particles import particle_filtering
-from synth.generate.tree import Cost, Expander, Node, SearchResult, Tree, complete, dedupe, leaf_trace, tree_dicts
+from synth.generate.tree import Cost, Expander, Node, SearchResult, complete, dedupe, leaf_trace, tree_dicts
 from synth.prm.scorer import PRM, Aggregation, aggregate
 from synth.records import Problem, Trace
 from synth.steps import StepCut, StepRule
@@ -224,9 +224,8 @@ def beam_search(
     a problem stops once it has N finished beams, no open beam, or after max_iterations.
     """
     prm = require_prm("beam_search", prm)
-    trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
-    costs = [Cost() for _ in problems]
-    ex = Expander(policy, prm, cfg, seed, trees, costs)
+    ex = Expander.for_problems(policy, prm, cfg, seed, problems)
+    trees, costs = ex.trees, ex.costs
     keep = cfg.n // cfg.beam_width
     frontier: list[list[Node]] = [[t.nodes[0]] for t in trees]
     done: list[list[Node]] = [[] for _ in trees]
@@ -279,9 +278,8 @@ def dvts(
     complete_leaves samples them on to their end.
     """
     prm = require_prm("dvts", prm)
-    trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
-    costs = [Cost() for _ in problems]
-    ex = Expander(policy, prm, cfg, seed, trees, costs)
+    ex = Expander.for_problems(policy, prm, cfg, seed, problems)
+    trees, costs = ex.trees, ex.costs
     subtrees = cfg.n // cfg.beam_width
     heads = [(t, trees[t].nodes[0]) for t in range(len(trees)) for _ in range(subtrees)]
     last: dict[int, list[Node]] = {}  # subtree index -> its last M candidates

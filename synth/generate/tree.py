@@ -116,6 +116,12 @@ class Expander:
         self.trees, self.costs, self.calls = trees, costs, 0
         self.rule = cfg.step_rule
 
+    @classmethod
+    def for_problems(cls, policy: Policy, prm: PRM, cfg: SearchConfig, seed: int, problems: list[Problem]) -> Expander:
+        """An expander over one fresh tree (rooted at the chat prompt) and one cost counter per problem."""
+        trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
+        return cls(policy, prm, cfg, seed, trees, [Cost() for _ in problems])
+
     def _generate(self, requests: list[tuple[int, Node]], n: int, temperature: float) -> list[list[Continuation]]:
         if not requests:
             return []
