@@ -152,6 +152,16 @@ def test_mcts_budget_matches_beam_search_and_final_leaves():
         assert all(t.score is not None for t in finished)
 
 
+def test_mcts_stops_a_tree_once_it_holds_n_finished_leaves():
+    policy = CountingPolicy(finish_depth=2)
+    cfg = SearchConfig(strategy="mcts", n=4, beam_width=2, max_iterations=8)
+    results = run_search(policy, PROBLEMS, cfg, 0, OddIsZeroPRM())
+    assert policy.calls == 2  # both trees hold 4 finished leaves after iteration 2: no third call
+    for res in results:
+        assert all(t.finished for t in res.traces) and len(res.traces) == 4
+        assert sum(n["status"] == "finished" for n in res.tree) < 4 + 4  # no iteration after the N-th finish
+
+
 def test_mcts_rollouts_value_steps_by_verified_outcomes():
     policy = CountingPolicy(finish_depth=5)
     cfg = SearchConfig(strategy="mcts", n=2, beam_width=2, max_iterations=2, mcts=MCTSConfig(rollout=True))

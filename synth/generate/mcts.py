@@ -1,9 +1,10 @@
 """Monte-Carlo tree search over reasoning steps (as in rStar-Math and ReST-MCTS), batched across problems.
 
-A problem's tree grows for max_iterations iterations; each iteration selects N/M leaves by PUCT (virtual
-visits keep one iteration's selections apart), expands each with M sampled steps (one engine call for the
-leaves of every problem), evaluates the new steps and backs their values up to the root. So MCTS expands as
-many nodes as beam search and DVTS do at the same N, in as many engine calls, and no problem's tree waits
+A problem's tree grows until it holds N finished leaves (as beam search stops at N finished beams) or for
+max_iterations iterations; each iteration selects N/M leaves by PUCT (virtual visits keep one iteration's
+selections apart), expands each with M sampled steps (one engine call for the leaves of every problem),
+evaluates the new steps and backs their values up to the root. So MCTS expands at most as many nodes per
+iteration as beam search and DVTS do at the same N, in as many engine calls, and no problem's tree waits
 for another's. PUCT picks the child maximising Q + c_puct * P * sqrt(N_parent) / (1 + N_child), with P the
 PRM's scores of the siblings normalised and Q the mean backed-up value (the PRM's score before any visit;
 this iteration's earlier picks count as virtual losses).
@@ -92,9 +93,12 @@ def mcts(
     trees, costs = ex.trees, ex.costs
     per_iteration = max(1, cfg.n // cfg.beam_width)
     terminal: list[set[int]] = [set() for _ in trees]
+    finished = [0] * len(trees)  # finished leaves per tree: a tree with N of them is done
     for _ in range(cfg.max_iterations):
         selected: list[tuple[int, Node]] = []
         for t, tree in enumerate(trees):
+            if finished[t] >= cfg.n:
+                continue
             virtual: dict[int, int] = {}
             for _ in range(per_iteration):
                 leaf = select(tree, cfg.mcts.c_puct, cfg.max_iterations, virtual, terminal[t])
@@ -115,6 +119,7 @@ def mcts(
             set_priors(kids)
         for (t, k), v in zip(flat, values):
             k.status = "finished" if k.finished else "kept"
+            finished[t] += k.finished
             backup(trees[t], k, v if v is not None else 0.0, "outcome" if cfg.mcts.rollout else "prm")
     leaves = [_final(tree, cfg.n) for tree in trees]
     if cfg.complete_leaves:
