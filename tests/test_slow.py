@@ -44,6 +44,8 @@ def test_quickstart_on_real_model(tmp_path, capsys):
         ("beam_search", "default", "delimiter"),
         ("dvts", "default", "delimiter"),
         ("dvts", "default-sentence", "sentence"),
+        ("particle_filtering", "default-sentence", "sentence"),
+        ("mcts", "default-sentence", "sentence"),
     ],
 )
 def test_search_with_default_prm_on_real_model(tmp_path, strategy, prm, cut):
