@@ -22,12 +22,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import held_out_pool  # noqa: E402
 
+from synth.generate.overlap import torch_threads_split  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
@@ -55,28 +54,26 @@ def main() -> None:
         step_max_tokens=64,
         max_tokens=160,
     )
-    split = max(1, torch.get_num_threads() // 2)
+    # name: (search, overlap, the width torch's threads are split for)
     runs = {
-        "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1),
-        f"{args.strategy}, overlap 1": (tree, 1),
-        f"{args.strategy}, overlap 2": (tree, 2),
+        "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1, 1),
+        f"{args.strategy}, overlap 1": (tree, 1, 1),
+        f"{args.strategy}, overlap 2": (tree, 2, 1),
         # the reference for rows: float results depend on the thread count, so overlap 2 (each search on its
         # share of the threads) is compared with a sequential run on that share
-        f"{args.strategy}, overlap 1, {split} thread(s)": (tree, 1),
+        f"{args.strategy}, overlap 1, threads split": (tree, 1, 2),
     }
     base = GenerateConfig(
         pool=held_out_pool(1000, args.problems), prm=args.prm, problems_per_batch=max(args.problems // 2, 1)
     )
     policy, prm = load_policy(base), load_prm(args.prm)
     results, rows = {}, {}
-    threads = torch.get_num_threads()
-    for i, (name, (search, overlap)) in enumerate(runs.items()):
-        d = out / name.replace(", ", "-").replace(" ", "").replace("(", "").replace(")", "")
+    for name, (search, overlap, split) in runs.items():
+        d = out / name.replace(", ", "-").replace(" ", "")
         cfg = dataclasses.replace(base, search=search, overlap=overlap, output_dir=str(d))
-        torch.set_num_threads(split if i == 3 else threads)
-        results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
+        with torch_threads_split(split, "cpu"):
+            results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
         rows[name] = Journal(d / "rows.jsonl").read()
-    torch.set_num_threads(threads)
     names = list(runs)
     same = json.dumps(rows[names[2]], sort_keys=True) == json.dumps(rows[names[3]], sort_keys=True)
     bon = results["best_of_n"]["wall_s"]
@@ -98,7 +95,7 @@ def main() -> None:
     seq, ovl = results[names[1]]["wall_s"], results[names[2]]["wall_s"]
     print(
         f"\noverlap 2 / overlap 1 wall: {ovl / seq:.2f}x ({seq / ovl:.2f}x faster); overlap 2 rows identical to "
-        f"overlap 1 on {split} thread(s): {same}"
+        f"overlap 1 on overlap 2's share of the threads: {same}"
     )
 
 
