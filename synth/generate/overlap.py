@@ -3,7 +3,8 @@
 With `overlap: 2` two problem batches are searched at once, in threads: while one batch's search waits
 for the policy to sample, the other's steps are scored by the PRM. Each engine serves one call at a time
 (a lock), so neither sees concurrent calls; the HF policy keeps one KV stash per thread, so each search
-extends its own last call as it would alone, and the rows are those of `overlap: 1`.
+extends its own last call as it would alone, and the rows are those of `overlap: 1` run on the same torch
+threads per search (float results depend on the thread count).
 """
 
 from __future__ import annotations

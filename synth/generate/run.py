@@ -129,8 +129,8 @@ class GenerateConfig(PushConfig):
             "range": "[1, 8]",
             "help": (
                 "Problem batches searched side by side in this process: while one batch's search waits for the policy, "
-                "another's steps are scored by the PRM (tree search). The rows are those of overlap 1. On a CPU the "
-                "torch threads are split between them. Local launcher."
+                "another's steps are scored by the PRM (tree search). On a CPU the torch threads are split between them, "
+                "and the rows are those of overlap 1 on that share of the threads. Local launcher."
             ),
         },
     )
