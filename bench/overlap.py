@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -43,8 +42,6 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-overlap")
     args = ap.parse_args()
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)  # timings: every run fresh
     tree = SearchConfig(
         strategy=args.strategy,
         n=args.n,
@@ -64,7 +61,10 @@ def main() -> None:
         f"{args.strategy}, overlap 1, threads split": (tree, 1, 2),
     }
     base = GenerateConfig(
-        pool=held_out_pool(1000, args.problems), prm=args.prm, problems_per_batch=max(args.problems // 2, 1)
+        pool=held_out_pool(1000, args.problems),
+        prm=args.prm,
+        problems_per_batch=max(args.problems // 2, 1),
+        overwrite=True,  # timings: every run fresh (synth overwrites only run dirs it made)
     )
     policy, prm = load_policy(base), load_prm(args.prm)
     results, rows = {}, {}
