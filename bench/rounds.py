@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -22,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth.config import from_dict, load_yaml  # noqa: E402
+from synth.config import ConfigError, from_dict, load_yaml  # noqa: E402
 from synth.train.report import STAGES, pools_table, table  # noqa: E402
-from synth.train.rounds import RoundsConfig, run_rounds  # noqa: E402
+from synth.train.rounds import RoundsConfig, run_dir, run_rounds  # noqa: E402
 
 
 def tiny_model(out: Path) -> str:
@@ -99,12 +98,23 @@ def tiny_config(base: dict, model: str, out: str) -> dict:
     return {**base, **small}
 
 
+def clear(cfg: RoundsConfig) -> None:
+    """--fresh: clear a rounds run dir as `--overwrite` clears a generate run: only a dir synth made, only
+    the entries rounds writes (a foreign file makes it refuse, naming the file)."""
+    rd = run_dir(cfg)
+    rd.overwrite = True
+    with rd.check().claim():
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/rounds-smollm2.yaml")
     ap.add_argument("--output_dir", default=None, help="default: the recipe's (a temp dir with --tiny)")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--fresh", action="store_true", help="delete output_dir first instead of resuming it")
+    ap.add_argument(
+        "--fresh", action="store_true", help="clear output_dir (a rounds run synth made) instead of continuing it"
+    )
     ap.add_argument("--tiny", action="store_true", help="plumbing check with a tiny random model (fake verification)")
     args = ap.parse_args()
 
@@ -118,11 +128,13 @@ def main() -> None:
     if args.rounds is not None:
         data["rounds"] = args.rounds
     cfg = from_dict(RoundsConfig, data)
-    if args.fresh:
-        shutil.rmtree(cfg.output_dir, ignore_errors=True)
-
     started = time.perf_counter()
-    rows = run_rounds(cfg)
+    try:
+        if args.fresh:
+            clear(cfg)
+        rows = run_rounds(cfg)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     wall = time.perf_counter() - started
 
     held = ", ".join(f"{name}: {p.num_problems} (seed {p.seed})" for name, p in cfg.pools.items())

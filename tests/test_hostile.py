@@ -4,7 +4,8 @@ Attacks (each a test below; a sentinel file must survive every data-loss case):
  1. `--overwrite true` on a directory synth did not make (and a pool that does not exist): refused, untouched.
  2. generate / label / filter / merge / train / train-prm / rounds / eval into a directory synth did not
     make (a README.md and data/keep.csv): refused in one line, nothing overwritten or deleted.
- 3. A --overwrite of a synth run dir that also holds a user's file: refused, nothing deleted.
+ 3. A --overwrite of a synth run dir that also holds a user's file: refused, nothing deleted (also
+    bench/rounds.py --fresh).
  4. File pools read as text: "007", 98765432109876543210, true, ids "01"/"02" (JSONL and CSV) stay as written.
  5. A parquet pool with a list-valued problem or a struct answer: a clear error, not a stringified list.
  6. Verification: "1, 2" is not 12; a gold "\\$18.90" matches 18.9; 4 pathological pairs cost no more
@@ -145,6 +146,33 @@ def test_overwrite_of_a_synth_dir_holding_a_users_file_deletes_nothing(tmp_path,
     (out / "notes.txt").unlink()
     assert main([*GEN, "--output_dir", str(out), "--overwrite"]) == 0  # a clean synth dir is cleared and rebuilt
     assert len(Journal(out / "rows.jsonl").read()) == 4
+
+
+def test_bench_rounds_fresh_clears_only_a_rounds_dir_synth_made(tmp_path, monkeypatch):
+    import importlib.util
+
+    from synth.train.rounds import RoundsConfig, run_dir
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_rounds", os.path.join(os.path.dirname(__file__), "..", "bench", "rounds.py")
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    d = victim(tmp_path)
+    with pytest.raises(RunDirError, match="was not made by synth"):
+        bench.clear(RoundsConfig(output_dir=str(d), train_pool=PoolConfig(seed=200)))
+    assert intact(d)
+    out = tmp_path / "rounds"
+    cfg = RoundsConfig(output_dir=str(out), train_pool=PoolConfig(seed=200))
+    with run_dir(cfg).check().claim():
+        (out / "round-1").mkdir()
+        (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="holds notes.txt"):
+        bench.clear(cfg)
+    assert (out / "round-1").is_dir() and (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    bench.clear(cfg)
+    assert not (out / "round-1").exists() and (out / ".synth-run.json").exists()
 
 
 def test_a_run_dir_of_another_command_is_refused(tmp_path, capsys, fake_policy):
