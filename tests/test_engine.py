@@ -115,3 +115,30 @@ def test_kv_stash_longest_prefix_and_byte_budget():
     assert found is stash.entries[0] and n == 4
     assert stash.match([1, 2, 3, 4]) == (stash.entries[0], 3)  # the last prompt token always runs
     assert stash.match([1, 2, 9, 9])[1] == 3 and stash.match([5, 6, 7])[0] is None
+
+
+def test_reserved_layer_holds_what_a_dynamic_layer_holds():
+    """Appends, row selection (compaction and fan-out), growth past the room, crop: same tensors as transformers'."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from synth.generate.reserved_cache import ReservedLayer
+
+    torch.manual_seed(0)
+    ours, ref = ReservedLayer(capacity=6), DynamicLayer()
+
+    def step(b: int, t: int):
+        k, v = torch.randn(b, 2, t, 4), torch.randn(b, 2, t, 4)
+        got, want = ours.update(k, v), ref.update(k, v)
+        assert all(torch.equal(x, y) for x, y in zip(got, want))
+
+    step(3, 4)
+    for select in ([0, 0, 1, 1, 2, 2], [5, 1, 3], [2]):  # fan-out into a new buffer, then in-place compaction
+        index = torch.tensor(select)
+        ours.batch_select_indices(index), ref.batch_select_indices(index)
+        step(len(select), 1)
+    step(1, 5)  # past the reserved room: grows
+    ours.crop(-2), ref.crop(-2)
+    step(1, 1)
+    assert ours.get_seq_length() == ref.get_seq_length() == 11
+    assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)

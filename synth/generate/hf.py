@@ -2,7 +2,8 @@
 
 The decode loop is ours rather than ``model.generate``: each prompt is prefilled once and its KV
 cache shared by its n samples, and finished rows leave the batch at once (``model.generate`` keeps
-computing them until the longest row ends). Stop strings are matched on generated text only.
+computing them until the longest row ends); the KV cache reserves room for the whole continuation
+up front (`reserved_cache`: no copy of the cache per token). Stop strings are matched on generated text only.
 With ``SamplingParams.keep_cache`` the KV of every continuation is kept until the next such call,
 which prefills only what its prompts add to a kept sequence (beam search and DVTS extend last
 iteration's continuations; without this each iteration prefills every path again).
@@ -18,6 +19,7 @@ from transformers.cache_utils import DynamicLayer
 
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
 from synth.generate.kv_stash import Entry, KVStash
+from synth.generate.reserved_cache import reserved_cache
 from synth.models import default_device
 
 
@@ -109,11 +111,14 @@ class TransformersPolicy(ChatPrompts):
             self.stash = new_stash
         return results
 
-    def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]]):
+    def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]], max_tokens: int = 0):
         """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
-        [pad | reused KV | pad | new tokens]). Returns last-token logits, cache, 2D mask, positions."""
-        cache = DynamicCache(config=self.model.config)
+        [pad | reused KV | pad | new tokens]) into a cache with room for `max_tokens` more.
+        Returns last-token logits, cache, 2D mask, positions."""
         kept = max(n for _, n in reused)
+        new = [p[n:] for p, (_, n) in zip(prompt_ids, reused)]
+        width = max(len(x) for x in new)
+        cache = reserved_cache(self.model.config, kept + width + max_tokens)
         if kept:
             some = next(e for e, n in reused if n)
             for layer in range(len(cache.layers)):
@@ -125,8 +130,6 @@ class TransformersPolicy(ChatPrompts):
                         k[row, :, kept - n :] = entry.keys[layer][:, :n]
                         v[row, :, kept - n :] = entry.values[layer][:, :n]
                 cache.update(k, v, layer)
-        new = [p[n:] for p, (_, n) in zip(prompt_ids, reused)]
-        width = max(len(x) for x in new)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in new], device=self.device)
         new_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in new], device=self.device)
@@ -158,7 +161,7 @@ class TransformersPolicy(ChatPrompts):
         stash: KVStash | None,
     ) -> list[list[Continuation]]:
         """Prefill each prompt once, fan it out to its samples, decode until every row stops."""
-        logits, cache, mask, pos = self._prefill(prompt_ids, reused)
+        logits, cache, mask, pos = self._prefill(prompt_ids, reused, params.max_tokens)
         fan = torch.repeat_interleave(
             torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device)
         )

@@ -1,0 +1,94 @@
+"""A KV cache that writes each decoded token into room reserved up front.
+
+transformers' `DynamicLayer` appends with `torch.cat`, which copies the whole cache at every token of
+every layer: on one CPU core that copy took 40% of a 64-row decode, more than the matmuls. A
+`ReservedLayer` allocates `capacity` positions at its first update and writes new tokens in place;
+`keys` / `values` are views of the filled part, so everything that reads a `DynamicLayer` reads it.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class ReservedLayer(DynamicLayer):
+    """A `DynamicLayer` with room for `capacity` positions (it grows, by doubling, past them)."""
+
+    def __init__(self, capacity: int = 0):
+        self.capacity = capacity
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._n = 0
+        super().__init__()
+
+    # `keys` / `values` stay assignable, as transformers' own methods assign them
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, : self._n]
+
+    @keys.setter
+    def keys(self, value: torch.Tensor | None) -> None:
+        self._k = value
+        self._n = 0 if value is None or value.dim() < 2 else value.shape[-2]
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, : self._n]
+
+    @values.setter
+    def values(self, value: torch.Tensor | None) -> None:
+        self._v = value
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self._k = self._v = None
+        self._n = 0
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, add = self._n, key_states.shape[-2]
+        if self._k is None or self._k.shape[0] != key_states.shape[0] or n + add > self._k.shape[-2]:
+            room = max(self.capacity, n + add, 2 * self._k.shape[-2] if self._k is not None else 0)
+            self._k, self._v = self._grown(self._k, key_states, room), self._grown(self._v, value_states, room)
+        self._k[:, :, n : n + add] = key_states
+        self._v[:, :, n : n + add] = value_states
+        self._n = n + add
+        return self.keys, self.values
+
+    def _grown(self, old: torch.Tensor | None, new: torch.Tensor, room: int) -> torch.Tensor:
+        b, h, _, d = new.shape
+        buf = new.new_empty((b, h, room, d))
+        if old is not None and self._n:
+            buf[:, :, : self._n] = old[:, :, : self._n]
+        return buf
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep rows `indices` (fewer rows: compacted in place; more, a fan-out: a new buffer of the same room)."""
+        if not self._n:
+            return
+        n, m = self._n, len(indices)
+        for name in ("_k", "_v"):
+            buf = getattr(self, name)
+            rows = buf[indices, :, :n]  # a copy, so writing it back over `buf` is safe
+            if m > buf.shape[0]:
+                buf = buf.new_empty((m, *buf.shape[1:]))
+            buf = buf[:m]
+            buf[:, :, :n] = rows
+            setattr(self, name, buf)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        self._n = max(0, self._n + tokens_to_remove)
+
+
+def reserved_cache(config, capacity: int) -> DynamicCache:
+    """A `DynamicCache` for `config` whose full-attention layers reserve `capacity` positions
+    (sliding-window layers stay as transformers makes them)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [ReservedLayer(capacity) if type(x) is DynamicLayer else x for x in cache.layers]
+    return cache
