@@ -25,8 +25,10 @@ BUNDLED = {
 }
 DEFAULT_MODEL = "smollm2-135m"
 
-# Weight / compute dtypes a config may name. `auto` (PRM scoring) resolves per device in `resolve_dtype`.
+# Weight / compute dtypes a config may name. `auto` (inference: policy, PRM) resolves per device in `resolve_dtype`.
 Dtype = Literal["float32", "bfloat16", "float16"]
+AutoDtype = Literal["auto", "float32", "bfloat16", "float16"]
+AUTO_DTYPE_HELP = "auto = bfloat16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else float32"
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
@@ -114,8 +116,8 @@ def resolve_dtype(name: str, device: str):
     """`auto`, `float32`, `bfloat16` or `float16` -> a torch dtype for `device`.
 
     `auto` is bfloat16 where the hardware multiplies bf16 natively (GPUs with bf16, CPUs with AMX /
-    AVX512-BF16), else float32: PRM scoring is a compute-bound prefill, 2.9x faster in bf16 on such a
-    CPU (bench/prm_throughput.py) with step scores within 0.015 of fp32's.
+    AVX512-BF16), else float32. On such a CPU PRM scoring is 2.9x faster in bf16 with step scores within
+    0.015 of fp32's (bench/prm_throughput.py), policy decoding 1.8x at the same accuracy (docs/vllm.md).
     """
     import torch
 
@@ -126,6 +128,11 @@ def resolve_dtype(name: str, device: str):
     if name not in DTYPES:
         raise ModelError(f"dtype {name!r}: use auto, {', '.join(DTYPES)}")
     return getattr(torch, name)
+
+
+def resolve_dtype_name(name: str, device: str) -> str:
+    """`resolve_dtype` as a name ("bfloat16"), for engines configured by string (vLLM)."""
+    return str(resolve_dtype(name, device)).removeprefix("torch.")
 
 
 def default_device() -> str:

@@ -47,4 +47,4 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
 def tiny_policy(tiny_model_dir):
     from synth.generate.hf import TransformersPolicy
 
-    return TransformersPolicy(tiny_model_dir, batch_size=16)
+    return TransformersPolicy(tiny_model_dir, batch_size=16, dtype="float32")  # exact comparisons need fp32

@@ -142,3 +142,23 @@ def test_reserved_layer_holds_what_a_dynamic_layer_holds():
     step(1, 1)
     assert ours.get_seq_length() == ref.get_seq_length() == 11
     assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+
+
+def test_sampler_draws_from_the_softmax_and_respects_top_p():
+    import torch
+
+    from synth.generate.hf import TransformersPolicy
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0, -30.0]]).repeat(40000, 1)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.bincount(TransformersPolicy._sample(logits, SamplingParams(temperature=0.8), gen), minlength=5)
+    want = (logits[0] / 0.8).softmax(-1)
+    se = (want * (1 - want) / len(logits)).sqrt()
+    assert ((counts / len(logits) - want).abs() <= 4 * se + 1e-4).all(), (counts / len(logits), want)
+    # top_p 0.8 keeps tokens 2 and 1 (0.72 + 0.21 of the mass), renormalised
+    nucleus = TransformersPolicy._sample(logits, SamplingParams(temperature=0.8, top_p=0.8), gen)
+    assert set(nucleus.tolist()) == {1, 2}
+    share = (nucleus == 2).float().mean().item()
+    assert abs(share - want[2] / (want[1] + want[2])) < 0.01
+    greedy = TransformersPolicy._sample(logits[:3], SamplingParams(temperature=0), gen)
+    assert greedy.tolist() == [2, 2, 2]

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.generate.hf",
             "synth.generate.vllm",
             "synth.generate.kv_stash",
+            "synth.generate.reserved_cache",
             "synth.generate.openai_engine",
             "synth.generate.overlap",
             "synth.prm.scorer",

@@ -20,7 +20,7 @@ from transformers.cache_utils import DynamicLayer
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
 from synth.generate.kv_stash import Entry, KVStash
 from synth.generate.reserved_cache import reserved_cache
-from synth.models import default_device
+from synth.models import default_device, resolve_dtype
 
 
 class TransformersPolicy(ChatPrompts):
@@ -35,7 +35,7 @@ class TransformersPolicy(ChatPrompts):
         model_path: str,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         batch_size: int = 64,
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str | None = None,
         model=None,
         tokenizer=None,
@@ -45,7 +45,7 @@ class TransformersPolicy(ChatPrompts):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = device or default_device()
-        self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, self.device))
         self.model.to(self.device).eval()
         self.system_prompt = system_prompt
         self.batch_size = batch_size
@@ -229,16 +229,21 @@ class TransformersPolicy(ChatPrompts):
 
     @staticmethod
     def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
+        """One token per row from softmax(logits / T), nucleus-cut at top_p, by inverse CDF: one uniform
+        per row (torch.multinomial draws an exponential per vocabulary entry, 9x the time on a CPU)."""
         if params.temperature <= 0:
             return logits.argmax(-1)
-        logits = logits.float() / params.temperature
+        probs = (logits.float() / params.temperature).softmax(-1)
+        order = None
         if params.top_p < 1.0:
-            sorted_logits, order = logits.sort(-1, descending=True)
-            probs = sorted_logits.softmax(-1)
-            drop = probs.cumsum(-1) - probs > params.top_p
-            sorted_logits[drop] = float("-inf")
-            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-        return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+            probs, order = probs.sort(-1, descending=True)
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > params.top_p, 0.0)
+        cdf = probs.cumsum(-1)
+        total = cdf[:, -1:]
+        u = torch.rand(total.shape, generator=gen, device=cdf.device, dtype=cdf.dtype) * total
+        u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # below the last token with mass
+        pick = torch.searchsorted(cdf, u, right=True)
+        return (pick if order is None else order.gather(-1, pick))[:, 0]
 
     def _continuation(
         self, tokens: list[int], reason: str, params: SamplingParams, prompt_tokens: int, cached: int

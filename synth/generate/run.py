@@ -29,7 +29,7 @@ from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
 from synth.journal import Journal
 from synth.launch import Launcher, RayConfig, run_batches
-from synth.models import Dtype
+from synth.models import AUTO_DTYPE_HELP, AutoDtype
 from synth.prm.scorer import PRM
 from synth.problems import PoolConfig, load_pool_with_report, parse_shard, resolve_shard, shard
 from synth.records import Problem, fingerprint
@@ -63,14 +63,7 @@ class GenerateConfig(PushConfig):
             "help": "Process reward model: 'default' (bundled), a PRM dir, or null. Needed by beam_search and dvts."
         },
     )
-    prm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto",
-        metadata={
-            "help": (
-                "dtype the PRM scores in: auto = bfloat16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else float32."
-            )
-        },
-    )
+    prm_dtype: AutoDtype = field(default="auto", metadata={"help": f"dtype the PRM scores in: {AUTO_DTYPE_HELP}."})
     prm_engine: Literal["transformers", "vllm"] = field(
         default="transformers",
         metadata={
@@ -88,7 +81,7 @@ class GenerateConfig(PushConfig):
             )
         },
     )
-    dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype."})
+    dtype: AutoDtype = field(default="auto", metadata={"help": f"Policy weights dtype: {AUTO_DTYPE_HELP}."})
     batch_size: int = field(
         default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."}
     )

@@ -126,12 +126,14 @@ def _model_max_len(model_path: str) -> int:
     return int(config.get("max_position_embeddings") or 8192)
 
 
-def engine_kwargs(model_path: str, options: VLLMConfig, dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+def engine_kwargs(model_path: str, options: VLLMConfig, dtype: str = "auto", seed: int = 0) -> dict[str, Any]:
     """The ``vllm.LLM`` arguments for a model and our options (defaults resolved for this platform)."""
+    from synth.models import resolve_dtype_name
+
     cpu = _on_cpu()
     kw: dict[str, Any] = dict(
         model=model_path,
-        dtype=dtype,
+        dtype=resolve_dtype_name(dtype, "cpu" if cpu else "cuda"),
         seed=seed,  # only for unseeded requests: ours are all seeded
         enable_prefix_caching=options.enable_prefix_caching,
         tensor_parallel_size=options.tensor_parallel_size,
@@ -179,7 +181,7 @@ def _key(kw: dict[str, Any]) -> tuple:
     return tuple(sorted((k, v) for k, v in kw.items() if k != "seed"))
 
 
-def get_engine(model_path: str, options: VLLMConfig | None = None, dtype: str = "float32", seed: int = 0):
+def get_engine(model_path: str, options: VLLMConfig | None = None, dtype: str = "auto", seed: int = 0):
     """The process's ``vllm.LLM`` for these arguments, built on first use and then reused.
 
     At most one engine lives at a time: asking for other arguments (another model, prefix caching
@@ -239,7 +241,7 @@ class VLLMPolicy(ChatPrompts):
         self,
         model_path: str,
         system_prompt: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         seed: int = 0,
         options: VLLMConfig | None = None,
         llm=None,

@@ -27,7 +27,7 @@ from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, Policy, SamplingParams
 from synth.hub import PUSH_KEYS, PushConfig, check_push
 from synth.journal import Journal
 from synth.launch import Launcher, RayConfig, run_batches
-from synth.models import Dtype
+from synth.models import AUTO_DTYPE_HELP, AutoDtype
 from synth.problems import parse_shard, resolve_shard, shard
 from synth.records import Problem
 from synth.rundir import RunDir
@@ -78,7 +78,9 @@ class LabelConfig(PushConfig):
     batch_size: int = field(
         default=64, metadata={"range": "[1, inf)", "help": "Max sequences per engine forward batch."}
     )
-    dtype: Dtype = field(default="float32", metadata={"help": "Policy weights dtype for the rollouts."})
+    dtype: AutoDtype = field(
+        default="auto", metadata={"help": f"Policy weights dtype for the rollouts: {AUTO_DTYPE_HELP}."}
+    )
     output_dir: str = field(default="runs/labels", metadata={"help": "Where the stepwise dataset goes."})
     shard: str | None = field(
         default=None,
