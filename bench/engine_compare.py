@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 import torch  # noqa: E402
+from roofline import flops_per_token, matmul_flops  # noqa: E402  (bench/ is the script's dir)
 
 from synth.generate.engine import SamplingParams  # noqa: E402
 from synth.generate.search import SearchConfig, dvts  # noqa: E402
@@ -66,38 +67,6 @@ class ConstantPRM:
 
     def score(self, problems, steps):
         return [[0.5] * len(s) for s in steps]
-
-
-def matmul_flops(threads: int, size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """FLOP/s of a size x size torch.matmul in `dtype` with `threads` threads (best of `repeats`)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        a @ b  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            a @ b
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-    finally:
-        torch.set_num_threads(old)
-    return 2 * size**3 / best
-
-
-def flops_per_token(config, params: int, context: float) -> float:
-    """Forward FLOPs for one decoded token: 2 x params (each weight is one multiply-add; the tied
-    embedding is counted once, as the LM-head matmul, its lookup is free) + attention scores and
-    values over `context` earlier tokens (2 x 2 x heads x head_dim x context per layer)."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
-    return 2 * params + attention
 
 
 def _worker_threads(worker) -> int:

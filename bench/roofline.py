@@ -1,0 +1,149 @@
+"""synth's transformers engine against the machine's matmul ceiling, per dtype, and where its time goes.
+
+    python bench/roofline.py [--problems 8] [--n 64] [--max-tokens 96] [--dtypes float32,bfloat16]
+        [--threads 1] [--breakdown-problems 2]
+
+For each dtype: best-of-N on the same basic_arithmetic prompts (T=0.8), generated tokens/s, the model
+FLOP/s that is (2 x params per token + attention over the context, prompts prefilled once), the FLOP/s
+of a 2048^3 torch.matmul in that dtype on the same threads, and their ratio: the fraction of the
+roofline. Then a profiled rerun on the first --breakdown-problems problems splits the engine's time
+into matmuls, attention, sampling, KV-cache copies and the rest (shares of profiled op time; the
+profiler itself slows small ops, so shares, not seconds). Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synth.generate.engine import SamplingParams  # noqa: E402
+from synth.models import resolve_model  # noqa: E402
+from synth.problems import PoolConfig, load_pool  # noqa: E402
+
+# profiler op name -> breakdown group (anything else is "other")
+GROUPS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_efficient_attention"),
+    "sampling": ("aten::_softmax", "aten::cumsum", "aten::searchsorted", "aten::div", "aten::uniform_", "aten::argmax"),
+    "kv cache": ("aten::index", "aten::copy_", "aten::cat", "aten::index_select"),
+}
+
+
+def matmul_flops(threads: int, size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a size x size torch.matmul in `dtype` with `threads` threads (best of `repeats`)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            a @ b
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * size**3 / best
+
+
+def flops_per_token(config, params: int, context: float) -> float:
+    """Forward FLOPs for one decoded token: 2 x params (each weight is one multiply-add; the tied
+    embedding is counted once, as the LM-head matmul, its lookup is free) + attention scores and
+    values over `context` earlier tokens (2 x 2 x heads x head_dim x context per layer)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
+    return 2 * params + attention
+
+
+def model_flop_s(config, params: int, tokens: int, prompt_tokens: int, sequences: int, prompts: int, seconds: float):
+    """(FLOPs per token, model FLOP/s) of a run: every generated token and every prompt token once."""
+    context = prompt_tokens / prompts + tokens / sequences / 2  # average attended context while decoding
+    fpt = flops_per_token(config, params, context)
+    return fpt, (tokens + prompt_tokens) * fpt / seconds
+
+
+def run(policy, prompts: list[str], n: int, max_tokens: int) -> tuple[int, int, float]:
+    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=0.8, seed=0)
+    t = time.perf_counter()
+    outs = policy.generate(prompts, params)
+    seconds = time.perf_counter() - t
+    return sum(c.num_tokens for o in outs for c in o), sum(o[0].prompt_tokens for o in outs), seconds
+
+
+def breakdown(policy, prompts: list[str], n: int, max_tokens: int) -> dict[str, float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(policy, prompts, n, max_tokens)
+    spent = {group: 0.0 for group in (*GROUPS, "other")}
+    for event in prof.key_averages():
+        group = next((g for g, names in GROUPS.items() if event.key in names), "other")
+        spent[group] += event.self_cpu_time_total
+    total = sum(spent.values())
+    return {g: s / total for g, s in spent.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", type=int, default=8)
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--batch-size", type=int, default=64, help="TransformersPolicy batch_size (GenerateConfig's default)"
+    )
+    ap.add_argument("--breakdown-problems", type=int, default=2, help="problems in the profiled run (0: none)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers import AutoConfig
+
+    from synth.generate.hf import TransformersPolicy
+
+    path = resolve_model("smollm2-135m")
+    config = AutoConfig.from_pretrained(path)
+    problems = load_pool(PoolConfig(tasks=["basic_arithmetic"], num_problems=args.problems, seed=123))
+    print(
+        f"\nSmolLM2-135M, transformers engine, {args.problems} basic_arithmetic problems x N={args.n}, "
+        f"max {args.max_tokens} tokens, T=0.8, batch {args.batch_size}, {args.threads} thread(s)\n"
+    )
+    print(f"{'dtype':10}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'of roofline':>12}")
+    shares = {}
+    for name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        policy = TransformersPolicy(path, batch_size=args.batch_size, dtype=name)
+        prompts = [policy.chat_prompt(p.problem) for p in problems]
+        policy.generate(prompts[:1], SamplingParams(n=2, max_tokens=4))  # warm-up
+        tokens, prompt_tokens, seconds = run(policy, prompts, args.n, args.max_tokens)
+        params = sum(p.numel() for p in policy.model.parameters())  # tied embeddings counted once
+        _, achieved = model_flop_s(config, params, tokens, prompt_tokens, len(prompts) * args.n, len(prompts), seconds)
+        ceiling = matmul_flops(args.threads, dtype=getattr(torch, name))
+        print(
+            f"{name:10}{tokens:>8}{seconds:>9.1f}{tokens / seconds:>8.1f}{achieved / 1e9:>9.1f}"
+            f"{ceiling / 1e9:>9.1f}{achieved / ceiling:>12.1%}"
+        )
+        if args.breakdown_problems:
+            shares[name] = breakdown(policy, prompts[: args.breakdown_problems], args.n, args.max_tokens)
+        del policy
+    if shares:
+        groups = list(next(iter(shares.values())))
+        print(f"\nwhere the time goes (profiled, {args.breakdown_problems} problems x N={args.n}; shares of op time)\n")
+        print(f"{'dtype':10}" + "".join(f"{g:>11}" for g in groups))
+        for name, s in shares.items():
+            print(f"{name:10}" + "".join(f"{s[g]:>11.1%}" for g in groups))
+
+
+if __name__ == "__main__":
+    main()
