@@ -162,3 +162,24 @@ def test_sampler_draws_from_the_softmax_and_respects_top_p():
     assert abs(share - want[2] / (want[1] + want[2])) < 0.01
     greedy = TransformersPolicy._sample(logits[:3], SamplingParams(temperature=0), gen)
     assert greedy.tolist() == [2, 2, 2]
+
+
+def test_packed_linears_give_the_same_bits(tiny_model_dir):
+    """bf16 on a CPU with native bf16: weights packed once for oneDNN, logits bit for bit the plain model's."""
+    import pytest
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from synth.generate.packed_linear import PackedLinear, can_pack, pack_linears
+
+    fp32 = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert pack_linears(fp32) == 0  # only bf16 models are packed
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    if not can_pack(model):
+        pytest.skip("no native bf16 (AMX / AVX512-BF16) on this CPU")
+    ids = torch.tensor([[1, 5, 9, 200, 7], [3, 3, 8, 1000, 2]])
+    with torch.inference_mode():
+        plain = model(input_ids=ids).logits
+        assert pack_linears(model) == 2 * 7 + 1  # q k v o gate up down per layer, and the LM head
+        packed = model(input_ids=ids).logits
+    assert isinstance(model.lm_head, PackedLinear) and torch.equal(plain, packed)

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.generate.vllm",
             "synth.generate.kv_stash",
             "synth.generate.reserved_cache",
+            "synth.generate.packed_linear",
             "synth.generate.openai_engine",
             "synth.generate.overlap",
             "synth.prm.scorer",

@@ -19,6 +19,7 @@ from transformers.cache_utils import DynamicLayer
 
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
 from synth.generate.kv_stash import Entry, KVStash
+from synth.generate.packed_linear import pack_linears
 from synth.generate.reserved_cache import reserved_cache
 from synth.models import default_device, resolve_dtype
 
@@ -45,8 +46,11 @@ class TransformersPolicy(ChatPrompts):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = device or default_device()
+        loaded = model is None
         self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, self.device))
         self.model.to(self.device).eval()
+        if loaded:  # ours to change: a model passed in is left as it is
+            pack_linears(self.model)
         self.system_prompt = system_prompt
         self.batch_size = batch_size
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
