@@ -6,7 +6,11 @@
 For each dtype: best-of-N on the same basic_arithmetic prompts (T=0.8), generated tokens/s, the model
 FLOP/s that is (2 x params per token + attention over the context, prompts prefilled once), the FLOP/s
 of a 2048^3 torch.matmul in that dtype on the same threads, and their ratio: the fraction of the
-roofline. Then a profiled rerun on the first --breakdown-problems problems splits the engine's time
+compute roofline. Decoding also reads every weight once per step and each row's KV cache once per
+token; with the read bandwidth of one large tensor sum, the time a decode step cannot beat is
+max(FLOPs / matmul FLOP/s, bytes / bandwidth) (a roofline with both roofs; with --n equal to
+--batch-size each prompt's samples decode as one batch, so a prompt's steps are its longest sample).
+"of bound" is that time over the measured one. Then a profiled rerun on the first --breakdown-problems problems splits the engine's time
 into matmuls, attention, sampling, KV-cache copies and the rest (shares of profiled op time; the
 profiler itself slows small ops, so shares, not seconds). Run it alone on the machine.
 """
@@ -28,7 +32,7 @@ from synth.problems import PoolConfig, load_pool  # noqa: E402
 
 # profiler op name -> breakdown group (anything else is "other")
 GROUPS = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_efficient_attention"),
     "sampling": ("aten::_softmax", "aten::cumsum", "aten::searchsorted", "aten::div", "aten::uniform_", "aten::argmax"),
     "kv cache": ("aten::index", "aten::copy_", "aten::cat", "aten::index_select"),
@@ -67,6 +71,41 @@ def flops_per_token(config, params: int, context: float) -> float:
     return 2 * params + attention
 
 
+def read_bandwidth(threads: int, gib: float = 1.0, repeats: int = 3) -> float:
+    """Bytes/s of summing a `gib` GiB float32 tensor with `threads` threads (best of `repeats`)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.ones(int(gib * 2**28))
+        a.sum()
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a.sum()
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(old)
+    return a.numel() * 4 / best
+
+
+def bound_seconds(config, params: int, elsize: int, outs, flop_s: float, byte_s: float) -> float:
+    """The time no engine beats on this work: per prompt (one batch), max(FLOPs / flop_s, bytes / byte_s)
+    with weights read once per decode step and the KV of each row's context once per token."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    kv_per_context_token = 2 * config.num_hidden_layers * kv_heads * head_dim * elsize
+    total = 0.0
+    for o in outs:
+        prompt = o[0].prompt_tokens
+        tokens = sum(c.num_tokens for c in o)
+        context = prompt + tokens / len(o) / 2
+        flops = (tokens + prompt) * flops_per_token(config, params, context)
+        steps = 1 + max(c.num_tokens for c in o)
+        bytes_read = steps * params * elsize + tokens * context * kv_per_context_token
+        total += max(flops / flop_s, bytes_read / byte_s)
+    return total
+
+
 def model_flop_s(config, params: int, tokens: int, prompt_tokens: int, sequences: int, prompts: int, seconds: float):
     """(FLOPs per token, model FLOP/s) of a run: every generated token and every prompt token once."""
     context = prompt_tokens / prompts + tokens / sequences / 2  # average attended context while decoding
@@ -74,12 +113,12 @@ def model_flop_s(config, params: int, tokens: int, prompt_tokens: int, sequences
     return fpt, (tokens + prompt_tokens) * fpt / seconds
 
 
-def run(policy, prompts: list[str], n: int, max_tokens: int) -> tuple[int, int, float]:
+def run(policy, prompts: list[str], n: int, max_tokens: int):
     params = SamplingParams(n=n, max_tokens=max_tokens, temperature=0.8, seed=0)
     t = time.perf_counter()
     outs = policy.generate(prompts, params)
     seconds = time.perf_counter() - t
-    return sum(c.num_tokens for o in outs for c in o), sum(o[0].prompt_tokens for o in outs), seconds
+    return outs, sum(c.num_tokens for o in outs for c in o), sum(o[0].prompt_tokens for o in outs), seconds
 
 
 def breakdown(policy, prompts: list[str], n: int, max_tokens: int) -> dict[str, float]:
@@ -120,19 +159,25 @@ def main() -> None:
         f"\nSmolLM2-135M, transformers engine, {args.problems} basic_arithmetic problems x N={args.n}, "
         f"max {args.max_tokens} tokens, T=0.8, batch {args.batch_size}, {args.threads} thread(s)\n"
     )
-    print(f"{'dtype':10}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'of roofline':>12}")
+    bandwidth = read_bandwidth(args.threads)
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s; ceiling: 2048^3 matmul GFLOP/s in the row's dtype\n")
+    print(
+        f"{'dtype':10}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'of compute':>11}"
+        f"{'bound tok/s':>12}{'of bound':>9}"
+    )
     shares = {}
     for name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
         policy = TransformersPolicy(path, batch_size=args.batch_size, dtype=name)
         prompts = [policy.chat_prompt(p.problem) for p in problems]
         policy.generate(prompts[:1], SamplingParams(n=2, max_tokens=4))  # warm-up
-        tokens, prompt_tokens, seconds = run(policy, prompts, args.n, args.max_tokens)
+        outs, tokens, prompt_tokens, seconds = run(policy, prompts, args.n, args.max_tokens)
         params = sum(p.numel() for p in policy.model.parameters())  # tied embeddings counted once
         _, achieved = model_flop_s(config, params, tokens, prompt_tokens, len(prompts) * args.n, len(prompts), seconds)
         ceiling = matmul_flops(args.threads, dtype=getattr(torch, name))
+        bound = bound_seconds(config, params, policy.model.dtype.itemsize, outs, ceiling, bandwidth)
         print(
             f"{name:10}{tokens:>8}{seconds:>9.1f}{tokens / seconds:>8.1f}{achieved / 1e9:>9.1f}"
-            f"{ceiling / 1e9:>9.1f}{achieved / ceiling:>12.1%}"
+            f"{ceiling / 1e9:>9.1f}{achieved / ceiling:>11.1%}{tokens / bound:>12.0f}{bound / seconds:>9.1%}"
         )
         if args.breakdown_problems:
             shares[name] = breakdown(policy, prompts[: args.breakdown_problems], args.n, args.max_tokens)
