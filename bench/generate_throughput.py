@@ -42,10 +42,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--quickstart", action="store_true")
+    ap.add_argument("--dtype", default="auto", help="policy dtype (auto: bf16 on GPUs and CPUs with native bf16)")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
-    policy = TransformersPolicy(resolve_model("smollm2-135m"), batch_size=args.problems * args.n)
+    policy = TransformersPolicy(resolve_model("smollm2-135m"), batch_size=args.problems * args.n, dtype=args.dtype)
     model, tok = policy.model, policy.tokenizer
     problems = load_pool(PoolConfig(tasks=["basic_arithmetic", "chain_sum"], num_problems=args.problems, seed=123))
     prompts = [policy.chat_prompt(p.problem) for p in problems]
@@ -87,7 +88,8 @@ def main() -> None:
     batch_s = time.perf_counter() - t
 
     print(
-        f"\nSmolLM2-135M fp32, {args.problems} problems x N={args.n}, max {args.max_tokens} tokens, {torch.get_num_threads()} threads"
+        f"\nSmolLM2-135M {str(model.dtype).removeprefix('torch.')}, {args.problems} problems x N={args.n}, "
+        f"max {args.max_tokens} tokens, {torch.get_num_threads()} threads"
     )
     print(f"{'':18}{'tokens':>8}{'seconds':>9}{'tok/s':>8}")
     for name, n_tok, s in [

@@ -1,7 +1,7 @@
 """Quality of a PRM on a held-out reasoning-gym pool (a different seed than the PRM was trained on).
 
     python bench/prm_quality.py [--problems 32] [--n 16] [--prm default] [--out runs/bench-prm-quality]
-        [--step-cut delimiter|sentence] [--tasks FAMILY ...] [--seed 1000]
+        [--step-cut delimiter|sentence] [--tasks FAMILY ...] [--seed 1000] [--pool RECIPE:NAME]
 
 1. best-of-N (N=16) with the bundled SmolLM2; every completion is then scored by the PRM under test
    (samples and labels do not depend on the PRM, so PRMs are compared on the same samples);
@@ -11,8 +11,8 @@
    step AUROC against those labels (pooled, and within problems for partial and final steps:
    tree search ranks siblings of one problem), trace AUROC (PRM score vs verified answer over all
    completions), weighted@N and naive@N vs maj@N on the same samples, and the label cost;
-4. with --tasks (reasoning-gym families at their own difficulty instead of the 1-2 digit arithmetic pool),
-   a table per family: weighted@N - maj@N (paired over its problems, ± SE) and step AUROC.
+4. with --tasks (reasoning-gym families at their own difficulty instead of the 1-2 digit arithmetic pool)
+   or --pool (a pool of a rounds recipe, e.g. configs/rounds-smollm2-broad.yaml:ood), a table per family: weighted@N - maj@N (paired over its problems, ± SE) and step AUROC.
 Stages are cached in --out (delete it to start over).
 """
 
@@ -58,6 +58,20 @@ def trace_auroc(rows: list[dict]) -> tuple[float, float, int]:
     return (pooled, *within_group_auroc(groups, scores, truth))
 
 
+def recipe_pool(spec: str) -> PoolConfig:
+    """`configs/rounds-smollm2-broad.yaml:ood` -> that recipe's eval pool `ood` (`train_pool` names the training pool)."""
+    from synth.config import from_dict, load_yaml
+
+    recipe, _, name = spec.rpartition(":")
+    data = load_yaml(recipe)
+    pools = {"train_pool": data.get("train_pool"), **(data.get("eval_pools") or {})}
+    if not recipe or pools.get(name) is None:
+        sys.exit(
+            f"--pool {spec}: {recipe or spec} has no pool {name!r} (it has: {', '.join(k for k, v in pools.items() if v)})"
+        )
+    return from_dict(PoolConfig, pools[name])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", type=int, default=32)
@@ -75,6 +89,11 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", help="reasoning-gym families (default: the 1-2 digit arithmetic pool)")
     ap.add_argument("--seed", type=int, default=1000, help="pool seed")
     ap.add_argument(
+        "--pool",
+        default=None,
+        help="RECIPE:NAME: the eval pool NAME of a rounds recipe (or train_pool), settings and seed included",
+    )
+    ap.add_argument(
         "--step-cut",
         default="delimiter",
         choices=["delimiter", "sentence"],
@@ -83,11 +102,12 @@ def main() -> None:
     args = ap.parse_args()
 
     out = Path(args.out)
-    pool = (
-        PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=args.seed)
-        if args.tasks
-        else held_out_pool(args.seed, args.problems)
-    )
+    if args.pool:
+        pool = recipe_pool(args.pool)
+    elif args.tasks:
+        pool = PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=args.seed)
+    else:
+        pool = held_out_pool(args.seed, args.problems)
     gen_cfg = GenerateConfig(
         pool=pool,
         prm=None,
@@ -131,7 +151,7 @@ def main() -> None:
 
     n = args.n
     print(
-        f"\nPRM '{args.prm}' on {args.problems} held-out problems (reasoning-gym seed {args.seed}), SmolLM2-135M best-of-{n}, "
+        f"\nPRM '{args.prm}' on {pool.num_problems} held-out problems (reasoning-gym seed {pool.seed}), SmolLM2-135M best-of-{n}, "
         f"steps cut at {args.step_cut}"
     )
     print(
@@ -154,10 +174,12 @@ def main() -> None:
         f"trace AUROC (score vs verified answer, all finished completions): {traces[0]:.3f} pooled | "
         f"{traces[1]:.3f} within problems ({traces[2]} pairs)"
     )
+    majority = {r["id"]: bool(r["majority_verified"]) for r in rows}
+    gain, se = paired_gain({r["id"]: bool(r["weighted_verified"]) for r in rows}, majority, list(majority))
     print(
         f"maj@{n} {summary[f'maj@{n}']:.3f} | naive@{n} {summary[f'naive@{n}']:.3f} | "
         f"weighted@{n} {summary[f'weighted@{n}']:.3f} | pass@{n} {summary[f'pass@{n}']:.3f} | "
-        f"weighted - maj = {summary[f'weighted@{n}'] - summary[f'maj@{n}']:+.3f}"
+        f"weighted - maj = {gain:+.1f} ± {se:.1f} points (paired)"
     )
     print(
         f"label cost: {label_stats['rollouts_per_labelled_step']:.2f} rollouts per labelled step, "

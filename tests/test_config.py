@@ -80,6 +80,8 @@ SHIPPED_RECIPES = {
     "rounds-smollm2.yaml": "rounds",
     "rounds-smollm2-256.yaml": "rounds",
     "rounds-smollm2-broad.yaml": "rounds",
+    "prm-smollm2-broad-label.yaml": "label",
+    "prm-smollm2-broad.yaml": "train-prm",
 }
 
 
