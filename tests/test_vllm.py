@@ -122,7 +122,8 @@ def vllm_policy():
     from synth.generate.run import load_policy
     from synth.generate.vllm import VLLMPolicy
 
-    policy = load_policy(GenerateConfig(engine="auto"))  # auto picks vLLM where it is installed
+    # auto picks vLLM where it is installed; fp32: in bf16 a prefix-cached prompt can sample differently
+    policy = load_policy(GenerateConfig(engine="auto", dtype="float32"))
     assert isinstance(policy, VLLMPolicy)
     yield policy
     from synth.generate.vllm import release_engines
@@ -135,7 +136,7 @@ def hf_policy():
     from synth.generate.hf import TransformersPolicy
     from synth.models import resolve_model
 
-    return TransformersPolicy(resolve_model("smollm2-135m"), batch_size=64)
+    return TransformersPolicy(resolve_model("smollm2-135m"), batch_size=64, dtype="float32")
 
 
 @pytest.mark.vllm
