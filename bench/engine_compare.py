@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 import torch  # noqa: E402
-from roofline import flops_per_token, matmul_flops  # noqa: E402  (bench/ is the script's dir)
+from roofline import matmul_flops, model_flop_s  # noqa: E402  (bench/ is the script's dir)
 
 from synth.generate.engine import SamplingParams  # noqa: E402
 from synth.generate.search import SearchConfig, dvts  # noqa: E402
@@ -260,10 +260,9 @@ def main() -> None:
     for n, row in results["best_of_n"].items():
         for name, threads in (("transformers", hf_threads), ("vllm", vl_threads or all_threads)):
             r = row[name]
-            per_seq = r["tokens"] / (args.problems * n)
-            context = r["prompt_tokens"] / args.problems + per_seq / 2  # average attended context while decoding
-            fpt = flops_per_token(config, params, context)
-            achieved = (r["tokens"] + r["prompt_tokens"]) * fpt / r["seconds"]  # each prompt prefilled once
+            fpt, achieved = model_flop_s(
+                config, params, r["tokens"], r["prompt_tokens"], args.problems * n, args.problems, r["seconds"]
+            )
             r.update(
                 flops_per_token=fpt,
                 achieved_flop_s=achieved,

@@ -61,15 +61,16 @@ def trace_auroc(rows: list[dict]) -> tuple[float, float, int]:
 def recipe_pool(spec: str) -> PoolConfig:
     """`configs/rounds-smollm2-broad.yaml:ood` -> that recipe's eval pool `ood` (`train_pool` names the training pool)."""
     from synth.config import from_dict, load_yaml
+    from synth.train.rounds import RoundsConfig
 
     recipe, _, name = spec.rpartition(":")
-    data = load_yaml(recipe)
-    pools = {"train_pool": data.get("train_pool"), **(data.get("eval_pools") or {})}
-    if not recipe or pools.get(name) is None:
-        sys.exit(
-            f"--pool {spec}: {recipe or spec} has no pool {name!r} (it has: {', '.join(k for k, v in pools.items() if v)})"
-        )
-    return from_dict(PoolConfig, pools[name])
+    if not recipe:
+        sys.exit(f"--pool {spec}: give RECIPE:NAME, e.g. configs/rounds-smollm2-broad.yaml:ood")
+    cfg = from_dict(RoundsConfig, load_yaml(recipe))
+    pools = {"train_pool": cfg.train_pool, **cfg.pools}
+    if name not in pools:
+        sys.exit(f"--pool {spec}: {recipe} has no pool {name!r} (it has: {', '.join(pools)})")
+    return pools[name]
 
 
 def main() -> None:

@@ -62,11 +62,15 @@ def matmul_flops(threads: int, size: int = 2048, repeats: int = 5, dtype: torch.
     return 2 * size**3 / best
 
 
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def flops_per_token(config, params: int, context: float) -> float:
     """Forward FLOPs for one decoded token: 2 x params (each weight is one multiply-add; the tied
     embedding is counted once, as the LM-head matmul, its lookup is free) + attention scores and
     values over `context` earlier tokens (2 x 2 x heads x head_dim x context per layer)."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = _head_dim(config)
     attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
     return 2 * params + attention
 
@@ -91,7 +95,7 @@ def read_bandwidth(threads: int, gib: float = 1.0, repeats: int = 3) -> float:
 def bound_seconds(config, params: int, elsize: int, outs, flop_s: float, byte_s: float) -> float:
     """The time no engine beats on this work: per prompt (one batch), max(FLOPs / flop_s, bytes / byte_s)
     with weights read once per decode step and the KV of each row's context once per token."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = _head_dim(config)
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     kv_per_context_token = 2 * config.num_hidden_layers * kv_heads * head_dim * elsize
     total = 0.0
