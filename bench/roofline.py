@@ -12,7 +12,10 @@ max(FLOPs / matmul FLOP/s, bytes / bandwidth) (a roofline with both roofs; with 
 --batch-size each prompt's samples decode as one batch, so a prompt's steps are its longest sample).
 "of bound" is that time over the measured one. Then a profiled rerun on the first --breakdown-problems problems splits the engine's time
 into matmuls, attention, sampling, KV-cache copies and the rest (shares of profiled op time; the
-profiler itself slows small ops, so shares, not seconds). Run it alone on the machine.
+profiler itself slows small ops, so shares, not seconds). Last, the engine's own ops against what they
+replace, at decode size (64 rows, one thread): sampling (inverse CDF vs torch.multinomial), a bf16
+linear with its weight packed vs F.linear (an MLP matmul and the LM head), and appending one token to a
+layer's KV (the reserved cache's write vs DynamicLayer's torch.cat). Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -138,6 +141,63 @@ def breakdown(policy, prompts: list[str], n: int, max_tokens: int) -> dict[str, 
     return {g: s / total for g, s in spent.items()}
 
 
+def _ms(fn, repeats: int = 20) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats * 1e3
+
+
+def op_timings(config, rows: int = 64, context: int = 150) -> list[tuple[str, float, float]]:
+    """(op, ms ours, ms of what it replaces) at decode size, bf16 where the engine runs bf16."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import DynamicLayer
+
+    from synth.generate.engine import SamplingParams
+    from synth.generate.hf import TransformersPolicy
+    from synth.generate.packed_linear import PackedLinear
+    from synth.generate.reserved_cache import ReservedLayer
+    from synth.models import cpu_has_native_bf16
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(rows, config.vocab_size)
+    params = SamplingParams(temperature=0.8)
+    out = [
+        (
+            f"sample {rows} x {config.vocab_size}",
+            _ms(lambda: TransformersPolicy._sample(logits, params, gen)),
+            _ms(lambda: torch.multinomial((logits / 0.8).softmax(-1), 1, generator=gen)),
+        )
+    ]
+    if cpu_has_native_bf16():
+        x = torch.randn(rows, config.hidden_size, dtype=torch.bfloat16)
+        for name, n_out in (("MLP up", config.intermediate_size), ("LM head", config.vocab_size)):
+            linear = torch.nn.Linear(config.hidden_size, n_out, bias=False, dtype=torch.bfloat16)
+            packed = PackedLinear(linear)
+            with torch.inference_mode():
+                out.append(
+                    (
+                        f"bf16 linear {name} ({rows} x {config.hidden_size} x {n_out})",
+                        _ms(lambda packed=packed: packed(x)),
+                        _ms(lambda w=linear.weight: F.linear(x, w)),
+                    )
+                )
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    shape = (rows, kv_heads, context, _head_dim(config))
+    k, new = torch.randn(shape), torch.randn(rows, kv_heads, 1, shape[-1])
+    ours, theirs = ReservedLayer(capacity=context + 32), DynamicLayer()  # room for the timed appends
+    ours.update(k, k), theirs.update(k, k)
+    out.append(
+        (
+            f"append a token to one layer's KV ({rows} rows, {context} tokens)",
+            _ms(lambda: ours.update(new, new), 10),
+            _ms(lambda: theirs.update(new, new), 10),
+        )
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", type=int, default=8)
@@ -186,6 +246,11 @@ def main() -> None:
         if args.breakdown_problems:
             shares[name] = breakdown(policy, prompts[: args.breakdown_problems], args.n, args.max_tokens)
         del policy
+    ops = op_timings(config)
+    print("\nthe engine's ops against what they replace (one thread)\n")
+    print(f"{'op':62}{'ours ms':>9}{'replaced ms':>12}{'ratio':>8}")
+    for name, ours, theirs in ops:
+        print(f"{name:62}{ours:>9.3f}{theirs:>12.3f}{theirs / ours:>7.1f}x")
     if shares:
         groups = list(next(iter(shares.values())))
         print(f"\nwhere the time goes (profiled, {args.breakdown_problems} problems x N={args.n}; shares of op time)\n")

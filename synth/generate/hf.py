@@ -234,7 +234,7 @@ class TransformersPolicy(ChatPrompts):
     @staticmethod
     def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
         """One token per row from softmax(logits / T), nucleus-cut at top_p, by inverse CDF: one uniform
-        per row (torch.multinomial draws an exponential per vocabulary entry, 9x the time on a CPU)."""
+        per row (torch.multinomial draws an exponential per vocabulary entry; bench/roofline.py times both)."""
         if params.temperature <= 0:
             return logits.argmax(-1)
         probs = (logits.float() / params.temperature).softmax(-1)

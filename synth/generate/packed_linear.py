@@ -1,8 +1,8 @@
 """bf16 linear layers whose weights are packed once for oneDNN, for inference on a CPU.
 
 `F.linear` in bf16 on a CPU hands oneDNN a plain weight, which it reorders into its blocked (AMX)
-layout on every call. Packing each weight once when the model is loaded makes the decode-sized matmuls
-1.5x faster and the LM head 2.4x (64 rows, one core, this machine's AMX), with the same output bits.
+layout on every call. Packing each weight once when the model is loaded makes decode-sized matmuls
+faster, the LM head most, with the same output bits (`bench/roofline.py` times both).
 These are the ops `torch.compile` itself uses for frozen CPU linears (`torch.ops.mkldnn`).
 """
 
