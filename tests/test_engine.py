@@ -183,3 +183,83 @@ def test_packed_linears_give_the_same_bits(tiny_model_dir):
         assert pack_linears(model) == 2 * 7 + 1  # q k v o gate up down per layer, and the LM head
         packed = model(input_ids=ids).logits
     assert isinstance(model.lm_head, PackedLinear) and torch.equal(plain, packed)
+
+
+def test_rows_joining_a_running_batch_decode_what_they_decode_alone(tokenizer, monkeypatch):
+    """Chunks join the batch as rows finish (`join_rows`): every row's greedy tokens are those of its prompt
+    decoded alone, whether the joining prompts are wider or narrower than the running rows."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from synth.generate import hf
+    from synth.generate.hf import TransformersPolicy
+
+    torch.manual_seed(1)  # untied, wider init: greedy text varies (the shared tiny model repeats one token)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    policy = TransformersPolicy("", batch_size=4, model=LlamaForCausalLM(cfg), tokenizer=tokenizer, system_prompt=None)
+    questions = ["1+1?", "What is 17 plus 25? Think step by step and box the answer.", "3*3?", "2+2?"]
+    questions += ["A train leaves at noon at 60 miles per hour; when has it gone 150 miles?", "7-5?"]
+    prompts = [policy.chat_prompt(q) for q in questions]
+    params = SamplingParams(n=2, max_tokens=12, temperature=0, stop=["b", "k", "v"])  # rows stop at different steps
+    joins = []
+    real = hf.join_rows
+
+    def counted(a, mask_a, b, mask_b, room):
+        joins.append((mask_a.shape[1], mask_b.shape[1]))
+        return real(a, mask_a, b, mask_b, room)
+
+    monkeypatch.setattr(hf, "join_rows", counted)
+    together = policy.generate(prompts, params)
+    assert any(a < b for a, b in joins) and any(a > b for a, b in joins), joins  # wider and narrower joiners
+    alone = [policy.generate([p], params)[0] for p in prompts]
+    assert [[(c.text, c.num_tokens, c.stop_reason) for c in x] for x in together] == [
+        [(c.text, c.num_tokens, c.stop_reason) for c in x] for x in alone
+    ]
+    assert len({c.num_tokens for x in together for c in x}) > 2
+
+
+def test_join_rows_matches_separate_caches():
+    """The next-token attention over a joined cache equals each part's own, in both width orders."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from synth.generate.reserved_cache import join_rows, reserved_cache
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    model = LlamaForCausalLM(cfg).eval()
+
+    def part(ids: torch.Tensor, pads: list[int]):
+        mask = torch.ones_like(ids)
+        for r, p in enumerate(pads):
+            mask[r, :p] = 0
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = reserved_cache(cfg, ids.shape[1] + 4)
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+        return cache, mask, pos[:, -1] + 1
+
+    def next_logits(cache, mask, pos, tok):
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+        with torch.inference_mode():
+            return model(input_ids=tok, attention_mask=mask, position_ids=pos[:, None], cache=cache).logits[:, -1]
+
+    for wa, wb in ((5, 9), (9, 5)):
+        ids_a, ids_b, tok = torch.randint(0, 64, (2, wa)), torch.randint(0, 64, (3, wb)), torch.randint(0, 64, (5, 1))
+        (ca, ma, pa), (cb, mb, pb) = part(ids_a, [0, 2]), part(ids_b, [1, 0, 3])
+        want = torch.cat([next_logits(ca, ma, pa, tok[:2]), next_logits(cb, mb, pb, tok[2:])])
+        (ca, ma, pa), (cb, mb, pb) = part(ids_a, [0, 2]), part(ids_b, [1, 0, 3])
+        cache, mask = join_rows(ca, ma, cb, mb, room=4)
+        assert mask.shape[1] == cache.get_seq_length() <= max(wa, wb)
+        got = next_logits(cache, mask, torch.cat([pa, pb]), tok)
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()

@@ -334,3 +334,36 @@ def test_shared_prefix_scoring_matches_one_sequence_per_row(tiny_model_dir, toke
             logits = forward(input_ids=torch.tensor([e.input_ids])).logits[0, :, 0]
             want = torch.sigmoid(logits[e.label_positions]).tolist()
             assert got == pytest.approx(want, abs=1e-5) and got_unshared == pytest.approx(want, abs=1e-5)
+
+
+def test_scoring_children_reuses_the_kv_of_parents_scored_last_call(tiny_model_dir, tokenizer):
+    """Tree search scores a node, then its children: the second call runs only the children's new tokens
+    on the kept KV of their parents, and every step score still equals that sequence run alone."""
+    from transformers import AutoModelForTokenClassification
+
+    from synth.prm.format import encode_steps
+    from synth.prm.token_cls import TokenClassificationPRM
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    prm = TokenClassificationPRM(model, tokenizer, device="cpu", dtype="float32", batch_size=3)
+    parents = [LONG_STEPS[: k + 1] for k in range(3)] + [STEPS[:1]]
+    children = [p + [child] for p in parents for child in ("Done.", f"So it is {len(p) * 7}.")]
+    children.append(["An unrelated first step that no parent starts with, long enough to be its own prefix."])
+    problem_of = lambda s: PROBLEM if s[0] == STEPS[0] else LONG_PROBLEM  # noqa: E731
+    calls = []
+    forward = prm.model.forward
+    prm.model.forward = lambda **kw: calls.append(kw["input_ids"].numel()) or forward(**kw)
+    prm.score([problem_of(s) for s in parents], parents)
+    calls[:] = []
+    got = prm.score([problem_of(s) for s in children], children)
+    reused_slots, calls[:] = sum(calls), []
+    fresh = TokenClassificationPRM(model, tokenizer, device="cpu", dtype="float32", batch_size=3)
+    fresh.model.forward = prm.model.forward
+    fresh.score([problem_of(s) for s in children], children)
+    assert reused_slots < 0.5 * sum(calls), (reused_slots, sum(calls))
+    with torch.inference_mode():
+        for s, scores in zip(children, got):
+            e = encode_steps(tokenizer, problem_of(s), s)
+            logits = forward(input_ids=torch.tensor([e.input_ids])).logits[0, :, 0]
+            assert scores == pytest.approx(torch.sigmoid(logits[e.label_positions]).tolist(), abs=1e-5)

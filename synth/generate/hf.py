@@ -12,6 +12,8 @@ iteration's continuations; without this each iteration prefills every path again
 from __future__ import annotations
 
 import threading
+from collections import deque
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
@@ -20,7 +22,7 @@ from transformers.cache_utils import DynamicLayer
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
 from synth.generate.kv_stash import Entry, KVStash
 from synth.generate.packed_linear import pack_linears
-from synth.generate.reserved_cache import reserved_cache
+from synth.generate.reserved_cache import ReservedLayer, join_rows, reserved_cache
 from synth.models import default_device, resolve_dtype
 
 
@@ -56,6 +58,8 @@ class TransformersPolicy(ChatPrompts):
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         # KV reuse needs plain full-attention layers (sliding-window caches cannot be spliced)
         self.reuses_kv = all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers)
+        # rows join a running batch only where every layer is a ReservedLayer (`join_rows`)
+        self.joins_rows = all(isinstance(x, ReservedLayer) for x in reserved_cache(self.model.config, 0).layers)
         # one stash per thread: searches run side by side (`overlap`) each extend their own last call
         self._stashes: dict[int, KVStash] = {}
 
@@ -94,23 +98,7 @@ class TransformersPolicy(ChatPrompts):
             for s in range(0, params.n, self.batch_size)
         ]
         chunks.sort(key=lambda c: len(ids[c[0]]) - reused[c[0]][1])
-        results: list[list[Continuation]] = [[] for _ in prompts]
-        batch: list[tuple[int, int]] = []
-        for chunk in chunks + [None]:
-            if chunk is None or (batch and sum(c for _, c in batch) + chunk[1] > self.batch_size):
-                outs = self._decode(
-                    [ids[i] for i, _ in batch],
-                    [c for _, c in batch],
-                    params,
-                    gen,
-                    [reused[i] for i, _ in batch],
-                    new_stash,
-                )
-                for (i, _), conts in zip(batch, outs):
-                    results[i].extend(conts)
-                batch = []
-            if chunk is not None:
-                batch.append(chunk)
+        results = self._decode(ids, chunks, params, gen, reused, new_stash)
         if new_stash is not None:
             self.stash = new_stash
         return results
@@ -158,29 +146,34 @@ class TransformersPolicy(ChatPrompts):
     def _decode(
         self,
         prompt_ids: list[list[int]],
-        counts: list[int],
+        chunks: list[tuple[int, int]],
         params: SamplingParams,
         gen,
         reused: list[tuple[Entry | None, int]],
         stash: KVStash | None,
     ) -> list[list[Continuation]]:
-        """Prefill each prompt once, fan it out to its samples, decode until every row stops."""
-        logits, cache, mask, pos = self._prefill(prompt_ids, reused, params.max_tokens)
-        fan = torch.repeat_interleave(
-            torch.arange(len(prompt_ids), device=self.device), torch.tensor(counts, device=self.device)
-        )
-        cache.batch_select_indices(fan)
-        logits, mask, next_pos = logits[fan], mask[fan], pos[fan, -1] + 1
-        rows = list(range(len(fan)))  # live row -> sample index
-        owner = fan.tolist()
-        tokens: list[list[int]] = [[] for _ in rows]
-        reasons: list[str | None] = [None] * len(rows)
+        """Decode every chunk's samples with at most `batch_size` rows live. Chunks join the running batch
+        as rows finish (their prompts prefilled, their caches joined to it: `join_rows`), so the batch stays
+        full while rows end at different lengths; a join waits until a quarter of the rows are free."""
+        pending = deque(chunks)
+        owner: list[int] = []  # sample -> prompt index
+        tokens: list[list[int]] = []
+        reasons: list[str | None] = []
         stops = params.stop or []
         window = max((len(s) for s in stops), default=0) + 8
-        for _ in range(params.max_tokens):
-            nxt = self._sample(logits, params, gen)
+        batch: _Batch | None = None
+        while pending or batch is not None:
+            free = self.batch_size - (len(batch.rows) if batch else 0)
+            joins = batch is None or (self.joins_rows and free >= max(self.batch_size // 4, 1))
+            if pending and pending[0][1] <= free and joins:
+                take = []
+                while pending and sum(c for _, c in take) + pending[0][1] <= free:
+                    take.append(pending.popleft())
+                new = self._admit(take, prompt_ids, reused, params, owner, tokens, reasons)
+                batch = new if batch is None else batch.joined(new, params.max_tokens)
+            nxt = self._sample(batch.logits, params, gen)
             keep = []
-            for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
+            for j, (r, t) in enumerate(zip(batch.rows, nxt.tolist())):
                 if t in self.eos_ids:
                     reasons[r] = "eos"
                     continue
@@ -193,27 +186,46 @@ class TransformersPolicy(ChatPrompts):
                     reasons[r] = "length"
                 else:
                     keep.append(j)
-            if stash is not None and len(keep) < len(rows):
+            if stash is not None and len(keep) < len(batch.rows):
                 kept_rows = set(keep)
-                done = [j for j in range(len(rows)) if j not in kept_rows]
-                self._stash_rows(stash, cache, mask, done, rows, owner, prompt_ids, tokens, reasons)
+                done = [j for j in range(len(batch.rows)) if j not in kept_rows]
+                self._stash_rows(stash, batch.cache, batch.mask, done, batch.rows, owner, prompt_ids, tokens, reasons)
             if not keep:
-                break
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask, next_pos, nxt = mask[index], next_pos[index], nxt[index]
-                rows = [rows[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            logits = self.model(
-                input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache, use_cache=True
+                batch = None
+                continue
+            if len(keep) < len(batch.rows):
+                batch.select(keep)
+                nxt = nxt[torch.tensor(keep, device=self.device)]
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+            batch.logits = self.model(
+                input_ids=nxt[:, None],
+                attention_mask=batch.mask,
+                position_ids=batch.next_pos[:, None],
+                cache=batch.cache,
+                use_cache=True,
             ).logits[:, -1]
-            next_pos = next_pos + 1
+            batch.next_pos = batch.next_pos + 1
         out: list[list[Continuation]] = [[] for _ in prompt_ids]
         for r, toks in enumerate(tokens):
             i = owner[r]
             out[i].append(self._continuation(toks, reasons[r] or "length", params, len(prompt_ids[i]), reused[i][1]))
         return out
+
+    def _admit(self, take, prompt_ids, reused, params, owner, tokens, reasons) -> _Batch:
+        """Prefill the prompts of chunks `take` once each and fan them out to their samples (new rows)."""
+        idx = [i for i, _ in take]
+        logits, cache, mask, pos = self._prefill(
+            [prompt_ids[i] for i in idx], [reused[i] for i in idx], params.max_tokens
+        )
+        fan = torch.repeat_interleave(
+            torch.arange(len(take), device=self.device), torch.tensor([c for _, c in take], device=self.device)
+        )
+        cache.batch_select_indices(fan)
+        rows = list(range(len(owner), len(owner) + len(fan)))
+        owner.extend(idx[j] for j in fan.tolist())
+        tokens.extend([] for _ in rows)
+        reasons.extend(None for _ in rows)
+        return _Batch(cache, mask[fan], pos[fan, -1] + 1, logits[fan], rows)
 
     @staticmethod
     def _stash_rows(stash: KVStash, cache, mask, finished: list[int], rows, owner, prompt_ids, tokens, reasons) -> None:
@@ -263,6 +275,34 @@ class TransformersPolicy(ChatPrompts):
                 )
         n = len(tokens) + (1 if reason == "eos" else 0)
         return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens, cached)
+
+
+@dataclass
+class _Batch:
+    """The rows decoding together: their KV cache, attention mask, next positions, pending logits, sample ids."""
+
+    cache: DynamicCache
+    mask: torch.Tensor
+    next_pos: torch.Tensor
+    logits: torch.Tensor
+    rows: list[int]
+
+    def select(self, keep: list[int]) -> None:
+        index = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_pos, self.logits = self.mask[index], self.next_pos[index], self.logits[index]
+        self.rows = [self.rows[j] for j in keep]
+
+    def joined(self, other: _Batch, room: int) -> _Batch:
+        """These rows and `other`'s in one batch, with room for `room` more tokens."""
+        cache, mask = join_rows(self.cache, self.mask, other.cache, other.mask, room)
+        return _Batch(
+            cache,
+            mask,
+            torch.cat([self.next_pos, other.next_pos]),
+            torch.cat([self.logits, other.logits]),
+            self.rows + other.rows,
+        )
 
 
 class StopOnStrings(StoppingCriteria):

@@ -94,3 +94,36 @@ def reserved_cache(config, capacity: int) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [ReservedLayer(capacity) if type(x) is DynamicLayer else x for x in cache.layers]
     return cache
+
+
+def join_rows(
+    a: DynamicCache, mask_a: torch.Tensor, b: DynamicCache, mask_b: torch.Tensor, room: int
+) -> tuple[DynamicCache, torch.Tensor]:
+    """The rows of reserved caches `a` and `b` (with their 2D attention masks) in one cache, `a`'s first.
+
+    Rows are right-aligned, so every row's next token goes to the same column; left padding is zeros
+    (masked out, and finite, so attention weights of 0 give 0), and leading columns no row attends are
+    dropped. The cache has room for `room` more positions; it reuses `a`'s layer objects.
+    """
+    wa, wb = mask_a.shape[1], mask_b.shape[1]
+    width = max(wa, wb)
+    mask = torch.cat(
+        [torch.nn.functional.pad(mask_a, (width - wa, 0)), torch.nn.functional.pad(mask_b, (width - wb, 0))]
+    )
+    start = int(mask.any(0).int().argmax())  # the first column some row attends
+    mask, kept = mask[:, start:], width - start
+    rows_a = mask_a.shape[0]
+    for la, lb in zip(a.layers, b.layers):
+        for name in ("_k", "_v"):
+            xa, xb = getattr(la, name)[:, :, : la._n], getattr(lb, name)[:, :, : lb._n]
+            buf = xa.new_empty((rows_a + xb.shape[0], xa.shape[1], kept + room, xa.shape[3]))
+            for dst, src in ((buf[:rows_a], xa), (buf[rows_a:], xb)):
+                at = width - src.shape[2] - start  # where src's first column lands (< 0: its head is dropped)
+                if at >= 0:
+                    dst[:, :, :at].zero_()
+                    dst[:, :, at:kept] = src
+                else:
+                    dst[:, :, :kept] = src[:, :, -at:]
+            setattr(la, name, buf)
+        la._n = kept
+    return a, mask

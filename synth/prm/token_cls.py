@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import DynamicCache
 
+from synth.generate.kv_stash import Entry, KVStash
 from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
-from synth.prm.prefix import Group, group_by_prefix
+from synth.prm.prefix import MIN_SHARED_TOKENS, Group, group_by_prefix
 
 META = "synth_prm.json"
+
+
+@dataclass
+class ScoredEntry(Entry):
+    """A scored sequence's KV, and the PRM's probability at each of its tokens."""
+
+    probs: list[float] = field(default_factory=list)
 
 
 class TokenClassificationPRM:
@@ -41,7 +51,10 @@ class TokenClassificationPRM:
         self.model.to(self.device, self.dtype).eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
-        self.share_prefixes = share_prefixes  # see synth.prm.prefix
+        # shared prefixes are read once: within a call (synth.prm.prefix), and from the previous call, whose
+        # sequences' KV is kept (tree search scores each node's children after the node itself)
+        self.share_prefixes = share_prefixes
+        self._stashes: dict[int, KVStash] = {}  # one per thread: searches run side by side (`overlap`)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kw) -> TokenClassificationPRM:
@@ -93,27 +106,44 @@ class TokenClassificationPRM:
         return out
 
     def token_probs(self, sequences: list[list[int]]) -> list[list[float]]:
-        """The PRM's probability at every token of every sequence; shared prefixes are read once."""
-        groups = (
-            group_by_prefix(sequences) if self.share_prefixes else [Group(len(s), [i]) for i, s in enumerate(sequences)]
-        )
+        """The PRM's probability at every token of every sequence. Sequences extending one scored by the last
+        call on this thread run only their new tokens on its kept KV; the rest share prefixes within the call."""
+        stash = self._stashes.get(threading.get_ident()) if self.share_prefixes else None
+        matches = [stash.match(s) if stash is not None else (None, 0) for s in sequences]
+        kept = [i for i, (_, n) in enumerate(matches) if n >= MIN_SHARED_TOKENS]
+        fresh = sorted(set(range(len(sequences))) - set(kept))
+        new_stash = KVStash() if self.share_prefixes else None
+        if self.share_prefixes:
+            groups = group_by_prefix([sequences[i] for i in fresh])
+            groups = [Group(g.prefix_len, [fresh[m] for m in g.members]) for g in groups]
+        else:
+            groups = [Group(len(sequences[i]), [i]) for i in fresh]
         groups.sort(key=lambda g: g.prefix_len)
         out: list[list[float]] = [[] for _ in sequences]
         batch: list[Group] = []
         for g in groups + [None]:
             if g is None or (batch and sum(len(b.members) for b in batch) + len(g.members) > self.batch_size):
-                self._forward(batch, sequences, out)
+                self._forward(batch, sequences, out, new_stash)
                 batch = []
             if g is not None:
                 batch.append(g)
+        kept.sort(key=lambda i: len(sequences[i]) - matches[i][1])
+        for start in range(0, len(kept), self.batch_size):
+            self._forward_kept(kept[start : start + self.batch_size], sequences, matches, out, new_stash)
+        if new_stash is not None:
+            self._stashes = {k: v for k, v in self._stashes.items() if k in {t.ident for t in threading.enumerate()}}
+            self._stashes[threading.get_ident()] = new_stash
         return out
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         return torch.sigmoid(logits[..., 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[..., 1]
 
-    def _forward(self, groups: list[Group], sequences: list[list[int]], out: list[list[float]]) -> None:
-        """Prefixes (left padded) in one pass, then every member's suffix on its group's cache."""
+    def _forward(
+        self, groups: list[Group], sequences: list[list[int]], out: list[list[float]], stash: KVStash | None
+    ) -> None:
+        """Prefixes (left padded) in one pass, then every member's suffix on its group's cache; every
+        sequence's KV and probabilities go to `stash`."""
         if not groups:
             return
         dev = self.device
@@ -123,7 +153,7 @@ class TokenClassificationPRM:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         suffixed = [(gi, m) for gi, g in enumerate(groups) for m in g.members if len(sequences[m]) > g.prefix_len]
-        cache = DynamicCache(config=self.model.config) if suffixed else None
+        cache = DynamicCache(config=self.model.config) if suffixed or stash is not None else None
         prefix_probs = self._probs(
             self.model(
                 input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=cache is not None
@@ -132,6 +162,8 @@ class TokenClassificationPRM:
         for gi, (g, p) in enumerate(zip(groups, prefixes)):
             for m in g.members:
                 out[m] = prefix_probs[gi][width - len(p) :]
+                if len(sequences[m]) == g.prefix_len:
+                    _keep(stash, sequences[m], cache, gi, mask[gi], out[m])
         # Suffixes of similar length share a pass, so little of it is padding; each pass gets its own
         # copy of the prefix cache, fanned out to its members.
         suffixed.sort(key=lambda x: len(sequences[x[1]]) - groups[x[0]].prefix_len)
@@ -145,15 +177,68 @@ class TokenClassificationPRM:
             sids = torch.tensor([s + [self.pad_id] * (swidth - len(s)) for s in suffixes], device=dev)
             smask = torch.tensor([[1] * len(s) + [0] * (swidth - len(s)) for s in suffixes], device=dev)
             spos = torch.tensor([[groups[gi].prefix_len + k for k in range(swidth)] for gi, _ in members], device=dev)
+            full_mask = torch.cat([mask[fan], smask], dim=1)
             logits = self.model(
-                input_ids=sids,
-                attention_mask=torch.cat([mask[fan], smask], dim=1),
-                position_ids=spos,
-                cache=chunk_cache,
-                use_cache=True,
+                input_ids=sids, attention_mask=full_mask, position_ids=spos, cache=chunk_cache, use_cache=True
             ).logits
             for row, ((_, m), s) in enumerate(zip(members, suffixes)):
                 out[m] = out[m] + self._probs(logits[row, : len(s)]).tolist()
+                _keep(stash, sequences[m], chunk_cache, row, full_mask[row], out[m])
+
+    def _forward_kept(
+        self,
+        rows: list[int],
+        sequences: list[list[int]],
+        matches: list[tuple[ScoredEntry | None, int]],
+        out: list[list[float]],
+        stash: KVStash | None,
+    ) -> None:
+        """Sequences whose first n tokens were scored last call: [pad | kept KV | new tokens | pad] in one pass."""
+        if not rows:
+            return
+        dev = self.device
+        kept = max(matches[i][1] for i in rows)
+        new = [sequences[i][matches[i][1] :] for i in rows]
+        width = max(len(x) for x in new)
+        cache = DynamicCache(config=self.model.config)
+        for layer in range(len(cache.layers)):
+            ref = matches[rows[0]][0].keys[layer]
+            k = ref.new_zeros((len(rows), ref.shape[0], kept, ref.shape[2]))
+            v = torch.zeros_like(k)
+            for row, i in enumerate(rows):
+                entry, n = matches[i]
+                k[row, :, kept - n :] = entry.keys[layer][:, :n]
+                v[row, :, kept - n :] = entry.values[layer][:, :n]
+            cache.update(k, v, layer)
+        ids = torch.tensor([x + [self.pad_id] * (width - len(x)) for x in new], device=dev)
+        mask = torch.tensor(
+            [
+                [0] * (kept - matches[i][1]) + [1] * (matches[i][1] + len(x)) + [0] * (width - len(x))
+                for i, x in zip(rows, new)
+            ],
+            device=dev,
+        )
+        pos = torch.tensor([[matches[i][1] + k for k in range(width)] for i in rows], device=dev)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).logits
+        for row, (i, x) in enumerate(zip(rows, new)):
+            entry, n = matches[i]
+            out[i] = entry.probs[:n] + self._probs(logits[row, : len(x)]).tolist()
+            _keep(stash, sequences[i], cache, row, mask[row], out[i])
+
+
+def _keep(stash: KVStash | None, ids: list[int], cache, row: int, mask_row: torch.Tensor, probs: list[float]) -> None:
+    """Put row `row` of `cache` (its attended positions) into `stash` under `ids`, with its probabilities."""
+    if stash is None:
+        return
+    valid = mask_row.bool()
+    stash.put(
+        ids,
+        ScoredEntry(
+            [layer.keys[row][:, valid].clone() for layer in cache.layers],
+            [layer.values[row][:, valid].clone() for layer in cache.layers],
+            probs,
+        ),
+    )
 
 
 HEAD_NAMES = ("score.", "classifier.")  # the token-classification head of transformers' models
