@@ -185,16 +185,14 @@ def test_packed_linears_give_the_same_bits(tiny_model_dir):
     assert isinstance(model.lm_head, PackedLinear) and torch.equal(plain, packed)
 
 
-def test_rows_joining_a_running_batch_decode_what_they_decode_alone(tokenizer, monkeypatch):
-    """Chunks join the batch as rows finish (`join_rows`): every row's greedy tokens are those of its prompt
-    decoded alone, whether the joining prompts are wider or narrower than the running rows."""
+def varied_policy(tokenizer, batch_size: int):
+    """A tiny untied Llama with a wider init, whose greedy text varies (the shared tiny model repeats one token)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from synth.generate import hf
     from synth.generate.hf import TransformersPolicy
 
-    torch.manual_seed(1)  # untied, wider init: greedy text varies (the shared tiny model repeats one token)
+    torch.manual_seed(1)
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -206,7 +204,47 @@ def test_rows_joining_a_running_batch_decode_what_they_decode_alone(tokenizer, m
         initializer_range=0.2,
         eos_token_id=tokenizer.eos_token_id,
     )
-    policy = TransformersPolicy("", batch_size=4, model=LlamaForCausalLM(cfg), tokenizer=tokenizer, system_prompt=None)
+    model = LlamaForCausalLM(cfg)
+    return TransformersPolicy("", batch_size=batch_size, model=model, tokenizer=tokenizer, system_prompt=None)
+
+
+def test_decode_stream_returns_each_request_as_its_samples_end(tokenizer):
+    """Requests join a running stream; each comes back when its own rows end, holding what `generate` gives
+    it alone (greedy), and a lane's next request reuses the KV of its last continuations."""
+    policy = varied_policy(tokenizer, batch_size=4)
+    params = SamplingParams(n=2, max_tokens=12, temperature=0, stop=["b", "k", "v"], keep_cache=True)
+    questions = ["1+1?", "What is 17 plus 25? Think step by step.", "3*3?", "A train leaves at noon; when?"]
+    prompts = [policy.chat_prompt(q) for q in questions]
+    stream = policy.stream(params)
+    for lane, p in enumerate(prompts):
+        stream.add(lane, [p], n=1 if lane == 3 else None)
+    back, steps = {}, 0
+    while stream.busy:
+        steps += 1
+        for lane, outs in stream.step():
+            back[lane] = (steps, outs)
+    assert sorted(back) == [0, 1, 2, 3] and len({s for s, _ in back.values()}) > 1  # not all at the end
+    assert [len(back[k][1][0]) for k in range(4)] == [2, 2, 2, 1]
+    for lane, p in enumerate(prompts):
+        alone = policy.generate(
+            [p], SamplingParams(n=2 if lane < 3 else 1, max_tokens=12, temperature=0, stop=params.stop)
+        )
+        assert [c.text for c in back[lane][1][0]] == [c.text for c in alone[0]]
+    # lane 1 goes on from its first continuation: only the new tokens are prefilled
+    first = back[1][1][0][0]
+    stream.add(1, [prompts[1] + first.text + " so"])
+    while stream.busy:
+        done = stream.step()
+    ((lane, outs),) = done
+    assert lane == 1 and outs[0][0].cached_tokens >= len(policy.tokenizer(prompts[1]).input_ids)
+
+
+def test_rows_joining_a_running_batch_decode_what_they_decode_alone(tokenizer, monkeypatch):
+    """Chunks join the batch as rows finish (`join_rows`): every row's greedy tokens are those of its prompt
+    decoded alone, whether the joining prompts are wider or narrower than the running rows."""
+    from synth.generate import hf
+
+    policy = varied_policy(tokenizer, batch_size=4)
     questions = ["1+1?", "What is 17 plus 25? Think step by step and box the answer.", "3*3?", "2+2?"]
     questions += ["A train leaves at noon at 60 miles per hour; when has it gone 150 miles?", "7-5?"]
     prompts = [policy.chat_prompt(q) for q in questions]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
@@ -86,22 +87,22 @@ class TransformersPolicy(ChatPrompts):
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
-        gen = torch.Generator(device=self.device).manual_seed(params.seed)
-        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         stash = self.stash
-        reused = [stash.match(x) if stash is not None else (None, 0) for x in ids]
         new_stash = KVStash() if params.keep_cache and stash is not None else None
-        # chunks of (prompt index, samples): a prompt's samples share one prefill
-        chunks = [
-            (i, min(self.batch_size, params.n - s))
-            for i in range(len(prompts))
-            for s in range(0, params.n, self.batch_size)
-        ]
-        chunks.sort(key=lambda c: len(ids[c[0]]) - reused[c[0]][1])
-        results = self._decode(ids, chunks, params, gen, reused, new_stash)
+        decoder = _Decoder(self, params)
+        decoder.add(self._ids(prompts), stash, new_stash)
+        while decoder.busy:
+            decoder.step()
         if new_stash is not None:
             self.stash = new_stash
-        return results
+        return decoder.result(0)
+
+    def stream(self, params: SamplingParams) -> DecodeStream:
+        """A decode loop that requests join while it runs (see `DecodeStream`)."""
+        return DecodeStream(self, params)
+
+    def _ids(self, prompts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
 
     def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]], max_tokens: int = 0):
         """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
@@ -143,106 +144,6 @@ class TransformersPolicy(ChatPrompts):
             )
         return logits, cache, mask, pos
 
-    def _decode(
-        self,
-        prompt_ids: list[list[int]],
-        chunks: list[tuple[int, int]],
-        params: SamplingParams,
-        gen,
-        reused: list[tuple[Entry | None, int]],
-        stash: KVStash | None,
-    ) -> list[list[Continuation]]:
-        """Decode every chunk's samples with at most `batch_size` rows live. Chunks join the running batch
-        as rows finish (their prompts prefilled, their caches joined to it: `join_rows`), so the batch stays
-        full while rows end at different lengths; a join waits until a quarter of the rows are free."""
-        pending = deque(chunks)
-        owner: list[int] = []  # sample -> prompt index
-        tokens: list[list[int]] = []
-        reasons: list[str | None] = []
-        stops = params.stop or []
-        window = max((len(s) for s in stops), default=0) + 8
-        batch: _Batch | None = None
-        while pending or batch is not None:
-            free = self.batch_size - (len(batch.rows) if batch else 0)
-            joins = batch is None or (self.joins_rows and free >= max(self.batch_size // 4, 1))
-            if pending and pending[0][1] <= free and joins:
-                take = []
-                while pending and sum(c for _, c in take) + pending[0][1] <= free:
-                    take.append(pending.popleft())
-                new = self._admit(take, prompt_ids, reused, params, owner, tokens, reasons)
-                batch = new if batch is None else batch.joined(new, params.max_tokens)
-            nxt = self._sample(batch.logits, params, gen)
-            keep = []
-            for j, (r, t) in enumerate(zip(batch.rows, nxt.tolist())):
-                if t in self.eos_ids:
-                    reasons[r] = "eos"
-                    continue
-                tokens[r].append(t)
-                if stops and any(
-                    s in self.tokenizer.decode(tokens[r][-window:], skip_special_tokens=True) for s in stops
-                ):
-                    reasons[r] = "stop"
-                elif len(tokens[r]) >= params.max_tokens:
-                    reasons[r] = "length"
-                else:
-                    keep.append(j)
-            if stash is not None and len(keep) < len(batch.rows):
-                kept_rows = set(keep)
-                done = [j for j in range(len(batch.rows)) if j not in kept_rows]
-                self._stash_rows(stash, batch.cache, batch.mask, done, batch.rows, owner, prompt_ids, tokens, reasons)
-            if not keep:
-                batch = None
-                continue
-            if len(keep) < len(batch.rows):
-                batch.select(keep)
-                nxt = nxt[torch.tensor(keep, device=self.device)]
-            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
-            batch.logits = self.model(
-                input_ids=nxt[:, None],
-                attention_mask=batch.mask,
-                position_ids=batch.next_pos[:, None],
-                cache=batch.cache,
-                use_cache=True,
-            ).logits[:, -1]
-            batch.next_pos = batch.next_pos + 1
-        out: list[list[Continuation]] = [[] for _ in prompt_ids]
-        for r, toks in enumerate(tokens):
-            i = owner[r]
-            out[i].append(self._continuation(toks, reasons[r] or "length", params, len(prompt_ids[i]), reused[i][1]))
-        return out
-
-    def _admit(self, take, prompt_ids, reused, params, owner, tokens, reasons) -> _Batch:
-        """Prefill the prompts of chunks `take` once each and fan them out to their samples (new rows)."""
-        idx = [i for i, _ in take]
-        logits, cache, mask, pos = self._prefill(
-            [prompt_ids[i] for i in idx], [reused[i] for i in idx], params.max_tokens
-        )
-        fan = torch.repeat_interleave(
-            torch.arange(len(take), device=self.device), torch.tensor([c for _, c in take], device=self.device)
-        )
-        cache.batch_select_indices(fan)
-        rows = list(range(len(owner), len(owner) + len(fan)))
-        owner.extend(idx[j] for j in fan.tolist())
-        tokens.extend([] for _ in rows)
-        reasons.extend(None for _ in rows)
-        return _Batch(cache, mask[fan], pos[fan, -1] + 1, logits[fan], rows)
-
-    @staticmethod
-    def _stash_rows(stash: KVStash, cache, mask, finished: list[int], rows, owner, prompt_ids, tokens, reasons) -> None:
-        """Keep the KV of rows that just finished, under the tokens fed so far (the token that ended
-        a row by a stop string or the length limit was sampled but never fed; EOS is not kept)."""
-        for j in finished:
-            r = rows[j]
-            fed = tokens[r] if reasons[r] == "eos" else tokens[r][:-1]
-            valid = mask[j].bool()
-            stash.put(
-                prompt_ids[owner[r]] + fed,
-                Entry(
-                    [layer.keys[j][:, valid].clone() for layer in cache.layers],
-                    [layer.values[j][:, valid].clone() for layer in cache.layers],
-                ),
-            )
-
     @staticmethod
     def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
         """One token per row from softmax(logits / T), nucleus-cut at top_p, by inverse CDF: one uniform
@@ -275,6 +176,201 @@ class TransformersPolicy(ChatPrompts):
                 )
         n = len(tokens) + (1 if reason == "eos" else 0)
         return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens, cached)
+
+
+class DecodeStream:
+    """An open decode loop over one set of sampling params: requests join while it runs, and each comes
+    back as soon as its own samples end (not when the whole batch's do).
+
+    Requests are keyed by a lane (a DVTS subtree, say): with `keep_cache`, a lane's next request reuses
+    the KV of its last one's continuations. Deterministic: the same adds and steps give the same samples.
+    """
+
+    def __init__(self, policy: TransformersPolicy, params: SamplingParams):
+        self.policy, self.params = policy, params
+        self._decoder = _Decoder(policy, params)
+        self._lanes: dict[Hashable, KVStash] = {}  # a lane's last continuations' KV
+        self._requests: list[tuple[Hashable, KVStash | None]] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._decoder.busy
+
+    @property
+    def live_rows(self) -> int:
+        """Rows decoding now, and rows waiting to join."""
+        return self._decoder.live_rows
+
+    def add(self, lane: Hashable, prompts: list[str], n: int | None = None) -> None:
+        """Ask for n (default `params.n`) continuations of each prompt, under `lane`."""
+        kept = self._lanes.pop(lane, None)
+        new = KVStash() if self.params.keep_cache and self.policy.reuses_kv else None
+        with torch.inference_mode():
+            self._decoder.add(self.policy._ids(prompts), kept, new, n)
+        self._requests.append((lane, new))
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Hashable, list[list[Continuation]]]]:
+        """One decode step (rows join first); the (lane, continuations per prompt) of requests it completed."""
+        out = []
+        for r in self._decoder.step():
+            lane, new = self._requests[r]
+            if new is not None:
+                self._lanes[lane] = new
+            out.append((lane, self._decoder.result(r)))
+        return out
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[list[int]]
+    reused: list[tuple[Entry | None, int]]  # per prompt: kept KV and the tokens it covers
+    stash: KVStash | None  # where finished rows' KV goes (keep_cache)
+    open_rows: int  # samples not finished yet
+    rows: list[list[int]]  # per prompt: its samples' row ids
+
+
+class _Decoder:
+    """The decode loop: at most `batch_size` rows live. Chunks (a prompt's samples) join the running batch
+    as rows finish (their prompts prefilled once, their caches joined to it: `join_rows`), so the batch stays
+    full while rows end at different lengths; a join waits until a quarter of the rows are free."""
+
+    def __init__(self, policy: TransformersPolicy, params: SamplingParams):
+        self.policy, self.params = policy, params
+        self.gen = torch.Generator(device=policy.device).manual_seed(params.seed)
+        self.requests: list[_Request] = []
+        self.pending: deque[tuple[int, int, int]] = deque()  # chunks: (request, prompt, samples)
+        self.owner: list[tuple[int, int]] = []  # row -> (request, prompt)
+        self.tokens: list[list[int]] = []
+        self.reasons: list[str | None] = []
+        self.batch: _Batch | None = None
+        self.window = max((len(s) for s in params.stop or []), default=0) + 8
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending) or self.batch is not None
+
+    @property
+    def live_rows(self) -> int:
+        return (len(self.batch.rows) if self.batch else 0) + sum(c for _, _, c in self.pending)
+
+    def add(
+        self, prompt_ids: list[list[int]], kept: KVStash | None, stash: KVStash | None, n: int | None = None
+    ) -> int:
+        """A request: n (default `params.n`) samples of each prompt, reusing `kept`'s KV; returns its index."""
+        reused = [kept.match(x) if kept is not None else (None, 0) for x in prompt_ids]
+        n, size = n or self.params.n, self.policy.batch_size
+        r = len(self.requests)
+        self.requests.append(_Request(prompt_ids, reused, stash, n * len(prompt_ids), [[] for _ in prompt_ids]))
+        chunks = [(r, i, min(size, n - s)) for i in range(len(prompt_ids)) for s in range(0, n, size)]
+        chunks.sort(key=lambda c: len(prompt_ids[c[1]]) - reused[c[1]][1])  # similar lengths: little padding
+        self.pending.extend(chunks)
+        return r
+
+    def step(self) -> list[int]:
+        """Join what fits, sample a token for every row, feed the rows still going; the requests completed."""
+        policy, params = self.policy, self.params
+        free = policy.batch_size - (len(self.batch.rows) if self.batch else 0)
+        joins = self.batch is None or (policy.joins_rows and free >= max(policy.batch_size // 4, 1))
+        if self.pending and self.pending[0][2] <= free and joins:
+            take = []
+            while self.pending and sum(c for *_, c in take) + self.pending[0][2] <= free:
+                take.append(self.pending.popleft())
+            new = self._admit(take)
+            self.batch = new if self.batch is None else self.batch.joined(new, params.max_tokens)
+        if self.batch is None:
+            return []
+        batch = self.batch
+        nxt = policy._sample(batch.logits, params, self.gen)
+        keep, done = [], []
+        for j, (row, t) in enumerate(zip(batch.rows, nxt.tolist())):
+            toks = self.tokens[row]
+            if t in policy.eos_ids:
+                self.reasons[row] = "eos"
+            else:
+                toks.append(t)
+                text = policy.tokenizer.decode(toks[-self.window :], skip_special_tokens=True) if params.stop else ""
+                if any(s in text for s in params.stop or []):
+                    self.reasons[row] = "stop"
+                elif len(toks) >= params.max_tokens:
+                    self.reasons[row] = "length"
+                else:
+                    keep.append(j)
+                    continue
+            done.append(j)
+        completed = []
+        for j in done:
+            row = batch.rows[j]
+            r, i = self.owner[row]
+            request = self.requests[r]
+            if request.stash is not None:
+                self._stash(request, i, row, j)
+            request.open_rows -= 1
+            if not request.open_rows:
+                completed.append(r)
+        if not keep:
+            self.batch = None
+            return completed
+        if done:
+            batch.select(keep)
+            nxt = nxt[torch.tensor(keep, device=policy.device)]
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+        batch.logits = policy.model(
+            input_ids=nxt[:, None],
+            attention_mask=batch.mask,
+            position_ids=batch.next_pos[:, None],
+            cache=batch.cache,
+            use_cache=True,
+        ).logits[:, -1]
+        batch.next_pos = batch.next_pos + 1
+        return completed
+
+    def result(self, r: int) -> list[list[Continuation]]:
+        """Request r's continuations, per prompt (its samples in order)."""
+        request = self.requests[r]
+        return [
+            [
+                self.policy._continuation(
+                    self.tokens[row], self.reasons[row] or "length", self.params, len(ids), request.reused[i][1]
+                )
+                for row in request.rows[i]
+            ]
+            for i, ids in enumerate(request.prompt_ids)
+        ]
+
+    def _admit(self, take: list[tuple[int, int, int]]) -> _Batch:
+        """Prefill the prompts of chunks `take` once each and fan them out to their samples (new rows)."""
+        prompts = [self.requests[r].prompt_ids[i] for r, i, _ in take]
+        reused = [self.requests[r].reused[i] for r, i, _ in take]
+        logits, cache, mask, pos = self.policy._prefill(prompts, reused, self.params.max_tokens)
+        dev = self.policy.device
+        fan = torch.repeat_interleave(
+            torch.arange(len(take), device=dev), torch.tensor([c for *_, c in take], device=dev)
+        )
+        cache.batch_select_indices(fan)
+        rows = []
+        for r, i, c in take:
+            for _ in range(c):
+                row = len(self.owner)
+                self.owner.append((r, i))
+                self.requests[r].rows[i].append(row)
+                self.tokens.append([])
+                self.reasons.append(None)
+                rows.append(row)
+        return _Batch(cache, mask[fan], pos[fan, -1] + 1, logits[fan], rows)
+
+    def _stash(self, request: _Request, i: int, row: int, j: int) -> None:
+        """Keep the KV of a row that just finished (batch row j), under the tokens fed so far (the token that
+        ended it by a stop string or the length limit was sampled but never fed; EOS is not kept)."""
+        fed = self.tokens[row] if self.reasons[row] == "eos" else self.tokens[row][:-1]
+        valid = self.batch.mask[j].bool()
+        request.stash.put(
+            request.prompt_ids[i] + fed,
+            Entry(
+                [layer.keys[j][:, valid].clone() for layer in self.batch.cache.layers],
+                [layer.values[j][:, valid].clone() for layer in self.batch.cache.layers],
+            ),
+        )
 
 
 @dataclass

@@ -18,7 +18,7 @@ import random
 from typing import TYPE_CHECKING
 
 from synth.generate.engine import Policy
-from synth.generate.tree import Expander, Node, SearchResult, complete, leaf_trace, tree_dicts
+from synth.generate.tree import Ask, Expander, Node, SearchResult, complete, grow, leaf_trace, tree_dicts
 from synth.prm.scorer import PRM
 from synth.records import Problem
 
@@ -60,40 +60,40 @@ def particle_filtering(
     prm = require_prm("particle_filtering", prm)
     ex = Expander.for_problems(policy, prm, cfg, seed, problems)
     trees, costs = ex.trees, ex.costs
-    rng = random.Random(seed)
-    particles: list[list[Node]] = [[t.nodes[0]] * cfg.n for t in trees]
+    # one generator per problem: problems move on in whatever order their steps come back
+    rngs = [random.Random(f"{seed}:{t}") for t in range(len(trees))]
+    particles: list[list[Node]] = [[] for _ in trees]
     done: list[list[Node]] = [[] for _ in trees]
-    for _ in range(cfg.max_iterations):
-        requests = [(t, node) for t, ps in enumerate(particles) for node in ps]
-        if not requests:
-            break
-        children = [kids[0] for kids in ex.expand(requests, 1)]
-        ex.score([(t, k) for (t, _), k in zip(requests, children)])
-        by_tree: dict[int, list[Node]] = {}
-        for (t, _), k in zip(requests, children):
-            by_tree.setdefault(t, []).append(k)
-        particles = [[] for _ in trees]
-        for t, kids in by_tree.items():
-            open_kids = []
-            for k in kids:
-                if k.finished:
-                    k.status = "finished"
-                    done[t].append(k)
-                else:
-                    k.status = "pruned"
-                    open_kids.append(k)
-            if not open_kids:
-                continue
-            picked = resample(
-                weights([k.score for k in open_kids], cfg.particles.temperature),
-                len(open_kids),
-                rng,
-                cfg.particles.resampling,
-            )
-            for i in picked:
-                open_kids[i].copies += 1
-                open_kids[i].status = "kept"
-            particles[t] = [open_kids[i] for i in picked]
+    depth = [0] * len(trees)
+
+    def advance(t: int, got: list[tuple[int, Node, list[Node]]]) -> Ask | None:
+        """Problem t's finished particles leave; the open ones are resampled by the PRM's weights."""
+        depth[t] += 1
+        open_kids = []
+        for _, _, (k,) in got:
+            if k.finished:
+                k.status = "finished"
+                done[t].append(k)
+            else:
+                k.status = "pruned"
+                open_kids.append(k)
+        particles[t] = []
+        if not open_kids:
+            return None
+        picked = resample(
+            weights([k.score for k in open_kids], cfg.particles.temperature),
+            len(open_kids),
+            rngs[t],
+            cfg.particles.resampling,
+        )
+        for i in picked:
+            open_kids[i].copies += 1
+            open_kids[i].status = "kept"
+        particles[t] = [open_kids[i] for i in picked]
+        return ([(t, k) for k in particles[t]], 1) if depth[t] < cfg.max_iterations else None
+
+    if cfg.max_iterations > 0:
+        grow(ex, {t: ([(t, trees[t].nodes[0])] * cfg.n, 1) for t in range(len(trees))}, advance)
     leaves = []
     for t in range(len(trees)):
         for node in particles[t]:

@@ -15,7 +15,7 @@ from synth.config import check_fields
 from synth.generate.engine import Policy, SamplingParams
 from synth.generate.mcts import mcts
 from synth.generate.particles import particle_filtering
-from synth.generate.tree import Cost, Expander, Node, SearchResult, complete, dedupe, leaf_trace, tree_dicts
+from synth.generate.tree import Ask, Cost, Expander, Node, SearchResult, complete, dedupe, grow, leaf_trace, tree_dicts
 from synth.prm.scorer import PRM, Aggregation, aggregate
 from synth.records import Problem, Trace
 from synth.steps import StepCut, StepRule
@@ -227,30 +227,31 @@ def beam_search(
     ex = Expander.for_problems(policy, prm, cfg, seed, problems)
     trees, costs = ex.trees, ex.costs
     keep = cfg.n // cfg.beam_width
-    frontier: list[list[Node]] = [[t.nodes[0]] for t in trees]
+    frontier: list[list[Node]] = [[] for _ in trees]
     done: list[list[Node]] = [[] for _ in trees]
-    for it in range(cfg.max_iterations):
-        requests = [(t, node) for t, nodes in enumerate(frontier) for node in nodes if len(done[t]) < cfg.n]
-        if not requests:
-            break
-        children = ex.expand(requests, cfg.n if it == 0 else cfg.beam_width)
-        by_tree: dict[int, list[Node]] = {}
-        for (t, _), kids in zip(requests, children):
-            by_tree.setdefault(t, []).extend(kids)
-        ex.score([(t, k) for t, kids in by_tree.items() for k in kids])
-        frontier = [[] for _ in trees]
-        for t, kids in by_tree.items():
-            for k in kids:
-                if k.finished:
-                    k.status = "finished"
-                    done[t].append(k)
-            open_kids = [k for k in kids if not k.finished]
-            if cfg.filter_duplicates:
-                open_kids = dedupe(open_kids)
-            open_kids.sort(key=lambda k: k.score, reverse=True)
-            for rank, k in enumerate(open_kids):
-                k.status = "kept" if rank < keep else "pruned"
-            frontier[t] = open_kids[:keep]
+    depth = [0] * len(trees)
+
+    def advance(t: int, got: list[tuple[int, Node, list[Node]]]) -> Ask | None:
+        """Problem t keeps its top N/M open candidates, until it has N finished, none open, or max_iterations."""
+        kids = [k for _, _, ks in got for k in ks]
+        depth[t] += 1
+        for k in kids:
+            if k.finished:
+                k.status = "finished"
+                done[t].append(k)
+        open_kids = [k for k in kids if not k.finished]
+        if cfg.filter_duplicates:
+            open_kids = dedupe(open_kids)
+        open_kids.sort(key=lambda k: k.score, reverse=True)
+        for rank, k in enumerate(open_kids):
+            k.status = "kept" if rank < keep else "pruned"
+        frontier[t] = open_kids[:keep]
+        if len(done[t]) >= cfg.n or not frontier[t] or depth[t] >= cfg.max_iterations:
+            return None
+        return [(t, k) for k in frontier[t]], cfg.beam_width
+
+    if cfg.max_iterations > 0:
+        grow(ex, {t: ([(t, trees[t].nodes[0])], cfg.n) for t in range(len(trees))}, advance)
     leaves = []
     for t in range(len(trees)):
         for node in frontier[t]:
@@ -283,23 +284,24 @@ def dvts(
     subtrees = cfg.n // cfg.beam_width
     heads = [(t, trees[t].nodes[0]) for t in range(len(trees)) for _ in range(subtrees)]
     last: dict[int, list[Node]] = {}  # subtree index -> its last M candidates
-    active = list(range(len(heads)))
-    for _ in range(cfg.max_iterations):
-        if not active:
-            break
-        children = ex.expand([heads[s] for s in active], cfg.beam_width)
-        ex.score([(heads[s][0], k) for s, kids in zip(active, children) for k in kids])
-        still = []
-        for s, kids in zip(active, children):
-            kids = dedupe(kids) if cfg.filter_duplicates else kids
-            best = max(kids, key=lambda k: k.score)
-            for k in kids:
-                k.status = "finished" if k.finished else ("kept" if k is best else "pruned")
-            last[s] = kids
-            if not best.finished:
-                heads[s] = (heads[s][0], best)
-                still.append(s)
-        active = still
+    depth = [0] * len(heads)
+
+    def advance(s: int, got: list[tuple[int, Node, list[Node]]]) -> Ask | None:
+        """Subtree s moves to its best scored child, until that child is finished or max_iterations."""
+        ((t, _, kids),) = got
+        depth[s] += 1
+        kids = dedupe(kids) if cfg.filter_duplicates else kids
+        best = max(kids, key=lambda k: k.score)
+        for k in kids:
+            k.status = "finished" if k.finished else ("kept" if k is best else "pruned")
+        last[s] = kids
+        if best.finished or depth[s] >= cfg.max_iterations:
+            return None
+        heads[s] = (t, best)
+        return [heads[s]], cfg.beam_width
+
+    if cfg.max_iterations > 0:
+        grow(ex, {s: ([heads[s]], cfg.beam_width) for s in range(len(heads))}, advance)
     leaves = []
     for t in range(len(trees)):
         leaves.append([])
@@ -329,4 +331,6 @@ def run_search(
     policy: Policy, problems: list[Problem], cfg: SearchConfig, seed: int, prm: PRM | None = None
 ) -> list[SearchResult]:
     policy.new_search()
+    if hasattr(prm, "new_search"):  # a PRM that keeps KV between calls (TokenClassificationPRM)
+        prm.new_search()
     return STRATEGIES[cfg.strategy](policy, problems, cfg, seed, prm)

@@ -11,18 +11,20 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import DynamicCache
 
-from synth.generate.kv_stash import Entry, KVStash
+from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash
 from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
 from synth.prm.prefix import MIN_SHARED_TOKENS, Group, group_by_prefix
 
 META = "synth_prm.json"
+KEPT_BYTES = DEFAULT_MAX_BYTES  # KV kept from recent calls, per thread; the oldest calls' go first
 
 
 @dataclass
@@ -51,10 +53,10 @@ class TokenClassificationPRM:
         self.model.to(self.device, self.dtype).eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
-        # shared prefixes are read once: within a call (synth.prm.prefix), and from the previous call, whose
+        # shared prefixes are read once: within a call (synth.prm.prefix), and from recent calls, whose
         # sequences' KV is kept (tree search scores each node's children after the node itself)
         self.share_prefixes = share_prefixes
-        self._stashes: dict[int, KVStash] = {}  # one per thread: searches run side by side (`overlap`)
+        self._stashes: dict[int, deque[KVStash]] = {}  # per thread (searches run side by side: `overlap`)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kw) -> TokenClassificationPRM:
@@ -92,6 +94,10 @@ class TokenClassificationPRM:
         prm.step_cut = meta.get("step_cut")  # where its training steps ended (synth label), if known
         return prm
 
+    def new_search(self) -> None:
+        """Forget the KV this thread kept, so a batch scores the same wherever it runs (as the policy's)."""
+        self._stashes.pop(threading.get_ident(), None)
+
     @torch.inference_mode()
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
         encoded = [
@@ -106,10 +112,10 @@ class TokenClassificationPRM:
         return out
 
     def token_probs(self, sequences: list[list[int]]) -> list[list[float]]:
-        """The PRM's probability at every token of every sequence. Sequences extending one scored by the last
+        """The PRM's probability at every token of every sequence. Sequences extending one scored by a recent
         call on this thread run only their new tokens on its kept KV; the rest share prefixes within the call."""
-        stash = self._stashes.get(threading.get_ident()) if self.share_prefixes else None
-        matches = [stash.match(s) if stash is not None else (None, 0) for s in sequences]
+        recent = self._stashes.get(threading.get_ident(), ()) if self.share_prefixes else ()
+        matches = [max((st.match(s) for st in recent), key=lambda m: m[1], default=(None, 0)) for s in sequences]
         kept = [i for i, (_, n) in enumerate(matches) if n >= MIN_SHARED_TOKENS]
         fresh = sorted(set(range(len(sequences))) - set(kept))
         new_stash = KVStash() if self.share_prefixes else None
@@ -131,8 +137,12 @@ class TokenClassificationPRM:
         for start in range(0, len(kept), self.batch_size):
             self._forward_kept(kept[start : start + self.batch_size], sequences, matches, out, new_stash)
         if new_stash is not None:
-            self._stashes = {k: v for k, v in self._stashes.items() if k in {t.ident for t in threading.enumerate()}}
-            self._stashes[threading.get_ident()] = new_stash
+            alive = {t.ident for t in threading.enumerate()}
+            self._stashes = {k: v for k, v in self._stashes.items() if k in alive}  # threads gone: free their KV
+            recent = self._stashes.setdefault(threading.get_ident(), deque())
+            recent.append(new_stash)
+            while sum(st.bytes for st in recent) > KEPT_BYTES:
+                recent.popleft()
         return out
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
