@@ -2,12 +2,11 @@
 and against best-of-N at the same N.
 
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
-        [--prm default-sentence] [--out runs/bench-overlap]
+        [--prm default-sentence] [--tasks FAMILY ...] [--no-overlap] [--out runs/bench-overlap]
 
-Five `synth generate` runs on the held-out arithmetic pool (seed 1000), transformers engines, all cores:
-best-of-N; the tree search in whole iterations (every node expanded in one engine call, then every child
-scored: what a policy without a decode stream gets); the tree search with overlap 1 (nodes join the running
-decode as others finish; policy and PRM take turns; torch on all cores); the same with
+Four `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
+families at their own difficulty, seed 1000), transformers engines, all cores:
+best-of-N; the tree search with overlap 1 (policy and PRM take turns; torch on all cores); the same with
 overlap 2 (two problem batches in flight; torch's threads split between them); and overlap 1 on half the
 threads, the reference overlap 2's rows must equal (float results depend on the thread count). Prints wall
 time, the time inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest (Python: tree
@@ -32,18 +31,7 @@ from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E4
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
-
-
-class WholeCalls:
-    """The policy without its decode stream: tree search expands whole iterations in one `generate` call each."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    def __getattr__(self, name: str):
-        if name == "stream":
-            raise AttributeError(name)
-        return getattr(self.policy, name)
+from synth.problems import PoolConfig  # noqa: E402
 
 
 def main() -> None:
@@ -53,6 +41,8 @@ def main() -> None:
     ap.add_argument("--strategy", default="dvts", choices=["beam_search", "dvts", "particle_filtering", "mcts"])
     ap.add_argument("--step-cut", default="sentence", choices=["delimiter", "sentence"])
     ap.add_argument("--prm", default="default-sentence")
+    ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
+    ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
     ap.add_argument("--out", default="runs/bench-overlap")
     args = ap.parse_args()
     out = Path(args.out)
@@ -68,15 +58,18 @@ def main() -> None:
     # name: (search, overlap, the width torch's threads are split for)
     runs = {
         "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1, 1),
-        f"{args.strategy}, whole iterations": (tree, 1, 1),
         f"{args.strategy}, overlap 1": (tree, 1, 1),
         f"{args.strategy}, overlap 2": (tree, 2, 1),
         # the reference for rows: float results depend on the thread count, so overlap 2 (each search on its
         # share of the threads) is compared with a sequential run on that share
         f"{args.strategy}, overlap 1, threads split": (tree, 1, 2),
     }
+    if args.no_overlap:
+        runs = dict(list(runs.items())[:2])
     base = GenerateConfig(
-        pool=held_out_pool(1000, args.problems),
+        pool=PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=1000)
+        if args.tasks
+        else held_out_pool(1000, args.problems),
         prm=args.prm,
         problems_per_batch=max(args.problems // 2, 1),
         overwrite=True,  # timings: every run fresh (synth overwrites only run dirs it made)
@@ -86,15 +79,14 @@ def main() -> None:
     for name, (search, overlap, split) in runs.items():
         d = out / name.replace(", ", "-").replace(" ", "")
         cfg = dataclasses.replace(base, search=search, overlap=overlap, output_dir=str(d))
-        engine = WholeCalls(policy) if "whole iterations" in name else policy
         with torch_threads_split(split, "cpu"):
-            results[name] = generate(cfg, policy=engine, prm=prm if search.strategy != "best_of_n" else None)
+            results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
         rows[name] = Journal(d / "rows.jsonl").read()
     names = list(runs)
-    same = json.dumps(rows[names[3]], sort_keys=True) == json.dumps(rows[names[4]], sort_keys=True)
     bon = results["best_of_n"]["wall_s"]
+    pool = " ".join(args.tasks) if args.tasks else "held-out arithmetic"
     print(
-        f"\n{args.problems} held-out problems, N={args.n}, {args.step_cut} steps, PRM {args.prm}, transformers "
+        f"\n{args.problems} {pool} problems, N={args.n}, {args.step_cut} steps, PRM {args.prm}, transformers "
         f"engines (2 batches of {base.problems_per_batch})\n"
     )
     print("| run | wall s | policy s | PRM s | other s | wall / best-of-N | wall / max(policy, PRM) | accuracy |")
@@ -108,7 +100,10 @@ def main() -> None:
             f"| {name} | {s['wall_s']:.1f} | {pol:.1f} | {prm_s:.1f} | {other} | {s['wall_s'] / bon:.2f}x | "
             f"{s['wall_s'] / max(pol, prm_s, 1e-9):.2f}x | {s[sel]:.3f} ({sel.split('@')[0]}) |"
         )
-    seq, ovl = results[names[2]]["wall_s"], results[names[3]]["wall_s"]
+    if args.no_overlap:
+        return
+    same = json.dumps(rows[names[2]], sort_keys=True) == json.dumps(rows[names[3]], sort_keys=True)
+    seq, ovl = results[names[1]]["wall_s"], results[names[2]]["wall_s"]
     print(
         f"\noverlap 2 / overlap 1 wall: {ovl / seq:.2f}x ({seq / ovl:.2f}x faster); overlap 2 rows identical to "
         f"overlap 1 on overlap 2's share of the threads: {same}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from synth.generate.engine import Continuation, SamplingParams
 
 
@@ -88,44 +86,6 @@ class StepPolicy(FakeEngine):
             ans = self.answer if i in self.correct else "9"
             return Continuation(f"d{depth}s{i} so \\boxed{{{ans}}}", 3, "eos", len(prompt))
         return Continuation(f"d{depth}s{i}", 2, "stop", len(prompt))
-
-
-class StreamingStepPolicy(StepPolicy):
-    """A StepPolicy with a decode stream: lane k's request comes back after 1 + k % 3 steps, so subtrees
-    finish out of step and later requests join while earlier ones still decode."""
-
-    batch_size = 16
-
-    def stream(self, params):
-        return FakeStream(self, params)
-
-
-class FakeStream:
-    def __init__(self, policy: StreamingStepPolicy, params: SamplingParams):
-        self.policy, self.params = policy, params
-        self.waiting: list[list] = []  # [steps left, lane, continuations, rows]
-        self.added: list[int] = []  # lanes, in the order they were asked for
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.waiting)
-
-    @property
-    def live_rows(self) -> int:
-        return sum(w[3] for w in self.waiting)
-
-    def add(self, lane, prompts, n=None) -> None:
-        self.added.append(lane)
-        params = dataclasses.replace(self.params, n=n or self.params.n)
-        outs = self.policy.generate(prompts, params)
-        self.waiting.append([1 + hash(lane) % 3, lane, outs, len(prompts) * params.n])
-
-    def step(self):
-        for w in self.waiting:
-            w[0] -= 1
-        done = [(w[1], w[2]) for w in self.waiting if w[0] == 0]
-        self.waiting = [w for w in self.waiting if w[0] > 0]
-        return done
 
 
 class StepPRM:

@@ -208,37 +208,6 @@ def varied_policy(tokenizer, batch_size: int):
     return TransformersPolicy("", batch_size=batch_size, model=model, tokenizer=tokenizer, system_prompt=None)
 
 
-def test_decode_stream_returns_each_request_as_its_samples_end(tokenizer):
-    """Requests join a running stream; each comes back when its own rows end, holding what `generate` gives
-    it alone (greedy), and a lane's next request reuses the KV of its last continuations."""
-    policy = varied_policy(tokenizer, batch_size=4)
-    params = SamplingParams(n=2, max_tokens=12, temperature=0, stop=["b", "k", "v"], keep_cache=True)
-    questions = ["1+1?", "What is 17 plus 25? Think step by step.", "3*3?", "A train leaves at noon; when?"]
-    prompts = [policy.chat_prompt(q) for q in questions]
-    stream = policy.stream(params)
-    for lane, p in enumerate(prompts):
-        stream.add(lane, [p], n=1 if lane == 3 else None)
-    back, steps = {}, 0
-    while stream.busy:
-        steps += 1
-        for lane, outs in stream.step():
-            back[lane] = (steps, outs)
-    assert sorted(back) == [0, 1, 2, 3] and len({s for s, _ in back.values()}) > 1  # not all at the end
-    assert [len(back[k][1][0]) for k in range(4)] == [2, 2, 2, 1]
-    for lane, p in enumerate(prompts):
-        alone = policy.generate(
-            [p], SamplingParams(n=2 if lane < 3 else 1, max_tokens=12, temperature=0, stop=params.stop)
-        )
-        assert [c.text for c in back[lane][1][0]] == [c.text for c in alone[0]]
-    # lane 1 goes on from its first continuation: only the new tokens are prefilled
-    first = back[1][1][0][0]
-    stream.add(1, [prompts[1] + first.text + " so"])
-    while stream.busy:
-        done = stream.step()
-    ((lane, outs),) = done
-    assert lane == 1 and outs[0][0].cached_tokens >= len(policy.tokenizer(prompts[1]).input_ids)
-
-
 def test_rows_joining_a_running_batch_decode_what_they_decode_alone(tokenizer, monkeypatch):
     """Chunks join the batch as rows finish (`join_rows`): every row's greedy tokens are those of its prompt
     decoded alone, whether the joining prompts are wider or narrower than the running rows."""

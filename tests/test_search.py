@@ -1,9 +1,8 @@
 import pytest
-from fakes import FakeEngine, StepPolicy, StepPRM, StreamingStepPolicy
+from fakes import FakeEngine, StepPolicy, StepPRM
 
 from synth.evaluate import select_answers
 from synth.generate.engine import Continuation
-from synth.generate.particles import particle_filtering
 from synth.generate.search import SearchConfig, beam_search, best_of_n, dvts
 from synth.records import Problem, Trace
 
@@ -69,31 +68,6 @@ def test_dvts_subtrees_are_greedy_and_independent():
         # greedy: each subtree grows only from its best child (d0s0), never from a pruned one
         parents = {n["parent"] for n in tree.values() if n["depth"] == 2}
         assert all(tree[p]["step"] == "d0s0" and tree[p]["status"] == "kept" for p in parents)
-
-
-@pytest.mark.parametrize("strategy", ["dvts", "beam_search", "particle_filtering"])
-@pytest.mark.parametrize("finish_depth", [3, 10])
-def test_search_on_a_decode_stream_grows_the_trees_of_whole_iterations(strategy, finish_depth):
-    """With a policy stream, lanes (subtrees, problems) move on one by one as their children come back (out
-    of step here), and the PRM scores whichever are waiting: the trees are those whole iterations grow."""
-    cfg = SearchConfig(strategy=strategy, n=8, beam_width=2, max_iterations=4)
-    search = {"dvts": dvts, "beam_search": beam_search, "particle_filtering": particle_filtering}[strategy]
-
-    def grown(policy, prm):
-        results = search(policy, PROBLEMS, cfg, seed=0, prm=prm)
-
-        def path(tree, n):
-            return () if n["parent"] is None else path(tree, tree[n["parent"]]) + (n["step"],)
-
-        return [
-            sorted((path(t, n), n["status"], n["score"], n["copies"]) for n in t.values())
-            for t in ({n["id"]: n for n in r.tree} for r in results)
-        ], [sorted((x.completion, x.score, x.finished) for x in r.traces) for r in results]
-
-    whole_prm, stream_prm = StepPRM(), StepPRM()
-    streaming = StreamingStepPolicy(finish_depth=finish_depth, correct=(0, 1))
-    assert grown(StepPolicy(finish_depth=finish_depth, correct=(0, 1)), whole_prm) == grown(streaming, stream_prm)
-    assert len(stream_prm.batches) > len(whole_prm.batches)  # scored as lanes came back, not per iteration
 
 
 def test_dvts_never_counts_unfinished_candidates():

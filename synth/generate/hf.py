@@ -1,9 +1,10 @@
 """transformers backend of the policy engine: batched sampling across problems and samples.
 
 The decode loop is ours rather than ``model.generate``: each prompt is prefilled once and its KV
-cache shared by its n samples, and finished rows leave the batch at once (``model.generate`` keeps
-computing them until the longest row ends); the KV cache reserves room for the whole continuation
-up front (`reserved_cache`: no copy of the cache per token). Stop strings are matched on generated text only.
+cache shared by its n samples; finished rows leave the batch at once (``model.generate`` keeps
+computing them until the longest row ends) and waiting prompts join it in their place (`join_rows`),
+so the batch stays full; the KV cache reserves room for the whole continuation up front
+(`reserved_cache`: no copy of the cache per token). Stop strings are matched on generated text only.
 With ``SamplingParams.keep_cache`` the KV of every continuation is kept until the next such call,
 which prefills only what its prompts add to a kept sequence (beam search and DVTS extend last
 iteration's continuations; without this each iteration prefills every path again).
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
@@ -89,20 +89,11 @@ class TransformersPolicy(ChatPrompts):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         stash = self.stash
         new_stash = KVStash() if params.keep_cache and stash is not None else None
-        decoder = _Decoder(self, params)
-        decoder.add(self._ids(prompts), stash, new_stash)
-        while decoder.busy:
-            decoder.step()
+        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        results = _Decoder(self, params, ids, stash, new_stash).run()
         if new_stash is not None:
             self.stash = new_stash
-        return decoder.result(0)
-
-    def stream(self, params: SamplingParams) -> DecodeStream:
-        """A decode loop that requests join while it runs (see `DecodeStream`)."""
-        return DecodeStream(self, params)
-
-    def _ids(self, prompts: list[str]) -> list[list[int]]:
-        return [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        return results
 
     def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]], max_tokens: int = 0):
         """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
@@ -178,108 +169,58 @@ class TransformersPolicy(ChatPrompts):
         return Continuation(text, n, "eos" if reason == "eos" else "length", prompt_tokens, cached)
 
 
-class DecodeStream:
-    """An open decode loop over one set of sampling params: requests join while it runs, and each comes
-    back as soon as its own samples end (not when the whole batch's do).
-
-    Requests are keyed by a lane (a DVTS subtree, say): with `keep_cache`, a lane's next request reuses
-    the KV of its last one's continuations. Deterministic: the same adds and steps give the same samples.
-    """
-
-    def __init__(self, policy: TransformersPolicy, params: SamplingParams):
-        self.policy, self.params = policy, params
-        self._decoder = _Decoder(policy, params)
-        self._lanes: dict[Hashable, KVStash] = {}  # a lane's last continuations' KV
-        self._requests: list[tuple[Hashable, KVStash | None]] = []
-
-    @property
-    def busy(self) -> bool:
-        return self._decoder.busy
-
-    @property
-    def live_rows(self) -> int:
-        """Rows decoding now, and rows waiting to join."""
-        return self._decoder.live_rows
-
-    def add(self, lane: Hashable, prompts: list[str], n: int | None = None) -> None:
-        """Ask for n (default `params.n`) continuations of each prompt, under `lane`."""
-        kept = self._lanes.pop(lane, None)
-        new = KVStash() if self.params.keep_cache and self.policy.reuses_kv else None
-        with torch.inference_mode():
-            self._decoder.add(self.policy._ids(prompts), kept, new, n)
-        self._requests.append((lane, new))
-
-    @torch.inference_mode()
-    def step(self) -> list[tuple[Hashable, list[list[Continuation]]]]:
-        """One decode step (rows join first); the (lane, continuations per prompt) of requests it completed."""
-        out = []
-        for r in self._decoder.step():
-            lane, new = self._requests[r]
-            if new is not None:
-                self._lanes[lane] = new
-            out.append((lane, self._decoder.result(r)))
-        return out
-
-
-@dataclass
-class _Request:
-    prompt_ids: list[list[int]]
-    reused: list[tuple[Entry | None, int]]  # per prompt: kept KV and the tokens it covers
-    stash: KVStash | None  # where finished rows' KV goes (keep_cache)
-    open_rows: int  # samples not finished yet
-    rows: list[list[int]]  # per prompt: its samples' row ids
-
-
 class _Decoder:
-    """The decode loop: at most `batch_size` rows live. Chunks (a prompt's samples) join the running batch
-    as rows finish (their prompts prefilled once, their caches joined to it: `join_rows`), so the batch stays
-    full while rows end at different lengths; a join waits until a quarter of the rows are free."""
+    """One call's decode loop: at most `batch_size` rows live. Chunks (a prompt's samples) join the running
+    batch as rows finish (their prompts prefilled once, their caches joined to it: `join_rows`), so the batch
+    stays full while rows end at different lengths; a join waits until a quarter of the rows are free."""
 
-    def __init__(self, policy: TransformersPolicy, params: SamplingParams):
-        self.policy, self.params = policy, params
+    def __init__(
+        self,
+        policy: TransformersPolicy,
+        params: SamplingParams,
+        prompt_ids: list[list[int]],
+        kept: KVStash | None,
+        stash: KVStash | None,
+    ):
+        self.policy, self.params, self.prompt_ids, self.stash = policy, params, prompt_ids, stash
+        self.reused = [kept.match(x) if kept is not None else (None, 0) for x in prompt_ids]
         self.gen = torch.Generator(device=policy.device).manual_seed(params.seed)
-        self.requests: list[_Request] = []
-        self.pending: deque[tuple[int, int, int]] = deque()  # chunks: (request, prompt, samples)
-        self.owner: list[tuple[int, int]] = []  # row -> (request, prompt)
+        n, size = params.n, policy.batch_size
+        chunks = [(i, min(size, n - s)) for i in range(len(prompt_ids)) for s in range(0, n, size)]
+        chunks.sort(key=lambda c: len(prompt_ids[c[0]]) - self.reused[c[0]][1])  # similar lengths: little padding
+        self.pending: deque[tuple[int, int]] = deque(chunks)  # (prompt, samples)
+        self.owner: list[int] = []  # row -> prompt
+        self.rows: list[list[int]] = [[] for _ in prompt_ids]  # prompt -> its rows, in sample order
         self.tokens: list[list[int]] = []
         self.reasons: list[str | None] = []
         self.batch: _Batch | None = None
         self.window = max((len(s) for s in params.stop or []), default=0) + 8
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.pending) or self.batch is not None
+    def run(self) -> list[list[Continuation]]:
+        """Decode every sample; each prompt's continuations, in sample order."""
+        while self.pending or self.batch is not None:
+            self.step()
+        return [
+            [
+                self.policy._continuation(
+                    self.tokens[row], self.reasons[row] or "length", self.params, len(ids), self.reused[i][1]
+                )
+                for row in self.rows[i]
+            ]
+            for i, ids in enumerate(self.prompt_ids)
+        ]
 
-    @property
-    def live_rows(self) -> int:
-        return (len(self.batch.rows) if self.batch else 0) + sum(c for _, _, c in self.pending)
-
-    def add(
-        self, prompt_ids: list[list[int]], kept: KVStash | None, stash: KVStash | None, n: int | None = None
-    ) -> int:
-        """A request: n (default `params.n`) samples of each prompt, reusing `kept`'s KV; returns its index."""
-        reused = [kept.match(x) if kept is not None else (None, 0) for x in prompt_ids]
-        n, size = n or self.params.n, self.policy.batch_size
-        r = len(self.requests)
-        self.requests.append(_Request(prompt_ids, reused, stash, n * len(prompt_ids), [[] for _ in prompt_ids]))
-        chunks = [(r, i, min(size, n - s)) for i in range(len(prompt_ids)) for s in range(0, n, size)]
-        chunks.sort(key=lambda c: len(prompt_ids[c[1]]) - reused[c[1]][1])  # similar lengths: little padding
-        self.pending.extend(chunks)
-        return r
-
-    def step(self) -> list[int]:
-        """Join what fits, sample a token for every row, feed the rows still going; the requests completed."""
+    def step(self) -> None:
+        """Join what fits, sample a token for every row, feed the rows still going."""
         policy, params = self.policy, self.params
         free = policy.batch_size - (len(self.batch.rows) if self.batch else 0)
         joins = self.batch is None or (policy.joins_rows and free >= max(policy.batch_size // 4, 1))
-        if self.pending and self.pending[0][2] <= free and joins:
+        if self.pending and self.pending[0][1] <= free and joins:
             take = []
-            while self.pending and sum(c for *_, c in take) + self.pending[0][2] <= free:
+            while self.pending and sum(c for _, c in take) + self.pending[0][1] <= free:
                 take.append(self.pending.popleft())
             new = self._admit(take)
             self.batch = new if self.batch is None else self.batch.joined(new, params.max_tokens)
-        if self.batch is None:
-            return []
         batch = self.batch
         nxt = policy._sample(batch.logits, params, self.gen)
         keep, done = [], []
@@ -298,19 +239,12 @@ class _Decoder:
                     keep.append(j)
                     continue
             done.append(j)
-        completed = []
-        for j in done:
-            row = batch.rows[j]
-            r, i = self.owner[row]
-            request = self.requests[r]
-            if request.stash is not None:
-                self._stash(request, i, row, j)
-            request.open_rows -= 1
-            if not request.open_rows:
-                completed.append(r)
+        if self.stash is not None:
+            for j in done:
+                self._stash(batch.rows[j], j)
         if not keep:
             self.batch = None
-            return completed
+            return
         if done:
             batch.select(keep)
             nxt = nxt[torch.tensor(keep, device=policy.device)]
@@ -323,49 +257,36 @@ class _Decoder:
             use_cache=True,
         ).logits[:, -1]
         batch.next_pos = batch.next_pos + 1
-        return completed
 
-    def result(self, r: int) -> list[list[Continuation]]:
-        """Request r's continuations, per prompt (its samples in order)."""
-        request = self.requests[r]
-        return [
-            [
-                self.policy._continuation(
-                    self.tokens[row], self.reasons[row] or "length", self.params, len(ids), request.reused[i][1]
-                )
-                for row in request.rows[i]
-            ]
-            for i, ids in enumerate(request.prompt_ids)
-        ]
-
-    def _admit(self, take: list[tuple[int, int, int]]) -> _Batch:
+    def _admit(self, take: list[tuple[int, int]]) -> _Batch:
         """Prefill the prompts of chunks `take` once each and fan them out to their samples (new rows)."""
-        prompts = [self.requests[r].prompt_ids[i] for r, i, _ in take]
-        reused = [self.requests[r].reused[i] for r, i, _ in take]
-        logits, cache, mask, pos = self.policy._prefill(prompts, reused, self.params.max_tokens)
+        idx = [i for i, _ in take]
+        logits, cache, mask, pos = self.policy._prefill(
+            [self.prompt_ids[i] for i in idx], [self.reused[i] for i in idx], self.params.max_tokens
+        )
         dev = self.policy.device
         fan = torch.repeat_interleave(
-            torch.arange(len(take), device=dev), torch.tensor([c for *_, c in take], device=dev)
+            torch.arange(len(take), device=dev), torch.tensor([c for _, c in take], device=dev)
         )
         cache.batch_select_indices(fan)
         rows = []
-        for r, i, c in take:
+        for i, c in take:
             for _ in range(c):
                 row = len(self.owner)
-                self.owner.append((r, i))
-                self.requests[r].rows[i].append(row)
+                self.owner.append(i)
+                self.rows[i].append(row)
                 self.tokens.append([])
                 self.reasons.append(None)
                 rows.append(row)
         return _Batch(cache, mask[fan], pos[fan, -1] + 1, logits[fan], rows)
 
-    def _stash(self, request: _Request, i: int, row: int, j: int) -> None:
+    def _stash(self, row: int, j: int) -> None:
         """Keep the KV of a row that just finished (batch row j), under the tokens fed so far (the token that
         ended it by a stop string or the length limit was sampled but never fed; EOS is not kept)."""
         fed = self.tokens[row] if self.reasons[row] == "eos" else self.tokens[row][:-1]
         valid = self.batch.mask[j].bool()
-        request.stash.put(
-            request.prompt_ids[i] + fed,
+        self.stash.put(
+            self.prompt_ids[self.owner[row]] + fed,
             Entry(
                 [layer.keys[j][:, valid].clone() for layer in self.batch.cache.layers],
                 [layer.values[j][:, valid].clone() for layer in self.batch.cache.layers],

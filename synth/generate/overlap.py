@@ -43,8 +43,7 @@ class Busy:
 
 
 class SharedPolicy:
-    """A policy that threads share: `generate` calls (and the steps of its streams) take turns and are timed;
-    the rest passes through."""
+    """A policy that threads share: `generate` calls take turns and are timed; the rest passes through."""
 
     def __init__(self, policy: Any, stop: threading.Event | None = None):
         self.engine, self.busy = policy, Busy(stop)
@@ -54,28 +53,7 @@ class SharedPolicy:
             return self.engine.generate(prompts, params)
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self.engine, name)  # an engine without `stream` has none here either
-        if name == "stream":
-            return lambda params: SharedStream(value(params), self.busy)
-        return value
-
-
-class SharedStream:
-    """A policy's decode stream whose calls take turns with the policy's other calls, timed."""
-
-    def __init__(self, stream: Any, timer: Busy):
-        self.stream, self.timer = stream, timer  # (`busy` is the stream's own: whether it has rows)
-
-    def add(self, lane, prompts, n=None) -> None:
-        with self.timer.call():
-            self.stream.add(lane, prompts, n)
-
-    def step(self):
-        with self.timer.call():
-            return self.stream.step()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
+        return getattr(self.engine, name)
 
 
 class SharedPRM:

@@ -231,80 +231,23 @@ class Expander:
         return [cs[0] for cs in outs]
 
 
-class Expansions:
-    """Children of nodes asked lane by lane from a policy's decode stream: a lane's children come back when its
-    own samples end, and new asks join while others still decode, so the batch stays full."""
-
-    def __init__(self, ex: Expander, stream):
-        self.ex, self.stream = ex, stream
-        self.asked: dict[Hashable, list[tuple[int, Node]]] = {}
-
-    @property
-    def busy(self) -> bool:
-        return self.stream.busy
-
-    @property
-    def starved(self) -> bool:
-        """Nothing waits to join and a quarter of the rows the policy decodes at once are free."""
-        size = self.stream.policy.batch_size
-        return self.stream.live_rows <= size - size // 4
-
-    def add(self, lane: Hashable, nodes: list[tuple[int, Node]], n: int) -> None:
-        """Ask for n children of each (tree, node); `lane` keys the KV kept from one ask of the lane to its next."""
-        self.asked[lane] = nodes
-        self.stream.add(lane, [self.ex.trees[t].prefix(node, self.ex.rule) for t, node in nodes], n)
-
-    def step(self) -> list[tuple[Hashable, list[tuple[int, Node, list[Node]]]]]:
-        """One decode step; for every lane whose samples all ended, its (tree, node, children)."""
-        out = []
-        for lane, outs in self.stream.step():
-            got = []
-            for (t, node), cs in zip(self.asked.pop(lane), outs):
-                self.ex.costs[t].add(cs)
-                self.ex.costs[t].engine_calls += 1
-                got.append((t, node, [self.ex.trees[t].add(node, c, self.ex.rule) for c in cs]))
-            out.append((lane, got))
-        return out
-
-
 Ask = tuple[list[tuple[int, Node]], int]  # a lane's next expansion: its (tree, node)s, children per node
 Advance = Callable[[Hashable, list[tuple[int, Node, list[Node]]]], Ask | None]
 
 
 def grow(ex: Expander, first: dict[Hashable, Ask], advance: Advance) -> None:
-    """Grow lanes (a DVTS subtree, a problem's beams or particles): each lane's nodes are expanded, the
-    children scored, and `advance(lane, [(tree, node, children)])` names the lane's next ask (None: it ends).
-
-    On a policy with a decode stream, lanes move on one by one: a lane whose children are back waits for the
-    PRM, which scores every waiting lane once the stream starves, and its next ask joins the running decode.
-    Otherwise in whole iterations: every lane's nodes in one engine call (per n), every child in one PRM call.
-    """
-    stream = getattr(ex.policy, "stream", None)
-    if stream is None:
-        asks = first
-        while asks:
-            got: dict[Hashable, list[tuple[int, Node, list[Node]]]] = {}
-            for n in dict.fromkeys(n for _, n in asks.values()):
-                flat = [(lane, t, node) for lane, (nodes, m) in asks.items() if m == n for t, node in nodes]
-                for (lane, t, node), kids in zip(flat, ex.expand([(t, node) for _, t, node in flat], n)):
-                    got.setdefault(lane, []).append((t, node, kids))
-            ex.score([(t, k) for lane in asks for t, _, kids in got[lane] for k in kids])
-            asks = {lane: ask for lane in asks if (ask := advance(lane, got[lane])) is not None}
-        return
-    expansions = Expansions(ex, stream(ex._step_params(1, ex.cfg.temperature)))
-    for lane, (nodes, n) in first.items():
-        expansions.add(lane, nodes, n)
-    waiting: list[tuple[Hashable, list[tuple[int, Node, list[Node]]]]] = []
-    while expansions.busy or waiting:
-        if expansions.busy:
-            waiting += expansions.step()
-        if waiting and (not expansions.busy or expansions.starved):
-            ex.score([(t, k) for _, got in waiting for t, _, kids in got for k in kids])
-            for lane, got in waiting:
-                ask = advance(lane, got)
-                if ask is not None:
-                    expansions.add(lane, *ask)
-            waiting = []
+    """Grow lanes (a DVTS subtree, a problem's beams or particles) in whole iterations: every lane's nodes
+    expanded in one engine call (per children count), every child scored in one PRM call, then
+    `advance(lane, [(tree, node, children)])` names each lane's next ask (None: the lane ends)."""
+    asks = first
+    while asks:
+        got: dict[Hashable, list[tuple[int, Node, list[Node]]]] = {}
+        for n in dict.fromkeys(n for _, n in asks.values()):
+            flat = [(lane, t, node) for lane, (nodes, m) in asks.items() if m == n for t, node in nodes]
+            for (lane, t, node), kids in zip(flat, ex.expand([(t, node) for _, t, node in flat], n)):
+                got.setdefault(lane, []).append((t, node, kids))
+        ex.score([(t, k) for lane in asks for t, _, kids in got[lane] for k in kids])
+        asks = {lane: ask for lane in asks if (ask := advance(lane, got[lane])) is not None}
 
 
 def leaf_trace(tree: Tree, node: Node, cfg: SearchConfig) -> Trace:
