@@ -2,16 +2,18 @@
 and against best-of-N at the same N.
 
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
-        [--prm default-sentence] [--tasks FAMILY ...] [--no-overlap] [--out runs/bench-overlap]
+        [--prm default-sentence] [--tasks FAMILY ...] [--no-overlap] [--ablate] [--out runs/bench-overlap]
 
 Four `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
 families at their own difficulty, seed 1000), transformers engines, all cores:
 best-of-N; the tree search with overlap 1 (policy and PRM take turns; torch on all cores); the same with
 overlap 2 (two problem batches in flight; torch's threads split between them); and overlap 1 on half the
-threads, the reference overlap 2's rows must equal (float results depend on the thread count). Prints wall
-time, the time inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest (Python: tree
-bookkeeping, tokenizing, verification), wall / best-of-N wall, wall / max(policy, PRM), and whether overlap 2
-wrote the rows of the sequential run on its share of the threads.
+threads, the reference overlap 2's rows must equal (float results depend on the thread count); `--no-overlap`
+keeps the first two. `--ablate` adds best-of-N and the search once more with rows joining no running batch and
+the PRM keeping no KV between calls ("neither"). Prints wall time, the time inside the policy and inside the
+PRM (summary `policy_s`, `prm_s`), the rest (Python: tree bookkeeping, tokenizing, verification), generated
+tokens and policy ms per token, wall / best-of-N wall, wall / max(policy, PRM), and whether overlap 2 wrote the
+rows of the sequential run on its share of the threads.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main() -> None:
     ap.add_argument("--prm", default="default-sentence")
     ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
     ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
+    ap.add_argument(
+        "--ablate", action="store_true", help="also best-of-N and the search without joins nor the PRM's kept KV"
+    )
     ap.add_argument("--out", default="runs/bench-overlap")
     args = ap.parse_args()
     out = Path(args.out)
@@ -66,6 +71,9 @@ def main() -> None:
     }
     if args.no_overlap:
         runs = dict(list(runs.items())[:2])
+    if args.ablate:  # rows join no running batch, the PRM keeps no KV between calls
+        runs["best_of_n, neither"] = (runs["best_of_n"][0], 1, 1)
+        runs[f"{args.strategy}, neither"] = (tree, 1, 1)
     base = GenerateConfig(
         pool=PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=1000)
         if args.tasks
@@ -75,10 +83,14 @@ def main() -> None:
         overwrite=True,  # timings: every run fresh (synth overwrites only run dirs it made)
     )
     policy, prm = load_policy(base), load_prm(args.prm)
+    policy_joins, prm_kept = policy.joins_rows, getattr(prm, "kept_bytes", None)
     results, rows = {}, {}
     for name, (search, overlap, split) in runs.items():
         d = out / name.replace(", ", "-").replace(" ", "")
         cfg = dataclasses.replace(base, search=search, overlap=overlap, output_dir=str(d))
+        policy.joins_rows = policy_joins and "neither" not in name
+        if prm_kept is not None:  # a PRM that keeps KV between calls (ours)
+            prm.kept_bytes = prm_kept if "neither" not in name else 0
         with torch_threads_split(split, "cpu"):
             results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
         rows[name] = Journal(d / "rows.jsonl").read()
@@ -89,15 +101,20 @@ def main() -> None:
         f"\n{args.problems} {pool} problems, N={args.n}, {args.step_cut} steps, PRM {args.prm}, transformers "
         f"engines (2 batches of {base.problems_per_batch})\n"
     )
-    print("| run | wall s | policy s | PRM s | other s | wall / best-of-N | wall / max(policy, PRM) | accuracy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| run | wall s | policy s | PRM s | other s | generated tokens | policy ms / token | wall / best-of-N "
+        "| wall / max(policy, PRM) | accuracy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, s in results.items():
         pol, prm_s = s.get("policy_s", 0.0), s.get("prm_s", 0.0)
         sel = f"weighted@{args.n}" if f"weighted@{args.n}" in s else f"maj@{args.n}"
         # the rest of the wall time: Python (tree bookkeeping, tokenizing, verification); overlapped runs hide it
-        other = f"{s['wall_s'] - pol - prm_s:.1f}" if runs[name][1] == 1 else "-"
+        other = f"{max(s['wall_s'] - pol - prm_s, 0.0):.1f}" if runs[name][1] == 1 else "-"
+        tokens = sum(r["generated_tokens"] for r in rows[name])
         print(
-            f"| {name} | {s['wall_s']:.1f} | {pol:.1f} | {prm_s:.1f} | {other} | {s['wall_s'] / bon:.2f}x | "
+            f"| {name} | {s['wall_s']:.1f} | {pol:.1f} | {prm_s:.1f} | {other} | {tokens} | {1000 * pol / tokens:.2f} | "
+            f"{s['wall_s'] / bon:.2f}x | "
             f"{s['wall_s'] / max(pol, prm_s, 1e-9):.2f}x | {s[sel]:.3f} ({sel.split('@')[0]}) |"
         )
     if args.no_overlap:

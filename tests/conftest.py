@@ -17,13 +17,11 @@ def tokenizer():
     return tok
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tokenizer):
-    """A randomly initialised 2-layer Llama saved as a normal checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tokenizer, **overrides):
+    """The config of the tests' tiny 2-layer Llama over the bundled tokenizer."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
+    fields = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -36,11 +34,33 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config)
+    return LlamaConfig(**(fields | overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A randomly initialised 2-layer Llama saved as a normal checkpoint."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer))
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture
+def varied_policy(tokenizer):
+    """A tiny untied Llama with a wider init, whose greedy text varies (the shared tiny model repeats one
+    token), behind a batch of 4 rows."""
+    from transformers import LlamaForCausalLM
+
+    from synth.generate.hf import TransformersPolicy
+
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, tie_word_embeddings=False, initializer_range=0.2))
+    return TransformersPolicy("", batch_size=4, model=model, tokenizer=tokenizer, system_prompt=None)
 
 
 @pytest.fixture(scope="session")

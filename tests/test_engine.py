@@ -185,35 +185,12 @@ def test_packed_linears_give_the_same_bits(tiny_model_dir):
     assert isinstance(model.lm_head, PackedLinear) and torch.equal(plain, packed)
 
 
-def varied_policy(tokenizer, batch_size: int):
-    """A tiny untied Llama with a wider init, whose greedy text varies (the shared tiny model repeats one token)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from synth.generate.hf import TransformersPolicy
-
-    torch.manual_seed(1)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = LlamaForCausalLM(cfg)
-    return TransformersPolicy("", batch_size=batch_size, model=model, tokenizer=tokenizer, system_prompt=None)
-
-
-def test_rows_joining_a_running_batch_decode_what_they_decode_alone(tokenizer, monkeypatch):
+def test_rows_joining_a_running_batch_decode_what_they_decode_alone(varied_policy, monkeypatch):
     """Chunks join the batch as rows finish (`join_rows`): every row's greedy tokens are those of its prompt
     decoded alone, whether the joining prompts are wider or narrower than the running rows."""
     from synth.generate import hf
 
-    policy = varied_policy(tokenizer, batch_size=4)
+    policy = varied_policy
     questions = ["1+1?", "What is 17 plus 25? Think step by step and box the answer.", "3*3?", "2+2?"]
     questions += ["A train leaves at noon at 60 miles per hour; when has it gone 150 miles?", "7-5?"]
     prompts = [policy.chat_prompt(q) for q in questions]

@@ -24,7 +24,6 @@ from synth.prm.format import encode_steps
 from synth.prm.prefix import MIN_SHARED_TOKENS, Group, group_by_prefix
 
 META = "synth_prm.json"
-KEPT_BYTES = DEFAULT_MAX_BYTES  # KV kept from recent calls, per thread; the oldest calls' go first
 
 
 @dataclass
@@ -57,6 +56,7 @@ class TokenClassificationPRM:
         # sequences' KV is kept (tree search scores each node's children after the node itself)
         self.share_prefixes = share_prefixes
         self._stashes: dict[int, deque[KVStash]] = {}  # per thread (searches run side by side: `overlap`)
+        self.kept_bytes = DEFAULT_MAX_BYTES  # KV kept from recent calls, per thread; the oldest calls' go first
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kw) -> TokenClassificationPRM:
@@ -141,7 +141,7 @@ class TokenClassificationPRM:
             self._stashes = {k: v for k, v in self._stashes.items() if k in alive}  # threads gone: free their KV
             recent = self._stashes.setdefault(threading.get_ident(), deque())
             recent.append(new_stash)
-            while sum(st.bytes for st in recent) > KEPT_BYTES:
+            while sum(st.bytes for st in recent) > self.kept_bytes:
                 recent.popleft()
         return out
 
