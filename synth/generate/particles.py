@@ -60,8 +60,7 @@ def particle_filtering(
     prm = require_prm("particle_filtering", prm)
     ex = Expander.for_problems(policy, prm, cfg, seed, problems)
     trees, costs = ex.trees, ex.costs
-    # one generator per problem: problems move on in whatever order their steps come back
-    rngs = [random.Random(f"{seed}:{t}") for t in range(len(trees))]
+    rng = random.Random(seed)  # drawn from in problem order (grow advances lanes in order)
     particles: list[list[Node]] = [[] for _ in trees]
     done: list[list[Node]] = [[] for _ in trees]
     depth = [0] * len(trees)
@@ -83,7 +82,7 @@ def particle_filtering(
         picked = resample(
             weights([k.score for k in open_kids], cfg.particles.temperature),
             len(open_kids),
-            rngs[t],
+            rng,
             cfg.particles.resampling,
         )
         for i in picked:

@@ -123,24 +123,20 @@ class Expander:
         trees = [Tree(p, policy.chat_prompt(p.problem)) for p in problems]
         return cls(policy, prm, cfg, seed, trees, [Cost() for _ in problems])
 
-    def _step_params(self, n: int, temperature: float) -> SamplingParams:
-        """Sampling params of one step (n per node), seeded for this call."""
-        self.calls += 1
-        return SamplingParams(
+    def _generate(self, requests: list[tuple[int, Node]], n: int, temperature: float) -> list[list[Continuation]]:
+        if not requests:
+            return []
+        params = SamplingParams(
             n=n,
             max_tokens=self.cfg.step_max_tokens,
             temperature=temperature,
             top_p=self.cfg.top_p,
             stop=self.rule.stops,
             include_stop=self.rule.include_stop,
-            seed=self.seed + self.calls - 1,
+            seed=self.seed + self.calls,
             keep_cache=True,
         )
-
-    def _generate(self, requests: list[tuple[int, Node]], n: int, temperature: float) -> list[list[Continuation]]:
-        if not requests:
-            return []
-        params = self._step_params(n, temperature)
+        self.calls += 1
         outs = self.policy.generate([self.trees[t].prefix(node, self.rule) for t, node in requests], params)
         for (t, _), cs in zip(requests, outs):
             self.costs[t].add(cs)
