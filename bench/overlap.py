@@ -2,7 +2,8 @@
 and against best-of-N at the same N.
 
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
-        [--prm default-sentence] [--tasks FAMILY ...] [--no-overlap] [--ablate] [--out runs/bench-overlap]
+        [--prm default-sentence] [--tasks FAMILY ...] [--problems-per-batch K] [--no-overlap] [--ablate]
+        [--out runs/bench-overlap]
 
 Four `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
 families at their own difficulty, seed 1000), transformers engines, all cores:
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--step-cut", default="sentence", choices=["delimiter", "sentence"])
     ap.add_argument("--prm", default="default-sentence")
     ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
+    ap.add_argument("--problems-per-batch", type=int, help="default: half the problems (two batches, for overlap 2)")
     ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
     ap.add_argument(
         "--ablate", action="store_true", help="also best-of-N and the search without joins nor the PRM's kept KV"
@@ -79,7 +81,7 @@ def main() -> None:
         if args.tasks
         else held_out_pool(1000, args.problems),
         prm=args.prm,
-        problems_per_batch=max(args.problems // 2, 1),
+        problems_per_batch=args.problems_per_batch or max(args.problems // 2, 1),
         overwrite=True,  # timings: every run fresh (synth overwrites only run dirs it made)
     )
     policy, prm = load_policy(base), load_prm(args.prm)
@@ -99,7 +101,7 @@ def main() -> None:
     pool = " ".join(args.tasks) if args.tasks else "held-out arithmetic"
     print(
         f"\n{args.problems} {pool} problems, N={args.n}, {args.step_cut} steps, PRM {args.prm}, transformers "
-        f"engines (2 batches of {base.problems_per_batch})\n"
+        f"engines (batches of {base.problems_per_batch})\n"
     )
     print(
         "| run | wall s | policy s | PRM s | other s | generated tokens | policy ms / token | wall / best-of-N "
