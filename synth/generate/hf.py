@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Stop
 from transformers.cache_utils import DynamicLayer
 
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
-from synth.generate.kv_stash import Entry, KVStash
+from synth.generate.kv_stash import Entry, KVStash, fill_kept
 from synth.generate.packed_linear import pack_linears
 from synth.generate.reserved_cache import ReservedLayer, join_rows, reserved_cache
 from synth.models import default_device, resolve_dtype
@@ -99,21 +99,10 @@ class TransformersPolicy(ChatPrompts):
         """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
         [pad | reused KV | pad | new tokens]) into a cache with room for `max_tokens` more.
         Returns last-token logits, cache, 2D mask, positions."""
-        kept = max(n for _, n in reused)
         new = [p[n:] for p, (_, n) in zip(prompt_ids, reused)]
         width = max(len(x) for x in new)
-        cache = reserved_cache(self.model.config, kept + width + max_tokens)
-        if kept:
-            some = next(e for e, n in reused if n)
-            for layer in range(len(cache.layers)):
-                ref = some.keys[layer]
-                k = ref.new_zeros((len(prompt_ids), ref.shape[0], kept, ref.shape[2]))
-                v = torch.zeros_like(k)
-                for row, (entry, n) in enumerate(reused):
-                    if n:
-                        k[row, :, kept - n :] = entry.keys[layer][:, :n]
-                        v[row, :, kept - n :] = entry.values[layer][:, :n]
-                cache.update(k, v, layer)
+        cache = reserved_cache(self.model.config, max(n for _, n in reused) + width + max_tokens)
+        kept = fill_kept(cache, reused)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in new], device=self.device)
         new_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in new], device=self.device)
@@ -284,14 +273,7 @@ class _Decoder:
         """Keep the KV of a row that just finished (batch row j), under the tokens fed so far (the token that
         ended it by a stop string or the length limit was sampled but never fed; EOS is not kept)."""
         fed = self.tokens[row] if self.reasons[row] == "eos" else self.tokens[row][:-1]
-        valid = self.batch.mask[j].bool()
-        self.stash.put(
-            self.prompt_ids[self.owner[row]] + fed,
-            Entry(
-                [layer.keys[j][:, valid].clone() for layer in self.batch.cache.layers],
-                [layer.values[j][:, valid].clone() for layer in self.batch.cache.layers],
-            ),
-        )
+        self.stash.put(self.prompt_ids[self.owner[row]] + fed, Entry.of_row(self.batch.cache, j, self.batch.mask[j]))
 
 
 @dataclass

@@ -17,6 +17,35 @@ class Entry:
     keys: list[torch.Tensor]  # per layer: (kv heads, tokens, head dim)
     values: list[torch.Tensor]
 
+    @classmethod
+    def of_row(cls, cache, row: int, attended: torch.Tensor, **fields) -> Entry:
+        """A copy of row `row` of `cache`, its attended positions only (`attended`: the row's 2D mask)."""
+        valid = attended.bool()
+        return cls(
+            [layer.keys[row][:, valid].clone() for layer in cache.layers],
+            [layer.values[row][:, valid].clone() for layer in cache.layers],
+            **fields,
+        )
+
+
+def fill_kept(cache, reused: list[tuple[Entry | None, int]]) -> int:
+    """Write each row's kept KV (the first n tokens of its entry) into the empty `cache`, left padded with
+    zeros to the longest; returns that width (0: nothing kept, the cache is left empty)."""
+    kept = max(n for _, n in reused)
+    if not kept:
+        return 0
+    some = next(e for e, n in reused if n)
+    for layer in range(len(cache.layers)):
+        ref = some.keys[layer]
+        k = ref.new_zeros((len(reused), ref.shape[0], kept, ref.shape[2]))
+        v = torch.zeros_like(k)
+        for row, (entry, n) in enumerate(reused):
+            if n:
+                k[row, :, kept - n :] = entry.keys[layer][:, :n]
+                v[row, :, kept - n :] = entry.values[layer][:, :n]
+        cache.update(k, v, layer)
+    return kept
+
 
 # What a stash may hold: SmolLM2-135M keeps 46 KB of fp32 KV per token, so ~46k tokens (one
 # beam-search iteration of 256 beams over ~180-token paths). Sequences past the budget are not kept.

@@ -73,9 +73,8 @@ class ReservedLayer(DynamicLayer):
         n, m = self._n, len(indices)
         for name in ("_k", "_v"):
             buf = getattr(self, name)
-            rows = buf[:, :, :n].index_select(
-                0, indices
-            )  # a copy (a faster gather than buf[indices]): safe to write back
+            # a copy (a faster gather than buf[indices]): safe to write back
+            rows = buf[:, :, :n].index_select(0, indices)
             if m > buf.shape[0]:
                 buf = buf.new_empty((m, *buf.shape[1:]))
             buf = buf[:m]

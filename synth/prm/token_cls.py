@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash
+from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash, fill_kept
 from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
 from synth.prm.prefix import MIN_SHARED_TOKENS, Group, group_by_prefix
@@ -203,23 +203,14 @@ class TokenClassificationPRM:
         out: list[list[float]],
         stash: KVStash | None,
     ) -> None:
-        """Sequences whose first n tokens were scored last call: [pad | kept KV | new tokens | pad] in one pass."""
+        """Sequences whose first n tokens a recent call scored: [pad | kept KV | new tokens | pad] in one pass."""
         if not rows:
             return
         dev = self.device
-        kept = max(matches[i][1] for i in rows)
+        cache = DynamicCache(config=self.model.config)
+        kept = fill_kept(cache, [matches[i] for i in rows])
         new = [sequences[i][matches[i][1] :] for i in rows]
         width = max(len(x) for x in new)
-        cache = DynamicCache(config=self.model.config)
-        for layer in range(len(cache.layers)):
-            ref = matches[rows[0]][0].keys[layer]
-            k = ref.new_zeros((len(rows), ref.shape[0], kept, ref.shape[2]))
-            v = torch.zeros_like(k)
-            for row, i in enumerate(rows):
-                entry, n = matches[i]
-                k[row, :, kept - n :] = entry.keys[layer][:, :n]
-                v[row, :, kept - n :] = entry.values[layer][:, :n]
-            cache.update(k, v, layer)
         ids = torch.tensor([x + [self.pad_id] * (width - len(x)) for x in new], device=dev)
         mask = torch.tensor(
             [
@@ -238,17 +229,8 @@ class TokenClassificationPRM:
 
 def _keep(stash: KVStash | None, ids: list[int], cache, row: int, mask_row: torch.Tensor, probs: list[float]) -> None:
     """Put row `row` of `cache` (its attended positions) into `stash` under `ids`, with its probabilities."""
-    if stash is None:
-        return
-    valid = mask_row.bool()
-    stash.put(
-        ids,
-        ScoredEntry(
-            [layer.keys[row][:, valid].clone() for layer in cache.layers],
-            [layer.values[row][:, valid].clone() for layer in cache.layers],
-            probs,
-        ),
-    )
+    if stash is not None:
+        stash.put(ids, ScoredEntry.of_row(cache, row, mask_row, probs=probs))
 
 
 HEAD_NAMES = ("score.", "classifier.")  # the token-classification head of transformers' models
