@@ -5,16 +5,15 @@ and against best-of-N at the same N.
         [--prm default-sentence] [--tasks FAMILY ...] [--problems-per-batch K] [--no-overlap] [--ablate]
         [--out runs/bench-overlap]
 
-Four `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
-families at their own difficulty, seed 1000), transformers engines, all cores:
-best-of-N; the tree search with overlap 1 (policy and PRM take turns; torch on all cores); the same with
-overlap 2 (two problem batches in flight; torch's threads split between them); and overlap 1 on half the
-threads, the reference overlap 2's rows must equal (float results depend on the thread count); `--no-overlap`
-keeps the first two. `--ablate` adds best-of-N and the search once more with rows joining no running batch and
-the PRM keeping no KV between calls ("neither"). Prints wall time, the time inside the policy and inside the
-PRM (summary `policy_s`, `prm_s`), the rest (Python: tree bookkeeping, tokenizing, verification), generated
-tokens and policy ms per token, wall / best-of-N wall, wall / max(policy, PRM), and whether overlap 2 wrote the
-rows of the sequential run on its share of the threads.
+Three `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
+families at their own difficulty, seed 1000), transformers engines, all cores: best-of-N; the tree search
+with overlap 1 (policy and PRM take turns); the same with overlap 2 (two problem batches in flight in
+threads, the engines' calls run in turns on the main thread); `--no-overlap` keeps the first two. `--ablate`
+adds best-of-N and the search once more with finished rows compacted away at once ("eager compaction"),
+and once more with that, rows joining no running batch and the PRM keeping no KV between calls ("none").
+Prints wall time, the time inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest
+(Python: tree bookkeeping, tokenizing, verification), generated tokens and policy ms per token, wall /
+best-of-N wall, wall / max(policy, PRM), and whether overlap 2 wrote the rows of overlap 1.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import held_out_pool  # noqa: E402
 
-from synth.generate.overlap import torch_threads_split  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
@@ -48,7 +46,9 @@ def main() -> None:
     ap.add_argument("--problems-per-batch", type=int, help="default: half the problems (two batches, for overlap 2)")
     ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
     ap.add_argument(
-        "--ablate", action="store_true", help="also best-of-N and the search without joins nor the PRM's kept KV"
+        "--ablate",
+        action="store_true",
+        help="also best-of-N and the search with eager compaction, and without it, joins nor the PRM's kept KV",
     )
     ap.add_argument("--out", default="runs/bench-overlap")
     args = ap.parse_args()
@@ -62,20 +62,18 @@ def main() -> None:
         step_max_tokens=64,
         max_tokens=160,
     )
-    # name: (search, overlap, the width torch's threads are split for)
+    # name: (search, overlap)
     runs = {
-        "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1, 1),
-        f"{args.strategy}, overlap 1": (tree, 1, 1),
-        f"{args.strategy}, overlap 2": (tree, 2, 1),
-        # the reference for rows: float results depend on the thread count, so overlap 2 (each search on its
-        # share of the threads) is compared with a sequential run on that share
-        f"{args.strategy}, overlap 1, threads split": (tree, 1, 2),
+        "best_of_n": (SearchConfig(strategy="best_of_n", n=args.n, max_tokens=160, step_cut=args.step_cut), 1),
+        f"{args.strategy}, overlap 1": (tree, 1),
+        f"{args.strategy}, overlap 2": (tree, 2),
     }
     if args.no_overlap:
         runs = dict(list(runs.items())[:2])
-    if args.ablate:  # rows join no running batch, the PRM keeps no KV between calls
-        runs["best_of_n, neither"] = (runs["best_of_n"][0], 1, 1)
-        runs[f"{args.strategy}, neither"] = (tree, 1, 1)
+    if args.ablate:  # finished rows compacted at once; then also no joins, no PRM KV kept between calls
+        for change in ("eager compaction", "none"):
+            runs[f"best_of_n, {change}"] = (runs["best_of_n"][0], 1)
+            runs[f"{args.strategy}, {change}"] = (tree, 1)
     base = GenerateConfig(
         pool=PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=1000)
         if args.tasks
@@ -87,14 +85,14 @@ def main() -> None:
     policy, prm = load_policy(base), load_prm(args.prm)
     policy_joins, prm_kept = policy.joins_rows, getattr(prm, "kept_bytes", None)
     results, rows = {}, {}
-    for name, (search, overlap, split) in runs.items():
+    for name, (search, overlap) in runs.items():
         d = out / name.replace(", ", "-").replace(" ", "")
         cfg = dataclasses.replace(base, search=search, overlap=overlap, output_dir=str(d))
-        policy.joins_rows = policy_joins and "neither" not in name
+        policy.keeps_finished_rows = "compaction" not in name and "none" not in name
+        policy.joins_rows = policy_joins and "none" not in name
         if prm_kept is not None:  # a PRM that keeps KV between calls (ours)
-            prm.kept_bytes = prm_kept if "neither" not in name else 0
-        with torch_threads_split(split, "cpu"):
-            results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
+            prm.kept_bytes = prm_kept if "none" not in name else 0
+        results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
         rows[name] = Journal(d / "rows.jsonl").read()
     names = list(runs)
     bon = results["best_of_n"]["wall_s"]
@@ -121,12 +119,9 @@ def main() -> None:
         )
     if args.no_overlap:
         return
-    same = json.dumps(rows[names[2]], sort_keys=True) == json.dumps(rows[names[3]], sort_keys=True)
+    same = json.dumps(rows[names[1]], sort_keys=True) == json.dumps(rows[names[2]], sort_keys=True)
     seq, ovl = results[names[1]]["wall_s"], results[names[2]]["wall_s"]
-    print(
-        f"\noverlap 2 / overlap 1 wall: {ovl / seq:.2f}x ({seq / ovl:.2f}x faster); overlap 2 rows identical to "
-        f"overlap 1 on overlap 2's share of the threads: {same}"
-    )
+    print(f"\noverlap 2 / overlap 1 wall: {ovl / seq:.2f}x; overlap 2 rows identical to overlap 1: {same}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -96,22 +96,28 @@ def run_batches(
     stats: dict[str, int] | None = None,
     in_flight: int = 1,
     stop: threading.Event | None = None,
+    wait: Callable[[Future], Any] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """(batch index, work(state, batch)) for every batch, as each finishes (any order under Ray).
     `stats` receives `retried_batches`. `setup` and `work` must be importable module-level functions.
     Local: `in_flight` batches at once in threads (their engines must be shared: synth.generate.overlap),
-    yielded in order; `stop` is set when the run ends early."""
+    yielded in order (`wait` waits for each: it may run the engines' calls meanwhile); `stop` is set when the
+    run ends early."""
     stats = stats if stats is not None else {}
     stats.setdefault("retried_batches", 0)
     if launcher == "local":
         state = setup(*setup_args)
-        yield from in_order(lambda batch: work(state, batch), batches, in_flight, stop)
+        yield from in_order(lambda batch: work(state, batch), batches, in_flight, stop, wait)
         return
     yield from _ray_batches(ray_cfg, setup, setup_args, work, batches, tensor_parallel, stats)
 
 
 def in_order(
-    work: Callable[[Any], Any], items: list[Any], width: int, stop: threading.Event | None = None
+    work: Callable[[Any], Any],
+    items: list[Any],
+    width: int,
+    stop: threading.Event | None = None,
+    wait: Callable[[Future], Any] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """(index, work(item)) for every item, `width` at a time in threads, yielded in the items' order (so
     results are written as the sequential run writes them); at most `width` run ahead of the last yielded.
@@ -121,6 +127,7 @@ def in_order(
         for index, item in enumerate(items):
             yield index, work(item)
         return
+    wait = wait or Future.result
     pool = ThreadPoolExecutor(width, thread_name_prefix="synth-search")
     pending: deque = deque()
     try:
@@ -128,10 +135,10 @@ def in_order(
             pending.append((index, pool.submit(work, item)))
             if len(pending) >= width:
                 i, future = pending.popleft()
-                yield i, future.result()
+                yield i, wait(future)
         while pending:
             i, future = pending.popleft()
-            yield i, future.result()
+            yield i, wait(future)
     finally:
         if stop is not None:
             stop.set()

@@ -247,3 +247,26 @@ def test_join_rows_matches_separate_caches():
         assert mask.shape[1] == cache.get_seq_length() <= max(wa, wb)
         got = next_logits(cache, mask, torch.cat([pa, pb]), tok)
         assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_finished_rows_leave_the_batch_lazily_and_change_no_row(varied_policy, monkeypatch):
+    """Finished rows stay in the batch (fed a pad) until they outnumber the live ones: fewer compactions, and
+    every row's greedy tokens are those of compacting at once."""
+    from synth.generate import hf
+
+    policy = varied_policy
+    policy.batch_size = 8
+    questions = ["1+1?", "What is 17 plus 25?", "3*3?", "A train leaves at noon.", "7-5?", "Name a colour.", "2*8?"]
+    prompts = [policy.chat_prompt(q) for q in questions]
+    params = SamplingParams(n=2, max_tokens=20, temperature=0, stop=["b", "k", "v", "y"])
+    compactions = []
+    real = hf._Batch.select
+    monkeypatch.setattr(hf._Batch, "select", lambda self, keep: compactions.append(len(keep)) or real(self, keep))
+    out = {}
+    for lazy in (True, False):
+        policy.keeps_finished_rows, compactions[:] = lazy, []
+        got = policy.generate(prompts, params)
+        out[lazy] = ([[(c.text, c.num_tokens, c.stop_reason) for c in x] for x in got], len(compactions))
+    assert out[True][0] == out[False][0]
+    assert len({n for x in out[True][0] for _, n, _ in x}) > 2  # rows end at different steps
+    assert out[True][1] < out[False][1], (out[True][1], out[False][1])

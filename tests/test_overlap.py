@@ -1,5 +1,6 @@
 """Batches searched side by side (`overlap`): the rows equal the sequential run's, the engines never see two
-calls at once, the policy and the PRM do run at the same time, and an interrupt stops every batch."""
+calls at once, served engines overlap while local ones run on the main thread in turns, and an interrupt
+stops every batch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import pytest
 import torch
 
-from synth.generate.overlap import Busy, Cancelled, SharedPolicy, SharedPRM
+from synth.generate.overlap import Busy, Cancelled, SharedPolicy, SharedPRM, shared_engines
 from synth.generate.run import GenerateConfig, generate
 from synth.generate.search import SearchConfig
 from synth.journal import Journal
@@ -57,7 +58,6 @@ def test_overlapping_batches_write_the_sequential_rows(tmp_path, tiny_policy, ti
     assert [r["id"] for r in alone] == [r["id"] for r in side_by_side]  # written in the batches' order
     assert json.dumps(alone, sort_keys=True) == json.dumps(side_by_side, sort_keys=True)
     assert summary["policy_s"] > 0 and "prm_s" in summary and "prm_s" in summary2  # timed (prm_s may round to 0)
-    assert torch.get_num_threads() >= 1  # restored after the run
 
 
 def test_engines_take_turns_but_policy_and_prm_overlap():
@@ -109,6 +109,47 @@ def test_engines_take_turns_but_policy_and_prm_overlap():
     assert any(a0 < b1 and b0 < a1 for a0, a1 in spans["policy"] for b0, b1 in spans["prm"])
 
 
+def test_local_engines_run_every_call_on_the_main_thread_one_at_a_time():
+    """Engines with a torch device: the searches' threads hand their calls to the main thread (torch is
+    slower in other threads), which runs them while it waits; a policy and a PRM never run at once."""
+    calls, running = [], []
+
+    class Local:
+        device = "cpu"
+
+        def __init__(self, name):
+            self.name = name
+
+        def _call(self):
+            running.append(self.name)
+            assert len(running) == 1, running
+            calls.append((self.name, threading.get_ident()))
+            time.sleep(0.01)
+            running.pop()
+
+        def generate(self, prompts, params):
+            self._call()
+            return [[] for _ in prompts]
+
+        def score(self, problems, steps):
+            self._call()
+            return [[0.5] for _ in problems]
+
+    stop = threading.Event()
+    policy, prm = shared_engines(Local("policy"), Local("prm"), stop)
+
+    def search(batch):
+        for _ in range(3):
+            policy.generate([batch], None)
+            prm.score([batch], [["x"]])
+        assert threading.get_ident() != threading.main_thread().ident
+        return batch
+
+    assert [r for _, r in in_order(search, list("abcd"), 2, stop, policy.busy.serve_until)] == list("abcd")
+    assert len(calls) == 24 and {t for _, t in calls} == {threading.main_thread().ident}
+    assert policy.busy.calls == prm.busy.calls == 12
+
+
 def test_a_failed_batch_stops_the_others_at_their_next_call():
     stop = threading.Event()
     busy = Busy(stop)
@@ -119,17 +160,14 @@ def test_a_failed_batch_stops_the_others_at_their_next_call():
             time.sleep(0.05)
             raise ValueError("batch 0 failed")
         for _ in range(100):
-            with busy.call():
-                calls.append(item)
-                time.sleep(0.01)
+            busy.run(lambda: calls.append(item) or time.sleep(0.01))
         return item
 
     with pytest.raises(ValueError, match="batch 0 failed"):
         list(in_order(work, [0, 1], 2, stop))
     assert stop.is_set() and len(calls) < 50  # batch 1 ended at its next call, not after its 100
     with pytest.raises(Cancelled):
-        with busy.call():
-            pass
+        busy.run(lambda: None)
 
 
 def test_overlap_is_for_the_local_launcher():

@@ -1,9 +1,11 @@
 """transformers backend of the policy engine: batched sampling across problems and samples.
 
 The decode loop is ours rather than ``model.generate``: each prompt is prefilled once and its KV
-cache shared by its n samples; finished rows leave the batch at once (``model.generate`` keeps
-computing them until the longest row ends) and waiting prompts join it in their place (`join_rows`),
-so the batch stays full; the KV cache reserves room for the whole continuation up front
+cache shared by its n samples; finished rows stop counting at once (``model.generate`` keeps computing
+them until the longest row ends): waiting prompts join the batch in their place (`join_rows`), so it
+stays full, and with none waiting they are compacted away once they outnumber the live rows (a
+compaction copies every live row's KV, about a decode step's time; a finished row costs a step
+little); the KV cache reserves room for the whole continuation up front
 (`reserved_cache`: no copy of the cache per token). Stop strings are matched on generated text only.
 With ``SamplingParams.keep_cache`` the KV of every continuation is kept until the next such call,
 which prefills only what its prompts add to a kept sequence (beam search and DVTS extend last
@@ -14,14 +16,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StoppingCriteria
 from transformers.cache_utils import DynamicLayer
 
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
-from synth.generate.kv_stash import Entry, KVStash, fill_kept
+from synth.generate.kv_stash import Entry, KVStash, caller, fill_kept
 from synth.generate.packed_linear import pack_linears
 from synth.generate.reserved_cache import ReservedLayer, join_rows, reserved_cache
 from synth.models import default_device, resolve_dtype
@@ -61,19 +63,20 @@ class TransformersPolicy(ChatPrompts):
         self.reuses_kv = all(type(x) is DynamicLayer for x in DynamicCache(config=self.model.config).layers)
         # rows join a running batch only where every layer is a ReservedLayer (`join_rows`)
         self.joins_rows = all(isinstance(x, ReservedLayer) for x in reserved_cache(self.model.config, 0).layers)
-        # one stash per thread: searches run side by side (`overlap`) each extend their own last call
+        self.keeps_finished_rows = True  # finished rows leave the batch lazily (`_Decoder.step`); off: at once
+        # one stash per search thread (`kv_stash.caller`): searches side by side (`overlap`) each extend their own
         self._stashes: dict[int, KVStash] = {}
 
     @property
     def stash(self) -> KVStash | None:
-        """The calling thread's KV stash (None when the model's caches cannot be reused)."""
+        """The calling search thread's KV stash (None when the model's caches cannot be reused)."""
         if not self.reuses_kv:
             return None
-        return self._stashes.setdefault(threading.get_ident(), KVStash())
+        return self._stashes.setdefault(caller(), KVStash())
 
     @stash.setter
     def stash(self, value: KVStash) -> None:
-        self._stashes[threading.get_ident()] = value
+        self._stashes[caller()] = value
 
     @property
     def max_model_len(self) -> int:
@@ -202,7 +205,7 @@ class _Decoder:
     def step(self) -> None:
         """Join what fits, sample a token for every row, feed the rows still going."""
         policy, params = self.policy, self.params
-        free = policy.batch_size - (len(self.batch.rows) if self.batch else 0)
+        free = policy.batch_size - (len(self.batch.live) if self.batch else 0)  # a join compacts finished rows away
         joins = self.batch is None or (policy.joins_rows and free >= max(policy.batch_size // 4, 1))
         if self.pending and self.pending[0][1] <= free and joins:
             take = []
@@ -211,9 +214,10 @@ class _Decoder:
             new = self._admit(take)
             self.batch = new if self.batch is None else self.batch.joined(new, params.max_tokens)
         batch = self.batch
-        nxt = policy._sample(batch.logits, params, self.gen)
-        keep, done = [], []
-        for j, (row, t) in enumerate(zip(batch.rows, nxt.tolist())):
+        nxt = policy._sample(batch.logits, params, self.gen)  # one per live row
+        keep, done = [], []  # positions in the batch
+        for j, t in zip(batch.live, nxt.tolist()):
+            row = batch.rows[j]
             toks = self.tokens[row]
             if t in policy.eos_ids:
                 self.reasons[row] = "eos"
@@ -234,17 +238,28 @@ class _Decoder:
         if not keep:
             self.batch = None
             return
+        dev = policy.device
         if done:
-            batch.select(keep)
-            nxt = nxt[torch.tensor(keep, device=policy.device)]
+            going = set(keep)
+            nxt = nxt[torch.tensor([k for k, j in enumerate(batch.live) if j in going], device=dev)]
+            batch.live = keep
+            # Finished rows stay in the batch, fed a pad, until they outnumber the live ones or rows join:
+            # compacting copies every live row's KV (as long as a decode step), a dead row costs a step little.
+            if len(batch.rows) - len(keep) >= len(keep) or not policy.keeps_finished_rows:
+                batch.select(keep)
+        tokens = nxt
+        if len(batch.live) < len(batch.rows):
+            tokens = nxt.new_full((len(batch.rows),), policy.tokenizer.pad_token_id)
+            tokens[torch.tensor(batch.live, device=dev)] = nxt
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
-        batch.logits = policy.model(
-            input_ids=nxt[:, None],
+        logits = policy.model(
+            input_ids=tokens[:, None],
             attention_mask=batch.mask,
             position_ids=batch.next_pos[:, None],
             cache=batch.cache,
             use_cache=True,
         ).logits[:, -1]
+        batch.logits = logits if len(batch.live) == len(batch.rows) else logits[torch.tensor(batch.live, device=dev)]
         batch.next_pos = batch.next_pos + 1
 
     def _admit(self, take: list[tuple[int, int]]) -> _Batch:
@@ -278,22 +293,31 @@ class _Decoder:
 
 @dataclass
 class _Batch:
-    """The rows decoding together: their KV cache, attention mask, next positions, pending logits, sample ids."""
+    """The rows decoding together: their KV cache, attention mask, next positions, sample ids, the positions of
+    the rows still decoding (`live`; the others finished, not yet compacted away) and their pending logits."""
 
     cache: DynamicCache
     mask: torch.Tensor
     next_pos: torch.Tensor
     logits: torch.Tensor
     rows: list[int]
+    live: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.live = self.live or list(range(len(self.rows)))
 
     def select(self, keep: list[int]) -> None:
+        """Keep only the live rows at positions `keep`, compacted (their KV copied); logits stay as they are."""
         index = torch.tensor(keep, device=self.mask.device)
         self.cache.batch_select_indices(index)
-        self.mask, self.next_pos, self.logits = self.mask[index], self.next_pos[index], self.logits[index]
+        self.mask, self.next_pos = self.mask[index], self.next_pos[index]
         self.rows = [self.rows[j] for j in keep]
+        self.live = list(range(len(keep)))
 
     def joined(self, other: _Batch, room: int) -> _Batch:
-        """These rows and `other`'s in one batch, with room for `room` more tokens."""
+        """These rows (the live ones) and `other`'s in one batch, with room for `room` more tokens."""
+        if len(self.live) < len(self.rows):
+            self.select(self.live)
         cache, mask = join_rows(self.cache, self.mask, other.cache, other.mask, room)
         return _Batch(
             cache,

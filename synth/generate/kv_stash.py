@@ -7,9 +7,30 @@ stored token prefix skips prefilling the whole path again; only the new tokens r
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+_calling = threading.local()
+
+
+def caller() -> int:
+    """Whose KV an engine keeps: the thread that made the call (a `Worker` runs calls for other threads)."""
+    return getattr(_calling, "ident", None) or threading.get_ident()
+
+
+@contextmanager
+def calling_for(ident: int) -> Iterator[None]:
+    """Run engine calls on this thread as if `ident` made them (their KV stashes are its)."""
+    before = getattr(_calling, "ident", None)
+    _calling.ident = ident
+    try:
+        yield
+    finally:
+        _calling.ident = before
 
 
 @dataclass

@@ -1,56 +1,131 @@
 """Engines shared by searches that run side by side in one process, and the time each engine is busy.
 
 With `overlap: 2` two problem batches are searched at once, in threads: while one batch's search waits
-for the policy to sample, the other's steps are scored by the PRM. Each engine serves one call at a time
-(a lock), so neither sees concurrent calls; the HF policy keeps one KV stash per thread, so each search
-extends its own last call as it would alone, and the rows are those of `overlap: 1` run on the same torch
-threads per search (float results depend on the thread count).
+for a served policy (vLLM, OpenAI-compatible) to sample, the other's steps are scored by the PRM. Each
+engine serves one call at a time. Local engines (transformers, on a CPU or GPU) run every call on the main
+thread, the policy's and the PRM's one after another (`Worker`): torch runs another thread's ops at about
+one core's speed once the main thread has used its thread pool, and two engines busy at once on the same
+cores only slow each other down. The HF policy keeps one KV stash per thread, so each search extends its
+own last call as it would alone: the rows are those of `overlap: 1`.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
+
+from synth.generate.kv_stash import calling_for
 
 
 class Cancelled(RuntimeError):
     """The run stopped (interrupted, or another batch failed): searches still running end at their next call."""
 
 
-class Busy:
-    """Seconds an engine spent in its calls, summed (`busy_s`), and the calls; no call starts once `stop`
-    is set."""
+class Worker:
+    """Runs engine calls on the thread that made it (the main thread), in order: torch runs another thread's
+    ops at about one core's speed once the main thread has used its thread pool (bench/overlap.py), so
+    searches in threads hand their calls to the main thread, which runs them while it waits for the
+    searches (`serve_until`). A call from the main thread itself runs at once."""
 
-    def __init__(self, stop: threading.Event | None = None) -> None:
+    def __init__(self) -> None:
+        self.home = threading.get_ident()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+
+    def run(self, fn: Callable, *args, stop: threading.Event | None = None) -> Any:
+        """fn(*args) on the main thread; its result, or its exception raised here. Cancelled when `stop` is
+        set before the main thread took the call."""
+        if threading.get_ident() == self.home:
+            return fn(*args)
+        call = _Call(fn, args)
+        self._calls.put(call)
+        while not call.done.wait(0.05):
+            if stop is not None and stop.is_set() and call.abandon():
+                raise Cancelled("the run stopped")
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    def serve_until(self, future: Future) -> Any:
+        """Run the calls handed in until `future` is done; its result."""
+        future.add_done_callback(lambda _: self._calls.put(None))  # wakes the loop
+        while not future.done():
+            call = self._calls.get()
+            if call is not None:
+                call.run()
+        return future.result()
+
+
+class _Call:
+    def __init__(self, fn: Callable, args: tuple):
+        self.fn, self.args, self.value, self.error = fn, args, None, None
+        self.caller = threading.get_ident()
+        self.done, self._lock, self._state = threading.Event(), threading.Lock(), "queued"
+
+    def abandon(self) -> bool:
+        """Withdraw the call unless it started."""
+        with self._lock:
+            if self._state == "queued":
+                self._state = "abandoned"
+            return self._state == "abandoned"
+
+    def run(self) -> None:
+        with self._lock:
+            if self._state != "queued":
+                return
+            self._state = "started"
+        try:
+            with calling_for(self.caller):  # the caller's KV stashes
+                self.value = self.fn(*self.args)
+        except BaseException as e:  # handed to the caller
+            self.error = e
+        self.done.set()
+
+
+class Busy:
+    """Seconds an engine spent in its calls, summed (`busy_s`), and the calls, one at a time: run by `worker`
+    (a local engine) or in the caller's thread under a lock (an engine behind a server); no call starts once
+    `stop` is set."""
+
+    def __init__(self, stop: threading.Event | None = None, worker: Worker | None = None) -> None:
         self.busy_s, self.calls = 0.0, 0
         self.stop = stop or threading.Event()
-        self._lock = threading.Lock()
+        self.worker, self._lock = worker, threading.Lock()
 
-    @contextmanager
-    def call(self):
-        with self._lock:  # one call at a time
-            if self.stop.is_set():
-                raise Cancelled("the run stopped")
-            started = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.busy_s += time.perf_counter() - started
-                self.calls += 1
+    def run(self, fn: Callable, *args) -> Any:
+        if self.stop.is_set():
+            raise Cancelled("the run stopped")
+        if self.worker is not None:
+            return self.worker.run(self._timed, fn, args, stop=self.stop)
+        with self._lock:
+            return self._timed(fn, args)
+
+    def _timed(self, fn: Callable, args: tuple) -> Any:
+        if self.stop.is_set():
+            raise Cancelled("the run stopped")
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.busy_s += time.perf_counter() - started
+            self.calls += 1
+
+    def serve_until(self, future: Future) -> Any:
+        """Wait for `future`, running the worker's calls meanwhile (a thread's search)."""
+        return self.worker.serve_until(future) if self.worker is not None else future.result()
 
 
 class SharedPolicy:
     """A policy that threads share: `generate` calls take turns and are timed; the rest passes through."""
 
-    def __init__(self, policy: Any, stop: threading.Event | None = None):
-        self.engine, self.busy = policy, Busy(stop)
+    def __init__(self, policy: Any, stop: threading.Event | None = None, worker: Worker | None = None):
+        self.engine, self.busy = policy, Busy(stop, worker)
 
     def generate(self, prompts, params):
-        with self.busy.call():
-            return self.engine.generate(prompts, params)
+        return self.busy.run(self.engine.generate, prompts, params)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -59,29 +134,24 @@ class SharedPolicy:
 class SharedPRM:
     """A PRM that threads share: `score` calls take turns and are timed; the rest passes through."""
 
-    def __init__(self, prm: Any, stop: threading.Event | None = None):
-        self.engine, self.busy = prm, Busy(stop)
+    def __init__(self, prm: Any, stop: threading.Event | None = None, worker: Worker | None = None):
+        self.engine, self.busy = prm, Busy(stop, worker)
 
     def score(self, problems, steps):
-        with self.busy.call():
-            return self.engine.score(problems, steps)
+        return self.busy.run(self.engine.score, problems, steps)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
 
 
-@contextmanager
-def torch_threads_split(width: int, device: str) -> Iterator[None]:
-    """On a CPU, give each of `width` concurrent searches its share of torch's threads (two engines busy at
-    once on all cores each would fight over them); restored afterwards."""
-    if width <= 1 or device != "cpu":
-        yield
-        return
-    import torch
+def shared_engines(policy: Any, prm: Any, stop: threading.Event) -> tuple[SharedPolicy, SharedPRM | None]:
+    """The run's engines, timed and safe for overlapping batches. Local ones (with a torch `device`) have
+    their calls run by one `Worker` on this thread, which must serve it (`Busy.serve_until`); an engine
+    behind a server runs its calls in the searches' threads, beside the local one's."""
+    worker = Worker()
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, before // width))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    def local(engine: Any) -> Worker | None:
+        return worker if getattr(engine, "device", None) is not None else None
+
+    shared_prm = SharedPRM(prm, stop, local(prm)) if prm is not None else None
+    return SharedPolicy(policy, stop, local(policy)), shared_prm

@@ -23,7 +23,7 @@ from synth.config import ConfigError, check_fields, to_dict
 from synth.evaluate import SELECTORS, curves_section, select_answers, summarize
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Policy
 from synth.generate.openai_engine import OpenAIConfig
-from synth.generate.overlap import SharedPolicy, SharedPRM, torch_threads_split
+from synth.generate.overlap import SharedPolicy, SharedPRM, shared_engines
 from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
 from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
@@ -121,9 +121,9 @@ class GenerateConfig(PushConfig):
         metadata={
             "range": "[1, 8]",
             "help": (
-                "Problem batches searched side by side in this process: while one batch's search waits for the policy, "
-                "another's steps are scored by the PRM (tree search). On a CPU the torch threads are split between them, "
-                "and the rows are those of overlap 1 on that share of the threads. Local launcher."
+                "Problem batches searched side by side in this process (tree search): while one batch's search waits for "
+                "a served policy (vLLM or OpenAI-compatible server), another's steps are scored by the PRM. Local engines run "
+                "their calls in turns on the main thread; the rows are those of overlap 1. Local launcher."
             ),
         },
     )
@@ -322,13 +322,11 @@ def generate(
     if distributed:
         engines = (worker_setup or load_engines, (cfg,))
     else:  # shared: timed (the summary's policy_s / prm_s), and safe for overlapping batches
-        stop = threading.Event()
-        shared = (SharedPolicy(policy, stop), SharedPRM(prm, stop) if prm is not None else None)
+        shared = shared_engines(policy, prm, threading.Event())
         engines = (_given, shared)
     with run.claim():
         skipped = {"skipped_no_answer": len(report.skipped_ids), "skipped_too_long": len(too_long)}
-        with torch_threads_split(cfg.overlap, getattr(policy, "device", None) or "remote"):
-            return _run(cfg, run.path, journal, problems, engines, skipped, shared)
+        return _run(cfg, run.path, journal, problems, engines, skipped, shared)
 
 
 def warn_on_step_cut(prm: PRM | None, cfg: GenerateConfig) -> None:
@@ -423,6 +421,7 @@ def _run(
                 launch,
                 cfg.overlap,
                 shared[0].busy.stop if shared else None,
+                shared[0].busy.serve_until if shared else None,
             ):
                 journal.append(new_rows)
                 rows.extend(new_rows)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash, fill_kept
+from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash, caller, fill_kept
 from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
 from synth.prm.prefix import MIN_SHARED_TOKENS, Group, group_by_prefix
@@ -55,7 +55,7 @@ class TokenClassificationPRM:
         # shared prefixes are read once: within a call (synth.prm.prefix), and from recent calls, whose
         # sequences' KV is kept (tree search scores each node's children after the node itself)
         self.share_prefixes = share_prefixes
-        self._stashes: dict[int, deque[KVStash]] = {}  # per thread (searches run side by side: `overlap`)
+        self._stashes: dict[int, deque[KVStash]] = {}  # per search thread (`kv_stash.caller`; `overlap`)
         self.kept_bytes = DEFAULT_MAX_BYTES  # KV kept from recent calls, per thread; the oldest calls' go first
 
     @classmethod
@@ -95,8 +95,8 @@ class TokenClassificationPRM:
         return prm
 
     def new_search(self) -> None:
-        """Forget the KV this thread kept, so a batch scores the same wherever it runs (as the policy's)."""
-        self._stashes.pop(threading.get_ident(), None)
+        """Forget the KV this search thread kept, so a batch scores the same wherever it runs (as the policy's)."""
+        self._stashes.pop(caller(), None)
 
     @torch.inference_mode()
     def score(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
@@ -114,7 +114,7 @@ class TokenClassificationPRM:
     def token_probs(self, sequences: list[list[int]]) -> list[list[float]]:
         """The PRM's probability at every token of every sequence. Sequences extending one scored by a recent
         call on this thread run only their new tokens on its kept KV; the rest share prefixes within the call."""
-        recent = self._stashes.get(threading.get_ident(), ()) if self.share_prefixes else ()
+        recent = self._stashes.get(caller(), ()) if self.share_prefixes else ()
         matches = [max((st.match(s) for st in recent), key=lambda m: m[1], default=(None, 0)) for s in sequences]
         kept = [i for i, (_, n) in enumerate(matches) if n >= MIN_SHARED_TOKENS]
         fresh = sorted(set(range(len(sequences))) - set(kept))
@@ -139,7 +139,7 @@ class TokenClassificationPRM:
         if new_stash is not None:
             alive = {t.ident for t in threading.enumerate()}
             self._stashes = {k: v for k, v in self._stashes.items() if k in alive}  # threads gone: free their KV
-            recent = self._stashes.setdefault(threading.get_ident(), deque())
+            recent = self._stashes.setdefault(caller(), deque())
             recent.append(new_stash)
             while sum(st.bytes for st in recent) > self.kept_bytes:
                 recent.popleft()
