@@ -60,33 +60,23 @@ def test_overlapping_batches_write_the_sequential_rows(tmp_path, tiny_policy, ti
     assert summary["policy_s"] > 0 and "prm_s" in summary and "prm_s" in summary2  # timed (prm_s may round to 0)
 
 
-def test_engines_take_turns_but_policy_and_prm_overlap():
-    log, lock = [], threading.Lock()
+class Engine:
+    """A policy and PRM in one: each call runs `call(name)`."""
 
-    class Slow:
-        def __init__(self, name):
-            self.name, self.running = name, 0
+    def __init__(self, name, call):
+        self.name, self.call = name, call
 
-        def _call(self):
-            with lock:
-                self.running += 1
-                assert self.running == 1, f"two {self.name} calls at once"
-                log.append((self.name, "start", time.perf_counter()))
-            time.sleep(0.05)
-            with lock:
-                log.append((self.name, "end", time.perf_counter()))
-                self.running -= 1
+    def generate(self, prompts, params):
+        self.call(self.name)
+        return [[] for _ in prompts]
 
-        def generate(self, prompts, params):
-            self._call()
-            return [[] for _ in prompts]
+    def score(self, problems, steps):
+        self.call(self.name)
+        return [[0.5] for _ in problems]
 
-        def score(self, problems, steps):
-            self._call()
-            return [[0.5] for _ in problems]
 
-    stop = threading.Event()
-    policy, prm = SharedPolicy(Slow("policy"), stop), SharedPRM(Slow("prm"), stop)
+def three_steps(policy, prm):
+    """A search of a batch: three policy calls, each followed by a PRM call."""
 
     def search(batch):
         for _ in range(3):
@@ -94,8 +84,26 @@ def test_engines_take_turns_but_policy_and_prm_overlap():
             prm.score([batch], [["x"]])
         return batch
 
+    return search
+
+
+def test_engines_take_turns_but_policy_and_prm_overlap():
+    log, lock, running = [], threading.Lock(), {"policy": 0, "prm": 0}
+
+    def call(name):
+        with lock:
+            running[name] += 1
+            assert running[name] == 1, f"two {name} calls at once"
+            log.append((name, "start", time.perf_counter()))
+        time.sleep(0.05)
+        with lock:
+            log.append((name, "end", time.perf_counter()))
+            running[name] -= 1
+
+    stop = threading.Event()
+    policy, prm = SharedPolicy(Engine("policy", call), stop), SharedPRM(Engine("prm", call), stop)
     started = time.perf_counter()
-    assert [r for _, r in in_order(search, list("abcd"), 2, stop)] == list("abcd")
+    assert [r for _, r in in_order(three_steps(policy, prm), list("abcd"), 2, stop)] == list("abcd")
     wall = time.perf_counter() - started
     # 12 policy and 12 PRM calls of 50 ms: 1.2 s in a row, ~0.65 s when the two engines overlap
     assert wall < 1.0 and policy.busy.calls == prm.busy.calls == 12
@@ -114,37 +122,19 @@ def test_local_engines_run_every_call_on_the_main_thread_one_at_a_time():
     slower in other threads), which runs them while it waits; a policy and a PRM never run at once."""
     calls, running = [], []
 
-    class Local:
+    def call(name):
+        running.append(name)
+        assert len(running) == 1, running
+        calls.append((name, threading.get_ident()))
+        time.sleep(0.01)
+        running.pop()
+
+    class Local(Engine):
         device = "cpu"
 
-        def __init__(self, name):
-            self.name = name
-
-        def _call(self):
-            running.append(self.name)
-            assert len(running) == 1, running
-            calls.append((self.name, threading.get_ident()))
-            time.sleep(0.01)
-            running.pop()
-
-        def generate(self, prompts, params):
-            self._call()
-            return [[] for _ in prompts]
-
-        def score(self, problems, steps):
-            self._call()
-            return [[0.5] for _ in problems]
-
     stop = threading.Event()
-    policy, prm = shared_engines(Local("policy"), Local("prm"), stop)
-
-    def search(batch):
-        for _ in range(3):
-            policy.generate([batch], None)
-            prm.score([batch], [["x"]])
-        assert threading.get_ident() != threading.main_thread().ident
-        return batch
-
+    policy, prm = shared_engines(Local("policy", call), Local("prm", call), stop)
+    search = three_steps(policy, prm)
     assert [r for _, r in in_order(search, list("abcd"), 2, stop, policy.busy.serve_until)] == list("abcd")
     assert len(calls) == 24 and {t for _, t in calls} == {threading.main_thread().ident}
     assert policy.busy.calls == prm.busy.calls == 12
