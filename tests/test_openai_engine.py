@@ -152,3 +152,38 @@ def test_an_unreachable_server_is_one_line(tmp_path, tiny_model_dir, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "did not answer GET /models" in err and not (tmp_path / "o").exists()
+
+
+def test_overlap_samples_on_the_server_in_the_search_threads_and_scores_on_the_main_thread(
+    tmp_path, tiny_model_dir, servers, monkeypatch
+):
+    """A served policy with a local PRM, two batches side by side: the server's calls go out from the searches'
+    threads while the PRM scores on the main thread, and the rows are those of overlap 1."""
+    import threading
+
+    from synth.generate import openai_engine
+
+    threads = {"policy": set(), "prm": set()}
+
+    class LocalPRM(LengthPRM):
+        device = "cpu"
+
+        def score(self, problems, steps):
+            threads["prm"].add(threading.get_ident())
+            return super().score(problems, steps)
+
+    real = openai_engine.OpenAIPolicy.generate
+
+    def noted(self, prompts, params):
+        threads["policy"].add(threading.get_ident())
+        return real(self, prompts, params)
+
+    monkeypatch.setattr(openai_engine.OpenAIPolicy, "generate", noted)
+    a, _ = servers
+    generate(config(tmp_path / "one", tiny_model_dir, [a.url], "dvts"), prm=LocalPRM())
+    threads["policy"].clear()
+    two = dataclasses.replace(config(tmp_path / "two", tiny_model_dir, [a.url], "dvts"), overlap=2)
+    generate(two, prm=LocalPRM())
+    assert rows(tmp_path / "two") == rows(tmp_path / "one")
+    assert threads["prm"] == {threading.main_thread().ident}
+    assert len(threads["policy"]) == 2 and threading.main_thread().ident not in threads["policy"]

@@ -133,9 +133,10 @@ def test_local_engines_run_every_call_on_the_main_thread_one_at_a_time():
         device = "cpu"
 
     stop = threading.Event()
-    policy, prm = shared_engines(Local("policy", call), Local("prm", call), stop)
+    shared = shared_engines(Local("policy", call), Local("prm", call), stop)
+    policy, prm = shared.policy, shared.prm
     search = three_steps(policy, prm)
-    assert [r for _, r in in_order(search, list("abcd"), 2, stop, policy.busy.serve_until)] == list("abcd")
+    assert [r for _, r in in_order(search, list("abcd"), 2, stop, shared.serve_until)] == list("abcd")
     assert len(calls) == 24 and {t for _, t in calls} == {threading.main_thread().ident}
     assert policy.busy.calls == prm.busy.calls == 12
 

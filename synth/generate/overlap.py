@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from synth.generate.kv_stash import calling_for
@@ -113,10 +114,6 @@ class Busy:
             self.busy_s += time.perf_counter() - started
             self.calls += 1
 
-    def serve_until(self, future: Future) -> Any:
-        """Wait for `future`, running the worker's calls meanwhile (a thread's search)."""
-        return self.worker.serve_until(future) if self.worker is not None else future.result()
-
 
 class SharedPolicy:
     """A policy that threads share: `generate` calls take turns and are timed; the rest passes through."""
@@ -144,14 +141,29 @@ class SharedPRM:
         return getattr(self.engine, name)
 
 
-def shared_engines(policy: Any, prm: Any, stop: threading.Event) -> tuple[SharedPolicy, SharedPRM | None]:
+@dataclass
+class SharedEngines:
+    """A run's engines, shared by the searches in its threads, and the `Worker` that runs the local ones'
+    calls: the thread that made them waits for the searches with `serve_until`."""
+
+    policy: SharedPolicy
+    prm: SharedPRM | None
+    worker: Worker
+    stop: threading.Event
+
+    def serve_until(self, future: Future) -> Any:
+        """Wait for `future` (a thread's search), running the local engines' calls meanwhile."""
+        return self.worker.serve_until(future)
+
+
+def shared_engines(policy: Any, prm: Any, stop: threading.Event) -> SharedEngines:
     """The run's engines, timed and safe for overlapping batches. Local ones (with a torch `device`) have
-    their calls run by one `Worker` on this thread, which must serve it (`Busy.serve_until`); an engine
-    behind a server runs its calls in the searches' threads, beside the local one's."""
+    their calls run by one `Worker` on this thread; an engine behind a server runs its calls in the
+    searches' threads, beside the local one's."""
     worker = Worker()
 
     def local(engine: Any) -> Worker | None:
         return worker if getattr(engine, "device", None) is not None else None
 
     shared_prm = SharedPRM(prm, stop, local(prm)) if prm is not None else None
-    return SharedPolicy(policy, stop, local(policy)), shared_prm
+    return SharedEngines(SharedPolicy(policy, stop, local(policy)), shared_prm, worker, stop)

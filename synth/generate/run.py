@@ -23,7 +23,7 @@ from synth.config import ConfigError, check_fields, to_dict
 from synth.evaluate import SELECTORS, curves_section, select_answers, summarize
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Policy
 from synth.generate.openai_engine import OpenAIConfig
-from synth.generate.overlap import SharedPolicy, SharedPRM, shared_engines
+from synth.generate.overlap import SharedEngines, shared_engines
 from synth.generate.search import SearchConfig, SearchResult, require_prm, run_search
 from synth.generate.vllm import VLLMConfig, vllm_available
 from synth.hub import PUSH_KEYS, PushConfig, check_push, config_name, write_dataset
@@ -323,7 +323,7 @@ def generate(
         engines = (worker_setup or load_engines, (cfg,))
     else:  # shared: timed (the summary's policy_s / prm_s), and safe for overlapping batches
         shared = shared_engines(policy, prm, threading.Event())
-        engines = (_given, shared)
+        engines = (_given, (shared.policy, shared.prm))
     with run.claim():
         skipped = {"skipped_no_answer": len(report.skipped_ids), "skipped_too_long": len(too_long)}
         return _run(cfg, run.path, journal, problems, engines, skipped, shared)
@@ -394,7 +394,7 @@ def _run(
     problems: list[Problem],
     engines: tuple[Callable, tuple],
     skipped: dict[str, int],
-    shared: tuple[SharedPolicy, SharedPRM | None] | None = None,
+    shared: SharedEngines | None = None,
 ) -> dict[str, Any]:
     rows = journal.read()
     done = {r["id"] for r in rows}
@@ -420,8 +420,8 @@ def _run(
                 cfg.vllm.tensor_parallel_size if resolve_engine(cfg.engine) == "vllm" else 1,
                 launch,
                 cfg.overlap,
-                shared[0].busy.stop if shared else None,
-                shared[0].busy.serve_until if shared else None,
+                shared.stop if shared else None,
+                shared.serve_until if shared else None,
             ):
                 journal.append(new_rows)
                 rows.extend(new_rows)
@@ -450,9 +450,9 @@ def _run(
     summary = {**summarize(rows), **{k: v for k, v in {**skipped, **launch}.items() if v}}
     summary["wall_s"] = round(elapsed, 1)
     if shared:  # where this run's time went: in the policy, in the PRM (overlapping when overlap > 1)
-        summary["policy_s"] = round(shared[0].busy.busy_s, 1)
-        if shared[1] is not None:
-            summary["prm_s"] = round(shared[1].busy.busy_s, 1)
+        summary["policy_s"] = round(shared.policy.busy.busy_s, 1)
+        if shared.prm is not None:
+            summary["prm_s"] = round(shared.prm.busy.busy_s, 1)
     summary["new_tokens_per_s"] = round(new_tokens / elapsed, 1) if elapsed > 0 else 0.0
     card = {
         "name": f"synth {cfg.search.strategy} on {cfg.model}",
