@@ -1,3 +1,5 @@
+import dataclasses
+
 from synth.generate.engine import SamplingParams
 
 
@@ -270,3 +272,20 @@ def test_finished_rows_leave_the_batch_lazily_and_change_no_row(varied_policy, m
     assert out[True][0] == out[False][0]
     assert len({n for x in out[True][0] for _, n, _ in x}) > 2  # rows end at different steps
     assert out[True][1] < out[False][1], (out[True][1], out[False][1])
+
+
+def test_tail_rows_end_a_calls_last_rows_early_as_at_max_tokens(varied_policy):
+    """With `tail_rows`, once no prompt waits and at most that many rows still decode, they end as if at
+    max_tokens: each is a prefix of its uncut text, the rest are unchanged."""
+    policy = varied_policy
+    questions = ["1+1?", "What is 17 plus 25?", "3*3?", "A train leaves at noon.", "7-5?", "Name a colour."]
+    prompts = [policy.chat_prompt(q) for q in questions]
+    params = SamplingParams(n=2, max_tokens=24, temperature=0, stop=["b", "k", "v", "y"])
+    full = policy.generate(prompts, params)
+    cut = policy.generate(prompts, dataclasses.replace(params, tail_rows=2))
+    pairs = [(a, b) for x, y in zip(full, cut) for a, b in zip(x, y)]
+    assert all(a.text.startswith(b.text) and b.num_tokens <= a.num_tokens for a, b in pairs)
+    shortened = [(a, b) for a, b in pairs if b.num_tokens < a.num_tokens]
+    assert 1 <= len(shortened) <= 2 and all(b.stop_reason == "length" for _, b in shortened)
+    assert all(a == b for a, b in pairs if (a, b) not in shortened)
+    assert sum(a.num_tokens for a, _ in pairs) > sum(b.num_tokens for _, b in pairs)

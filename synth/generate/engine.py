@@ -41,6 +41,9 @@ class SamplingParams:
     # A hint that the next call will extend these continuations (beam search, DVTS): an engine may
     # keep their KV cache until then. vLLM ignores it (its prefix caching does the same).
     keep_cache: bool = False
+    # Once no prompt waits and at most this many rows still decode (and at least as many have ended), they
+    # stop as if at max_tokens (0: never).
+    tail_rows: int = 0
 
 
 class Policy(Protocol):

@@ -232,6 +232,12 @@ class _Decoder:
                     keep.append(j)
                     continue
             done.append(j)
+        ended = sum(r is not None for r in self.reasons)  # rows of this call that ended by themselves
+        if params.tail_rows and not self.pending and 0 < len(keep) <= min(params.tail_rows, ended):
+            # The call's last few rows, once at least as many have ended: cut here, as if at max_tokens.
+            for j in keep:
+                self.reasons[batch.rows[j]] = "length"
+            done, keep = done + keep, []
         if self.stash is not None:
             for j in done:
                 self._stash(batch.rows[j], j)

@@ -119,6 +119,17 @@ class SearchConfig:
     step_max_tokens: int = field(
         default=96, metadata={"range": "[1, inf)", "help": "Max new tokens per step (beam search, DVTS)."}
     )
+    tail_rows: int = field(
+        default=8,
+        metadata={
+            "range": "[0, inf)",
+            "help": (
+                "A step's last rows: once no more than this many still decode, they end there as at step_max_tokens "
+                "and go on at the next iteration, so an iteration does not wait on a few long steps (transformers "
+                "engine; 0: never)."
+            ),
+        },
+    )
     lookahead: int = field(
         default=0,
         metadata={

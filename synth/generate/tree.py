@@ -135,6 +135,7 @@ class Expander:
             include_stop=self.rule.include_stop,
             seed=self.seed + self.calls,
             keep_cache=True,
+            tail_rows=self.cfg.tail_rows,
         )
         self.calls += 1
         outs = self.policy.generate([self.trees[t].prefix(node, self.rule) for t, node in requests], params)
