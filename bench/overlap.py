@@ -2,7 +2,7 @@
 and against best-of-N at the same N.
 
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
-        [--prm default-sentence] [--tasks FAMILY ...] [--problems-per-batch K] [--no-overlap] [--ablate]
+        [--prm default-sentence] [--tasks FAMILY ...] [--problems-per-batch K] [--tail-rows 8] [--no-overlap] [--ablate]
         [--out runs/bench-overlap]
 
 Three `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--prm", default="default-sentence")
     ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
     ap.add_argument("--problems-per-batch", type=int, help="default: half the problems (two batches, for overlap 2)")
+    ap.add_argument(
+        "--tail-rows", type=int, default=8, help="search.tail_rows of the tree search (0: wait for every row)"
+    )
     ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
     ap.add_argument(
         "--ablate",
@@ -61,6 +64,7 @@ def main() -> None:
         max_iterations=8 if args.step_cut == "sentence" else 6,
         step_max_tokens=64,
         max_tokens=160,
+        tail_rows=args.tail_rows,
     )
     # name: (search, overlap)
     runs = {
