@@ -124,9 +124,9 @@ class SearchConfig:
         metadata={
             "range": "[0, inf)",
             "help": (
-                "A step's last rows: once no more than this many still decode, they end there as at step_max_tokens "
-                "and go on at the next iteration, so an iteration does not wait on a few long steps (transformers "
-                "engine; 0: never)."
+                "A step's last rows: once no more than this many still decode (and as many have ended), they end "
+                "there as at step_max_tokens and go on at the next iteration, so an iteration does not wait on a few "
+                "long steps (transformers engine; 0: never)."
             ),
         },
     )
