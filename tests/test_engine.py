@@ -289,3 +289,24 @@ def test_tail_rows_end_a_calls_last_rows_early_as_at_max_tokens(varied_policy):
     assert 1 <= len(shortened) <= 2 and all(b.stop_reason == "length" for _, b in shortened)
     assert all(a == b for a, b in pairs if (a, b) not in shortened)
     assert sum(a.num_tokens for a, _ in pairs) > sum(b.num_tokens for _, b in pairs)
+
+
+def test_identical_prompts_share_one_prefill(tiny_policy, monkeypatch):
+    """DVTS's subtrees start from the same prompt: a call prefills each distinct prompt once, and every
+    sample still decodes on its own."""
+    p, q = tiny_policy.chat_prompt("2+2?"), tiny_policy.chat_prompt("What is 17 plus 25?")
+    prefilled = []
+    prefill = type(tiny_policy)._prefill
+
+    def spy(self, ids, reused, max_tokens=0):
+        prefilled.append(len(ids))
+        return prefill(self, ids, reused, max_tokens)
+
+    monkeypatch.setattr(type(tiny_policy), "_prefill", spy)
+    greedy = SamplingParams(n=2, max_tokens=10, temperature=0)
+    out = tiny_policy.generate([p, q, p, p], greedy)
+    assert prefilled == [2]
+    alone = tiny_policy.generate([p], greedy)[0]
+    assert [c.text for c in out[0]] == [c.text for c in out[2]] == [c.text for c in out[3]] == [c.text for c in alone]
+    sampled = tiny_policy.generate([p, p], SamplingParams(n=4, max_tokens=10, temperature=1.0, seed=3))
+    assert len({c.text for x in sampled for c in x}) > 1  # one prefill, eight draws

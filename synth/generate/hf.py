@@ -269,14 +269,20 @@ class _Decoder:
         batch.next_pos = batch.next_pos + 1
 
     def _admit(self, take: list[tuple[int, int]]) -> _Batch:
-        """Prefill the prompts of chunks `take` once each and fan them out to their samples (new rows)."""
-        idx = [i for i, _ in take]
+        """Prefill each distinct prompt of chunks `take` once and fan it out to its samples (new rows).
+        Identical prompts (DVTS's subtrees all start from the problem) share one prefill."""
+        first: dict[tuple[int, ...], int] = {}  # prompt tokens -> the chunk whose prompt is prefilled
+        for i, _ in take:
+            first.setdefault(tuple(self.prompt_ids[i]), i)
+        unique = list(first.values())
+        slot = {i: k for k, i in enumerate(unique)}
         logits, cache, mask, pos = self.policy._prefill(
-            [self.prompt_ids[i] for i in idx], [self.reused[i] for i in idx], self.params.max_tokens
+            [self.prompt_ids[i] for i in unique], [self.reused[i] for i in unique], self.params.max_tokens
         )
         dev = self.policy.device
         fan = torch.repeat_interleave(
-            torch.arange(len(take), device=dev), torch.tensor([c for _, c in take], device=dev)
+            torch.tensor([slot[first[tuple(self.prompt_ids[i])]] for i, _ in take], device=dev),
+            torch.tensor([c for _, c in take], device=dev),
         )
         cache.batch_select_indices(fan)
         rows = []
