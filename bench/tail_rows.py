@@ -1,10 +1,10 @@
-"""A tree search with its steps' last rows cut early (`search.tail_rows`) against the same search waiting for
-every row, on one pool: wall time, generated tokens, unfinished final candidates, and weighted@N and maj@N
+"""A tree search at several `search.tail_rows` (a step call's last rows cut early), each against the first
+(by default 0: waiting for every row), on one pool: wall time, generated tokens, unfinished final candidates, and weighted@N and maj@N
 with the paired difference (± one standard error over problems).
 
-    python bench/tail_rows.py [--problems 96] [--seed 2000] [--strategy dvts] [--tail-rows 8] [--out runs/bench-tail-rows]
+    python bench/tail_rows.py [--problems 96] [--seed 2000] [--strategy dvts] [--tasks FAMILY ...] [--tail-rows 0 8] [--out runs/bench-tail-rows]
 
-Held-out arithmetic pool, N=16, M=2, sentence steps, `default-sentence`, batches of 8 problems, the bundled
+Held-out arithmetic pool (`--tasks`: those reasoning-gym families instead, at --seed), N=16, M=2, sentence steps, `default-sentence`, batches of 8 problems, the bundled
 SmolLM2 on the transformers engine.
 """
 
@@ -23,6 +23,7 @@ from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E4
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
+from synth.problems import PoolConfig  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +31,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=96)
     ap.add_argument("--seed", type=int, default=2000)
     ap.add_argument("--strategy", default="dvts", choices=["beam_search", "dvts", "particle_filtering", "mcts"])
-    ap.add_argument("--tail-rows", type=int, default=8)
+    ap.add_argument("--tail-rows", type=int, nargs="+", default=[0, 8], help="the first is the reference")
+    ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
     ap.add_argument("--out", default="runs/bench-tail-rows")
     args = ap.parse_args()
     search = SearchConfig(
@@ -43,17 +45,24 @@ def main() -> None:
         max_tokens=160,
     )
     base = GenerateConfig(
-        pool=held_out_pool(args.seed, args.problems), prm="default-sentence", search=search, overwrite=True
+        pool=PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=args.seed)
+        if args.tasks
+        else held_out_pool(args.seed, args.problems),
+        prm="default-sentence",
+        search=search,
+        overwrite=True,
     )
     policy, prm = load_policy(base), load_prm("default-sentence")
     runs = {}
-    for tail in (0, args.tail_rows):
+    for tail in dict.fromkeys(args.tail_rows):
         d = Path(args.out) / f"tail{tail}"
         cfg = dataclasses.replace(base, search=dataclasses.replace(search, tail_rows=tail), output_dir=str(d))
         summary = generate(cfg, policy=policy, prm=prm)
         runs[tail] = (summary, {r["id"]: r for r in Journal(d / "rows.jsonl").read()})
-    ids = list(runs[0][1])
-    print(f"\n{args.strategy}, {len(ids)} held-out problems (seed {args.seed}), N=16, sentence steps\n")
+    ref = args.tail_rows[0]
+    ids = list(runs[ref][1])
+    pool = " ".join(args.tasks) if args.tasks else "held-out"
+    print(f"\n{args.strategy}, {len(ids)} {pool} problems (seed {args.seed}), N=16, sentence steps\n")
     print("| tail_rows | wall s | generated tokens | unfinished candidates | weighted@16 | maj@16 |")
     print("|---|---|---|---|---|---|")
     for tail, (s, rows) in runs.items():
@@ -63,13 +72,15 @@ def main() -> None:
             f"| {tail} | {s['wall_s']:.1f} | {sum(r['generated_tokens'] for r in rows.values())} | {unfinished} | "
             f"{acc['weighted']:.3f} | {acc['majority']:.3f} |"
         )
-    new, old = runs[args.tail_rows][1], runs[0][1]
-    print(f"\nwall: {runs[0][0]['wall_s'] / runs[args.tail_rows][0]['wall_s']:.2f}x faster")
-    for k in ("weighted", "majority"):
-        gain, se = paired_gain(
-            {i: new[i][f"{k}_verified"] for i in ids}, {i: old[i][f"{k}_verified"] for i in ids}, ids
-        )
-        print(f"{k}: {gain:+.1f} ± {se:.1f} points")
+    old = runs[ref][1]
+    for tail in list(runs)[1:]:
+        new = runs[tail][1]
+        print(f"\ntail_rows {tail} against {ref}: {runs[ref][0]['wall_s'] / runs[tail][0]['wall_s']:.2f}x faster")
+        for k in ("weighted", "majority"):
+            gain, se = paired_gain(
+                {i: new[i][f"{k}_verified"] for i in ids}, {i: old[i][f"{k}_verified"] for i in ids}, ids
+            )
+            print(f"{k}: {gain:+.1f} ± {se:.1f} points")
 
 
 if __name__ == "__main__":
