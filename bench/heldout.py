@@ -1,4 +1,5 @@
-"""Shared by the benches: the held-out pool, greedy correctness on a pool, paired gains, search runs' layout."""
+"""Shared by the benches: the held-out pool, their tree search, greedy correctness on a pool, paired gains,
+search runs' layout."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def held_out_pool(seed: int, problems: int) -> PoolConfig:
             "chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
         },
     )
+
+
+def bench_pool(tasks: list[str] | None, seed: int, problems: int) -> PoolConfig:
+    """`problems` of reasoning-gym `tasks` at `seed`, or without tasks the held-out arithmetic pool."""
+    return PoolConfig(tasks=tasks, num_problems=problems, seed=seed) if tasks else held_out_pool(seed, problems)
+
+
+def tree_search(strategy: str, n: int = 16, **overrides) -> SearchConfig:
+    """The benches' tree search: M=2, sentence steps, 8 iterations of at most 64 tokens, 160 in all."""
+    fields = dict(beam_width=2, step_cut="sentence", max_iterations=8, step_max_tokens=64, max_tokens=160)
+    return SearchConfig(strategy=strategy, n=n, **{**fields, **overrides})
 
 
 def greedy_correct(

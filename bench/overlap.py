@@ -26,13 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heldout import held_out_pool  # noqa: E402
+from heldout import bench_pool, tree_search  # noqa: E402
 
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
-from synth.problems import PoolConfig  # noqa: E402
 
 
 def main() -> None:
@@ -56,14 +55,11 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-overlap")
     args = ap.parse_args()
     out = Path(args.out)
-    tree = SearchConfig(
-        strategy=args.strategy,
-        n=args.n,
-        beam_width=2,
+    tree = tree_search(
+        args.strategy,
+        args.n,
         step_cut=args.step_cut,
         max_iterations=8 if args.step_cut == "sentence" else 6,
-        step_max_tokens=64,
-        max_tokens=160,
         tail_rows=args.tail_rows,
     )
     # name: (search, overlap)
@@ -79,9 +75,7 @@ def main() -> None:
             runs[f"best_of_n, {change}"] = (runs["best_of_n"][0], 1)
             runs[f"{args.strategy}, {change}"] = (tree, 1)
     base = GenerateConfig(
-        pool=PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=1000)
-        if args.tasks
-        else held_out_pool(1000, args.problems),
+        pool=bench_pool(args.tasks, 1000, args.problems),
         prm=args.prm,
         problems_per_batch=args.problems_per_batch or max(args.problems // 2, 1),
         overwrite=True,  # timings: every run fresh (synth overwrites only run dirs it made)

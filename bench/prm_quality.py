@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heldout import held_out_pool, paired_gain  # noqa: E402
+from heldout import bench_pool, paired_gain  # noqa: E402
 
 from synth.evaluate import summarize  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
@@ -105,10 +105,8 @@ def main() -> None:
     out = Path(args.out)
     if args.pool:
         pool = recipe_pool(args.pool)
-    elif args.tasks:
-        pool = PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=args.seed)
     else:
-        pool = held_out_pool(args.seed, args.problems)
+        pool = bench_pool(args.tasks, args.seed, args.problems)
     gen_cfg = GenerateConfig(
         pool=pool,
         prm=None,

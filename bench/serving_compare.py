@@ -24,9 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine_compare import TimedPolicy, best_of_n_run  # noqa: E402
+from heldout import tree_search  # noqa: E402
 
 from synth.generate.engine import SamplingParams  # noqa: E402
-from synth.generate.search import SearchConfig, dvts  # noqa: E402
+from synth.generate.search import dvts  # noqa: E402
 from synth.models import resolve_model  # noqa: E402
 from synth.problems import PoolConfig, load_pool  # noqa: E402
 from synth.steps import StepRule  # noqa: E402
@@ -109,15 +110,7 @@ def main() -> None:
     pairs = [(problems[0].problem, rule.steps(t) or [t]) for t in texts] * 8
 
     # DVTS with the PRM on transformers, then on vLLM (policy: in-process vLLM both times)
-    search = SearchConfig(
-        strategy="dvts",
-        n=args.dvts_n,
-        beam_width=2,
-        step_cut="sentence",
-        max_iterations=8,
-        step_max_tokens=64,
-        max_tokens=args.max_tokens,
-    )
+    search = tree_search("dvts", args.dvts_n, max_tokens=args.max_tokens)
     dvts_runs = {}
     hf_prm = load_prm("default-sentence", dtype=args.prm_dtype)
     vllm_prm = VLLMPRM("default-sentence", dtype=args.prm_dtype)

@@ -1,11 +1,12 @@
 """A tree search at several `search.tail_rows` (a step call's last rows cut early), each against the first
-(by default 0: waiting for every row), on one pool: wall time, generated tokens, unfinished final candidates, and weighted@N and maj@N
-with the paired difference (± one standard error over problems).
+(by default 0: waiting for every row), on one pool: wall time, generated tokens, unfinished final
+candidates, and weighted@N and maj@N with the paired difference (± one standard error over problems).
 
-    python bench/tail_rows.py [--problems 96] [--seed 2000] [--strategy dvts] [--tasks FAMILY ...] [--tail-rows 0 8] [--out runs/bench-tail-rows]
+    python bench/tail_rows.py [--problems 96] [--seed 2000] [--strategy dvts] [--tasks FAMILY ...]
+        [--tail-rows 0 8] [--out runs/bench-tail-rows]
 
-Held-out arithmetic pool (`--tasks`: those reasoning-gym families instead, at --seed), N=16, M=2, sentence steps, `default-sentence`, batches of 8 problems, the bundled
-SmolLM2 on the transformers engine.
+Held-out arithmetic pool (`--tasks`: those reasoning-gym families instead, at --seed), N=16, M=2, sentence
+steps, `default-sentence`, batches of 8 problems, the bundled SmolLM2 on the transformers engine.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heldout import held_out_pool, paired_gain  # noqa: E402
+from heldout import bench_pool, paired_gain, tree_search  # noqa: E402
 
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
-from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
-from synth.problems import PoolConfig  # noqa: E402
 
 
 def main() -> None:
@@ -35,22 +34,9 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
     ap.add_argument("--out", default="runs/bench-tail-rows")
     args = ap.parse_args()
-    search = SearchConfig(
-        strategy=args.strategy,
-        n=16,
-        beam_width=2,
-        step_cut="sentence",
-        max_iterations=8,
-        step_max_tokens=64,
-        max_tokens=160,
-    )
+    search = tree_search(args.strategy)
     base = GenerateConfig(
-        pool=PoolConfig(tasks=args.tasks, num_problems=args.problems, seed=args.seed)
-        if args.tasks
-        else held_out_pool(args.seed, args.problems),
-        prm="default-sentence",
-        search=search,
-        overwrite=True,
+        pool=bench_pool(args.tasks, args.seed, args.problems), prm="default-sentence", search=search, overwrite=True
     )
     policy, prm = load_policy(base), load_prm("default-sentence")
     runs = {}

@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heldout import held_out_pool  # noqa: E402
+from heldout import held_out_pool, tree_search  # noqa: E402
 
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
-from synth.generate.search import SearchConfig  # noqa: E402
 from synth.hub import read_rows  # noqa: E402
 from synth.prm.evaluate import within_group_auroc  # noqa: E402
 from synth.prm.label import LabelConfig, label_batch  # noqa: E402
@@ -48,15 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out) / f"{args.strategy}-n{args.n}-seed{args.seed}"
     rule = StepRule("sentence")
-    search = SearchConfig(
-        strategy=args.strategy,
-        n=args.n,
-        beam_width=2,
-        step_cut="sentence",
-        max_iterations=8,
-        step_max_tokens=64,
-        max_tokens=160,
-    )
+    search = tree_search(args.strategy, args.n)
     cfg = GenerateConfig(
         output_dir=str(out),
         prm=args.prm,
