@@ -232,8 +232,12 @@ class _Decoder:
                     keep.append(j)
                     continue
             done.append(j)
-        ended = sum(r is not None for r in self.reasons)  # rows of this call that ended by themselves
-        if params.tail_rows and not self.pending and 0 < len(keep) <= min(params.tail_rows, ended):
+        if (
+            params.tail_rows
+            and not self.pending
+            and 0 < len(keep) <= params.tail_rows
+            and len(keep) <= sum(r is not None for r in self.reasons)  # rows of this call that ended by themselves
+        ):
             # The call's last few rows, once at least as many have ended: cut here, as if at max_tokens.
             for j in keep:
                 self.reasons[batch.rows[j]] = "length"
@@ -271,18 +275,19 @@ class _Decoder:
     def _admit(self, take: list[tuple[int, int]]) -> _Batch:
         """Prefill each distinct prompt of chunks `take` once and fan it out to its samples (new rows).
         Identical prompts (DVTS's subtrees all start from the problem) share one prefill."""
-        first: dict[tuple[int, ...], int] = {}  # prompt tokens -> the chunk whose prompt is prefilled
-        for i, _ in take:
-            first.setdefault(tuple(self.prompt_ids[i]), i)
-        unique = list(first.values())
-        slot = {i: k for k, i in enumerate(unique)}
+        keys = [tuple(self.prompt_ids[i]) for i, _ in take]
+        slot: dict[tuple[int, ...], int] = {}  # prompt tokens -> its position among the prefilled prompts
+        unique = []  # the first chunk of each distinct prompt
+        for key, (i, _) in zip(keys, take):
+            if key not in slot:
+                slot[key] = len(unique)
+                unique.append(i)
         logits, cache, mask, pos = self.policy._prefill(
             [self.prompt_ids[i] for i in unique], [self.reused[i] for i in unique], self.params.max_tokens
         )
         dev = self.policy.device
         fan = torch.repeat_interleave(
-            torch.tensor([slot[first[tuple(self.prompt_ids[i])]] for i, _ in take], device=dev),
-            torch.tensor([c for _, c in take], device=dev),
+            torch.tensor([slot[k] for k in keys], device=dev), torch.tensor([c for _, c in take], device=dev)
         )
         cache.batch_select_indices(fan)
         rows = []
