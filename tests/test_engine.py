@@ -1,5 +1,7 @@
 import dataclasses
 
+import pytest
+
 from synth.generate.engine import SamplingParams
 
 
@@ -187,12 +189,17 @@ def test_packed_linears_give_the_same_bits(tiny_model_dir):
     assert isinstance(model.lm_head, PackedLinear) and torch.equal(plain, packed)
 
 
-def test_rows_joining_a_running_batch_decode_what_they_decode_alone(varied_policy, monkeypatch):
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prefix", "per-row-kv"])
+def test_rows_joining_a_running_batch_decode_what_they_decode_alone(varied_policy, monkeypatch, shared):
     """Chunks join the batch as rows finish (`join_rows`): every row's greedy tokens are those of its prompt
-    decoded alone, whether the joining prompts are wider or narrower than the running rows."""
+    decoded alone, whether the joining prompts are wider or narrower than the running rows (their whole KV,
+    or with shared-prefix attention their prompts' KV)."""
     from synth.generate import hf
+    from synth.generate.shared_prefix import SharedPrefix
 
     policy = varied_policy
+    assert policy.shares_prefix
+    policy.shares_prefix = shared
     questions = ["1+1?", "What is 17 plus 25? Think step by step and box the answer.", "3*3?", "2+2?"]
     questions += ["A train leaves at noon at 60 miles per hour; when has it gone 150 miles?", "7-5?"]
     prompts = [policy.chat_prompt(q) for q in questions]
@@ -204,9 +211,17 @@ def test_rows_joining_a_running_batch_decode_what_they_decode_alone(varied_polic
         joins.append((mask_a.shape[1], mask_b.shape[1]))
         return real(a, mask_a, b, mask_b, room)
 
-    monkeypatch.setattr(hf, "join_rows", counted)
+    real_joined = SharedPrefix.joined
+
+    def joined(self, other):
+        joins.append((self.mask.shape[1], other.mask.shape[1]))
+        return real_joined(self, other)
+
+    # shared: the rows' own caches join empty, and the prompts' KV is what joins wider or narrower
+    monkeypatch.setattr(*((SharedPrefix, "joined", joined) if shared else (hf, "join_rows", counted)))
     together = policy.generate(prompts, params)
-    assert any(a < b for a, b in joins) and any(a > b for a, b in joins), joins  # wider and narrower joiners
+    # wider and narrower joiners (prompts join sorted by length, so prompts' KV only joins wider or as wide)
+    assert any(a < b for a, b in joins) and (shared or any(a > b for a, b in joins)), joins
     alone = [policy.generate([p], params)[0] for p in prompts]
     assert [[(c.text, c.num_tokens, c.stop_reason) for c in x] for x in together] == [
         [(c.text, c.num_tokens, c.stop_reason) for c in x] for x in alone

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.generate.kv_stash",
             "synth.generate.reserved_cache",
             "synth.generate.packed_linear",
+            "synth.generate.shared_prefix",
             "synth.generate.openai_engine",
             "synth.generate.overlap",
             "synth.prm.scorer",

@@ -1,11 +1,11 @@
 """transformers backend of the policy engine: batched sampling across problems and samples.
 
 The decode loop is ours rather than ``model.generate``: each prompt is prefilled once and its KV
-cache shared by its n samples; finished rows stop counting at once (``model.generate`` keeps computing
-them until the longest row ends): waiting prompts join the batch in their place (`join_rows`), so it
-stays full, and with none waiting they are compacted away once they outnumber the live rows (a
-compaction copies every live row's KV, about a decode step's time; a finished row costs a step
-little); the KV cache reserves room for the whole continuation up front
+held once for its n samples (`shared_prefix`: a decode step reads it once, not once per sample);
+finished rows stop counting at once (``model.generate`` keeps computing them until the longest row
+ends): waiting prompts join the batch in their place (`join_rows`), so it stays full, and with none
+waiting they are compacted away once they outnumber the live rows (a compaction copies every live
+row's KV, about a decode step's time; a finished row costs a step little); the KV cache reserves room for the whole continuation up front
 (`reserved_cache`: no copy of the cache per token). Stop strings are matched on generated text only.
 With ``SamplingParams.keep_cache`` the KV of every continuation is kept until the next such call,
 which prefills only what its prompts add to a kept sequence (beam search and DVTS extend last
@@ -26,6 +26,7 @@ from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuati
 from synth.generate.kv_stash import Entry, KVStash, caller, fill_kept
 from synth.generate.packed_linear import pack_linears
 from synth.generate.reserved_cache import ReservedLayer, join_rows, reserved_cache
+from synth.generate.shared_prefix import SharedPrefix, use_shared_prefix
 from synth.models import default_device, resolve_dtype
 
 
@@ -64,6 +65,8 @@ class TransformersPolicy(ChatPrompts):
         # rows join a running batch only where every layer is a ReservedLayer (`join_rows`)
         self.joins_rows = all(isinstance(x, ReservedLayer) for x in reserved_cache(self.model.config, 0).layers)
         self.keeps_finished_rows = True  # finished rows leave the batch lazily (`_Decoder.step`); off: at once
+        # a prompt's KV held once for all its samples (`shared_prefix`); off: copied to every row
+        self.shares_prefix = self.joins_rows and self.reuses_kv and use_shared_prefix(self.model)
         # one stash per search thread (`kv_stash.caller`): searches side by side (`overlap`) each extend their own
         self._stashes: dict[int, KVStash] = {}
 
@@ -187,6 +190,9 @@ class _Decoder:
         self.reasons: list[str | None] = []
         self.batch: _Batch | None = None
         self.window = max((len(s) for s in params.stop or []), default=0) + 8
+        # with one row per prompt a shared prefix saves no reads, and costs a second attention call per layer
+        shared = params.n > 1 or len({tuple(x) for x in prompt_ids}) < len(prompt_ids)
+        self.shares_prefix = policy.shares_prefix and shared
 
     def run(self) -> list[list[Continuation]]:
         """Decode every sample; each prompt's continuations, in sample order."""
@@ -262,12 +268,14 @@ class _Decoder:
             tokens = nxt.new_full((len(batch.rows),), policy.tokenizer.pad_token_id)
             tokens[torch.tensor(batch.live, device=dev)] = nxt
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+        shared = {} if batch.prefix is None else {"shared_prefix": batch.prefix}
         logits = policy.model(
             input_ids=tokens[:, None],
             attention_mask=batch.mask,
             position_ids=batch.next_pos[:, None],
             cache=batch.cache,
             use_cache=True,
+            **shared,
         ).logits[:, -1]
         batch.logits = logits if len(batch.live) == len(batch.rows) else logits[torch.tensor(batch.live, device=dev)]
         batch.next_pos = batch.next_pos + 1
@@ -282,14 +290,21 @@ class _Decoder:
             if key not in slot:
                 slot[key] = len(unique)
                 unique.append(i)
-        logits, cache, mask, pos = self.policy._prefill(
-            [self.prompt_ids[i] for i in unique], [self.reused[i] for i in unique], self.params.max_tokens
+        policy, room = self.policy, self.params.max_tokens
+        logits, cache, mask, pos = policy._prefill(
+            [self.prompt_ids[i] for i in unique], [self.reused[i] for i in unique], 0 if self.shares_prefix else room
         )
-        dev = self.policy.device
+        dev = policy.device
         fan = torch.repeat_interleave(
             torch.tensor([slot[k] for k in keys], device=dev), torch.tensor([c for _, c in take], device=dev)
         )
-        cache.batch_select_indices(fan)
+        prefix = None
+        if self.shares_prefix:  # the prompts' KV stays once; each row's cache starts empty
+            prefix = SharedPrefix.of_prefill(cache, mask, fan)
+            cache, mask = reserved_cache(policy.model.config, room), mask.new_zeros(len(fan), 0)
+        else:
+            cache.batch_select_indices(fan)
+            mask = mask[fan]
         rows = []
         for i, c in take:
             for _ in range(c):
@@ -299,13 +314,19 @@ class _Decoder:
                 self.tokens.append([])
                 self.reasons.append(None)
                 rows.append(row)
-        return _Batch(cache, mask[fan], pos[fan, -1] + 1, logits[fan], rows)
+        return _Batch(cache, mask, pos[fan, -1] + 1, logits[fan], rows, prefix=prefix)
 
     def _stash(self, row: int, j: int) -> None:
         """Keep the KV of a row that just finished (batch row j), under the tokens fed so far (the token that
         ended it by a stop string or the length limit was sampled but never fed; EOS is not kept)."""
         fed = self.tokens[row] if self.reasons[row] == "eos" else self.tokens[row][:-1]
-        self.stash.put(self.prompt_ids[self.owner[row]] + fed, Entry.of_row(self.batch.cache, j, self.batch.mask[j]))
+        batch = self.batch
+        entry = (
+            Entry.of_row(batch.cache, j, batch.mask[j])
+            if batch.prefix is None
+            else batch.prefix.row_entry(batch.cache, j, batch.mask[j])
+        )
+        self.stash.put(self.prompt_ids[self.owner[row]] + fed, entry)
 
 
 @dataclass
@@ -319,6 +340,7 @@ class _Batch:
     logits: torch.Tensor
     rows: list[int]
     live: list[int] = field(default_factory=list)
+    prefix: SharedPrefix | None = None  # the prompts' KV, when `cache` holds only the rows' own tokens
 
     def __post_init__(self):
         self.live = self.live or list(range(len(self.rows)))
@@ -328,6 +350,8 @@ class _Batch:
         index = torch.tensor(keep, device=self.mask.device)
         self.cache.batch_select_indices(index)
         self.mask, self.next_pos = self.mask[index], self.next_pos[index]
+        if self.prefix is not None:
+            self.prefix = self.prefix.select(index)
         self.rows = [self.rows[j] for j in keep]
         self.live = list(range(len(keep)))
 
@@ -342,6 +366,7 @@ class _Batch:
             torch.cat([self.next_pos, other.next_pos]),
             torch.cat([self.logits, other.logits]),
             self.rows + other.rows,
+            prefix=None if self.prefix is None else self.prefix.joined(other.prefix),
         )
 
 

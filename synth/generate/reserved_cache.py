@@ -113,8 +113,10 @@ def join_rows(
     mask, kept = mask[:, start:], width - start
     rows_a = mask_a.shape[0]
     for la, lb in zip(a.layers, b.layers):
+        if la._k is None and lb._k is None:  # neither has decoded a token yet: the first update sizes the buffer
+            continue
         for name in ("_k", "_v"):
-            xa, xb = getattr(la, name)[:, :, : la._n], getattr(lb, name)[:, :, : lb._n]
+            xa, xb = _filled(la, name, rows_a, lb), _filled(lb, name, mask_b.shape[0], la)
             buf = xa.new_empty((rows_a + xb.shape[0], xa.shape[1], kept + room, xa.shape[3]))
             for dst, src in ((buf[:rows_a], xa), (buf[rows_a:], xb)):
                 at = width - src.shape[2] - start  # where src's first column lands (< 0: its head is dropped)
@@ -126,3 +128,12 @@ def join_rows(
             setattr(la, name, buf)
         la._n = kept
     return a, mask
+
+
+def _filled(layer: ReservedLayer, name: str, rows: int, other: ReservedLayer) -> torch.Tensor:
+    """The filled part of `layer`'s buffer `name`; (rows, heads, 0, dim) like `other`'s when it has none."""
+    buf = getattr(layer, name)
+    if buf is None:
+        ref = getattr(other, name)
+        return ref.new_empty((rows, ref.shape[1], 0, ref.shape[3]))
+    return buf[:, :, : layer._n]
