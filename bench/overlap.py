@@ -3,7 +3,7 @@ and against best-of-N at the same N.
 
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
         [--prm default-sentence] [--tasks FAMILY ...] [--problems-per-batch K] [--tail-rows 8] [--no-overlap] [--ablate]
-        [--out runs/bench-overlap]
+        [--prompt-kv-per-row] [--out runs/bench-overlap]
 
 Three `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
 families at their own difficulty, seed 1000), transformers engines, all cores: best-of-N; the tree search
@@ -11,6 +11,8 @@ with overlap 1 (policy and PRM take turns); the same with overlap 2 (two problem
 threads, the engines' calls run in turns on the main thread); `--no-overlap` keeps the first two. `--ablate`
 adds best-of-N and the search once more with finished rows compacted away at once ("eager compaction"),
 and once more with that, rows joining no running batch and the PRM keeping no KV between calls ("none").
+`--prompt-kv-per-row` adds best-of-N and the search once more with each prompt's KV copied to every sample's
+row instead of held once (`shares_prefix` off).
 Prints wall time, the time inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest
 (Python: tree bookkeeping, tokenizing, verification), generated tokens and policy ms per token, wall /
 best-of-N wall, wall / max(policy, PRM), and whether overlap 2 wrote the rows of overlap 1.
@@ -47,6 +49,7 @@ def main() -> None:
         "--tail-rows", type=int, default=8, help="search.tail_rows of the tree search (0: wait for every row)"
     )
     ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
+    ap.add_argument("--prompt-kv-per-row", action="store_true", help="add both runs with shared-prefix attention off")
     ap.add_argument(
         "--ablate",
         action="store_true",
@@ -74,6 +77,9 @@ def main() -> None:
         for change in ("eager compaction", "none"):
             runs[f"best_of_n, {change}"] = (runs["best_of_n"][0], 1)
             runs[f"{args.strategy}, {change}"] = (tree, 1)
+    if args.prompt_kv_per_row:
+        runs["best_of_n, prompt KV per row"] = (runs["best_of_n"][0], 1)
+        runs[f"{args.strategy}, prompt KV per row"] = (tree, 1)
     base = GenerateConfig(
         pool=bench_pool(args.tasks, 1000, args.problems),
         prm=args.prm,
@@ -81,13 +87,14 @@ def main() -> None:
         overwrite=True,  # timings: every run fresh (synth overwrites only run dirs it made)
     )
     policy, prm = load_policy(base), load_prm(args.prm)
-    policy_joins, prm_kept = policy.joins_rows, getattr(prm, "kept_bytes", None)
+    policy_joins, prm_kept, shares = policy.joins_rows, getattr(prm, "kept_bytes", None), policy.shares_prefix
     results, rows = {}, {}
     for name, (search, overlap) in runs.items():
         d = out / name.replace(", ", "-").replace(" ", "")
         cfg = dataclasses.replace(base, search=search, overlap=overlap, output_dir=str(d))
         policy.keeps_finished_rows = "compaction" not in name and "none" not in name
         policy.joins_rows = policy_joins and "none" not in name
+        policy.shares_prefix = shares and "per row" not in name
         if prm_kept is not None:  # a PRM that keeps KV between calls (ours)
             prm.kept_bytes = prm_kept if "none" not in name else 0
         results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)
