@@ -7,7 +7,6 @@ import torch
 
 from synth.generate import shared_prefix as sp
 from synth.generate.engine import SamplingParams
-from synth.generate.kv_stash import Entry
 
 HEADS, KV_HEADS, DIM = 4, 2, 8
 
@@ -111,7 +110,6 @@ def test_engine_decodes_the_same_with_and_without_a_shared_prefix(varied_policy,
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
     assert len(stashes[True]) == len(stashes[False]) > 0
     for a, b in zip(stashes[True], stashes[False]):
-        a: Entry
         for x, y in zip(a.keys + a.values, b.keys + b.values):
             assert x.shape == y.shape and torch.allclose(x, y, atol=1e-5)
 

@@ -5,7 +5,7 @@ step read n copies of the prompt (best-of-N at N=64: 64). Instead the prompts' K
 (prompts, kv heads, tokens, head dim), each row's cache holds only what it generated, and a decode step attends
 to the two parts separately and merges them by their log-sum-exp: softmax over the union, exact up to rounding.
 A prompt's part is one attention call for all its samples (their queries stacked as query positions), so its
-KV is read once per step. `bench/roofline.py` times decoding both ways.
+KV is read once per step. `bench/shared_prefix.py` times decoding both ways.
 
 transformers runs it as a registered attention implementation (`AttentionInterface`): calls that pass no
 `shared_prefix` (prefill, training, anyone else's forward) get plain SDPA.
@@ -35,19 +35,19 @@ class SharedPrefix:
     _suffix: tuple = field(init=False, repr=False, default=(None, None))
 
     def __post_init__(self):
+        group = self.group.tolist()
         groups, slot_of, count = len(self.mask), [], [0] * len(self.mask)
-        for g in self.group.tolist():
+        for g in group:
             slot_of.append(count[g])
             count[g] += 1
         width = max(count, default=1) or 1
-        rows = len(slot_of)
-        slots = [[rows] * width for _ in range(groups)]  # index `rows`: a zero query
-        for row, (g, s) in enumerate(zip(self.group.tolist(), slot_of)):
+        slots = [[len(group)] * width for _ in range(groups)]  # index len(group): a zero query
+        for row, (g, s) in enumerate(zip(group, slot_of)):
             slots[g][s] = row
         dev, dtype = self.mask.device, self.keys[0].dtype
         bias = torch.zeros(self.mask.shape, device=dev, dtype=dtype).masked_fill(~self.mask, float("-inf"))
-        identity = width == 1 and self.group.tolist() == list(range(groups))  # one row per prompt, in order
-        flat = torch.tensor([g * width + s for g, s in zip(self.group.tolist(), slot_of)], device=dev)
+        identity = width == 1 and group == list(range(groups))  # one row per prompt, in order
+        flat = torch.tensor([g * width + s for g, s in zip(group, slot_of)], device=dev)
         self._layout = (width, torch.tensor(slots, device=dev), flat, bias[:, None, None, :], identity)
 
     @classmethod
@@ -89,9 +89,9 @@ class SharedPrefix:
         """A copy of row `row`'s whole KV: its prompt's, then its own in `cache` (positions `attended`)."""
         g = int(self.group[row])
         head, tail = self.mask[g], attended.bool()
+        own = cache.layers[0].keys is not None and bool(tail.any())  # it fed a token (else: its prompt's only)
         keys, values = [], []
         for pk, pv, layer in zip(self.keys, self.values, cache.layers):
-            own = layer.keys is not None and bool(tail.any())
             keys.append(torch.cat([pk[g][:, head], *([layer.keys[row][:, tail]] if own else [])], dim=1))
             values.append(torch.cat([pv[g][:, head], *([layer.values[row][:, tail]] if own else [])], dim=1))
         return Entry(keys, values)
