@@ -3,7 +3,7 @@ and against best-of-N at the same N.
 
     python bench/overlap.py [--problems 16] [--n 16] [--strategy dvts] [--step-cut sentence]
         [--prm default-sentence] [--tasks FAMILY ...] [--problems-per-batch K] [--tail-rows 8] [--no-overlap] [--ablate]
-        [--prompt-kv-per-row] [--out runs/bench-overlap]
+        [--prompt-kv-per-row] [--kv-heads-copied] [--out runs/bench-overlap]
 
 Three `synth generate` runs on the held-out arithmetic pool (seed 1000; `--tasks`: those reasoning-gym
 families at their own difficulty, seed 1000), transformers engines, all cores: best-of-N; the tree search
@@ -12,7 +12,9 @@ threads, the engines' calls run in turns on the main thread); `--no-overlap` kee
 adds best-of-N and the search once more with finished rows compacted away at once ("eager compaction"),
 and once more with that, rows joining no running batch and the PRM keeping no KV between calls ("none").
 `--prompt-kv-per-row` adds best-of-N and the search once more with each prompt's KV copied to every sample's
-row instead of held once (`shares_prefix` off).
+row instead of held once (`shares_prefix` off). `--kv-heads-copied` adds both once more with masked attention
+(prefills, PRM scoring) copying each KV head to its query heads, as transformers' SDPA does on a CPU
+(`gqa_sdpa.SHARES_KV_HEADS` off).
 Prints wall time, the time inside the policy and inside the PRM (summary `policy_s`, `prm_s`), the rest
 (Python: tree bookkeeping, tokenizing, verification), generated tokens and policy ms per token, wall /
 best-of-N wall, wall / max(policy, PRM), and whether overlap 2 wrote the rows of overlap 1.
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heldout import bench_pool, tree_search  # noqa: E402
 
+from synth.generate import gqa_sdpa  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
 from synth.journal import Journal  # noqa: E402
@@ -50,6 +53,7 @@ def main() -> None:
     )
     ap.add_argument("--no-overlap", action="store_true", help="skip the two overlap-2 runs")
     ap.add_argument("--prompt-kv-per-row", action="store_true", help="add both runs with shared-prefix attention off")
+    ap.add_argument("--kv-heads-copied", action="store_true", help="add both runs with KV heads copied under a mask")
     ap.add_argument(
         "--ablate",
         action="store_true",
@@ -80,6 +84,9 @@ def main() -> None:
     if args.prompt_kv_per_row:
         runs["best_of_n, prompt KV per row"] = (runs["best_of_n"][0], 1)
         runs[f"{args.strategy}, prompt KV per row"] = (tree, 1)
+    if args.kv_heads_copied:
+        runs["best_of_n, KV heads copied"] = (runs["best_of_n"][0], 1)
+        runs[f"{args.strategy}, KV heads copied"] = (tree, 1)
     base = GenerateConfig(
         pool=bench_pool(args.tasks, 1000, args.problems),
         prm=args.prm,
@@ -95,6 +102,7 @@ def main() -> None:
         policy.keeps_finished_rows = "compaction" not in name and "none" not in name
         policy.joins_rows = policy_joins and "none" not in name
         policy.shares_prefix = shares and "per row" not in name
+        gqa_sdpa.SHARES_KV_HEADS = "heads copied" not in name
         if prm_kept is not None:  # a PRM that keeps KV between calls (ours)
             prm.kept_bytes = prm_kept if "none" not in name else 0
         results[name] = generate(cfg, policy=policy, prm=prm if search.strategy != "best_of_n" else None)

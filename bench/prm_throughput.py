@@ -9,7 +9,10 @@ steps each. Prints steps/s for one `score` call over all pairs (sorted by length
 per batch) and for one `score` call per pair, and the ratio batched / one-by-one, in the dtype
 `--dtype` (auto: bf16 where the CPU/GPU has native bf16); then batched float32 vs bfloat16 on the same
 pairs (ratio and the largest score difference); then beam-search-like candidates (each pair's path
-with M=4 different last steps, as siblings of one parent) scored with shared prefixes vs without.
+with M=4 different last steps, as siblings of one parent) scored with shared prefixes vs without; last, the
+pairs batched and those candidates scored on their parents' kept KV (the parents scored by the call before, as
+tree search does) with masked attention sharing each KV head among its query heads vs copying it to each
+(`gqa_sdpa.SHARES_KV_HEADS`: transformers' SDPA copies under a mask on a CPU), alternating, the second time counts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from synth.generate import gqa_sdpa  # noqa: E402
 from synth.prm.load import BUNDLED_DIR, load_prm  # noqa: E402
 from synth.prm.token_cls import META, TokenClassificationPRM  # noqa: E402
 from synth.problems import PoolConfig, load_pool  # noqa: E402
@@ -97,12 +101,17 @@ def main() -> None:
 
     prm.score(problems[:2], steps[:2])  # warm-up
 
+    def fresh(texts: list[str], paths: list[list[str]]) -> list[list[float]]:
+        """A score call on nothing kept from earlier calls (the PRM keeps scored sequences' KV for the next)."""
+        prm.new_search()
+        return prm.score(texts, paths)
+
     t = time.perf_counter()
-    batched = prm.score(problems, steps)
+    batched = fresh(problems, steps)
     batched_s = time.perf_counter() - t
 
     t = time.perf_counter()
-    single = [prm.score([p], [s])[0] for p, s in zip(problems, steps)]
+    single = [fresh([p], [s])[0] for p, s in zip(problems, steps)]
     single_s = time.perf_counter() - t
 
     diff = max(abs(a - b) for x, y in zip(batched, single) for a, b in zip(x, y))
@@ -113,9 +122,9 @@ def main() -> None:
     timed = {}
     for dtype in (torch.float32, torch.bfloat16):
         prm.model.to(dtype)
-        prm.score(problems[:2], steps[:2])
+        fresh(problems[:2], steps[:2])
         t = time.perf_counter()
-        timed[dtype] = (prm.score(problems, steps), time.perf_counter() - t)
+        timed[dtype] = (fresh(problems, steps), time.perf_counter() - t)
     (a, fp32_s), (b, bf16_s) = timed[torch.float32], timed[torch.bfloat16]
     diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
     print(
@@ -131,13 +140,31 @@ def main() -> None:
     for share in (False, True, False, True):  # twice each, the second time counts
         prm.share_prefixes = share
         t = time.perf_counter()
-        timed[share] = (prm.score(texts, cands), time.perf_counter() - t)
+        timed[share] = (fresh(texts, cands), time.perf_counter() - t)
     (a, plain_s), (b, shared_s) = timed[False], timed[True]
     diff = max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
     n = sum(len(c) for c in cands)
     print(
         f"beam-like siblings ({len(cands)} candidates, M=4, {prm.dtype}): without prefix sharing {n / plain_s:.1f} steps/s | "
         f"shared {n / shared_s:.1f} steps/s | ratio {plain_s / shared_s:.2f}x   (max |score difference| {diff:.3f})"
+    )
+
+    parents = [c[:-1] or c for c in cands]
+    timed = {}
+    for shares in (False, True, False, True):
+        gqa_sdpa.SHARES_KV_HEADS = shares
+        t = time.perf_counter()
+        pairs = fresh(problems, steps)
+        pairs_s = time.perf_counter() - t
+        fresh(texts, parents)
+        t = time.perf_counter()
+        timed[shares] = (pairs, pairs_s, prm.score(texts, cands), time.perf_counter() - t)
+    (a, copied_s, ka, kept_copied_s), (b, shared_s, kb, kept_shared_s) = timed[False], timed[True]
+    same = a == b and ka == kb
+    print(
+        f"KV heads copied vs shared ({prm.dtype}): pairs batched {n_steps / copied_s:.1f} vs {n_steps / shared_s:.1f} "
+        f"steps/s ({copied_s / shared_s:.2f}x); candidates on kept KV {n / kept_copied_s:.1f} vs {n / kept_shared_s:.1f} "
+        f"steps/s ({kept_copied_s / kept_shared_s:.2f}x); scores identical: {same}"
     )
 
 

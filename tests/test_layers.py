@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.generate.reserved_cache",
             "synth.generate.packed_linear",
             "synth.generate.shared_prefix",
+            "synth.generate.gqa_sdpa",
             "synth.generate.openai_engine",
             "synth.generate.overlap",
             "synth.prm.scorer",

@@ -44,6 +44,7 @@ def test_attention_over_a_shared_prefix_equals_attention_over_copies(monkeypatch
     layouts = [
         ([5, 9, 3], [0, 0, 0, 1, 2, 2]),  # unequal group sizes, padded prompts
         ([4, 6], [0, 1]),  # one row per prompt, in order (no gather)
+        ([5, 9], [0, 0, 1, 1]),  # two rows per prompt, in order (a prefill's fan-out: regrouped by a reshape)
         ([7, 2, 5], [1, 1, 0, 2]),  # rows not in prompt order
     ]
     for widths, group in layouts:
@@ -128,3 +129,49 @@ def test_models_without_sdpa_keep_their_attention(tokenizer):
     assert not policy.shares_prefix and model.config._attn_implementation == "eager"
     got = policy.generate([policy.chat_prompt("1+1?")], SamplingParams(n=2, max_tokens=4, temperature=0))
     assert len(got[0]) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_attention_shares_kv_heads_and_gives_the_same_logits(tokenizer, dtype, monkeypatch):
+    """`gqa_sdpa` (KV heads shared by their query heads) against transformers' SDPA (KV heads copied) on a padded
+    batch, prefilled whole and then on a kept cache: the same bits."""
+    from conftest import tiny_llama_config
+    from transformers import DynamicCache, LlamaForTokenClassification
+
+    from synth.generate.gqa_sdpa import NAME, use_gqa_sdpa
+
+    sdpa, grouped = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(*args, **kwargs):
+        grouped.append(kwargs.get("enable_gqa", False))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+
+    torch.manual_seed(0)
+    model = LlamaForTokenClassification(
+        tiny_llama_config(tokenizer, num_attention_heads=4, num_key_value_heads=2, num_labels=1)
+    )
+    model.config._attn_implementation = "sdpa"
+    model = model.to(dtype).eval()
+    ids = torch.randint(0, 100, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :4], mask[2, :7] = 0, 0  # left padding
+
+    def logits() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            whole = model(input_ids=ids, attention_mask=mask).logits
+            cache = DynamicCache(config=model.config)
+            model(input_ids=ids[:, :8], attention_mask=mask[:, :8], cache=cache, use_cache=True)
+            pos = torch.arange(8, 12).expand(3, -1)
+            rest = model(input_ids=ids[:, 8:], attention_mask=mask, position_ids=pos, cache=cache).logits
+        return whole, rest
+
+    copied = logits()
+    assert grouped and not any(grouped)  # transformers copies the KV heads under a mask
+    grouped.clear()
+    assert use_gqa_sdpa(model) and model.config._attn_implementation == NAME
+    shared = logits()
+    assert grouped and all(grouped)
+    for a, b in zip(copied, shared):
+        assert torch.equal(a, b), (a - b).abs().max()

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Stop
 from transformers.cache_utils import DynamicLayer
 
 from synth.generate.engine import DEFAULT_SYSTEM_PROMPT, ChatPrompts, Continuation, SamplingParams
+from synth.generate.gqa_sdpa import use_gqa_sdpa
 from synth.generate.kv_stash import Entry, KVStash, caller, fill_kept
 from synth.generate.packed_linear import pack_linears
 from synth.generate.reserved_cache import ReservedLayer, join_rows, reserved_cache
@@ -67,6 +68,8 @@ class TransformersPolicy(ChatPrompts):
         self.keeps_finished_rows = True  # finished rows leave the batch lazily (`_Decoder.step`); off: at once
         # a prompt's KV held once for all its samples (`shared_prefix`); off: copied to every row
         self.shares_prefix = self.joins_rows and self.reuses_kv and use_shared_prefix(self.model)
+        if not self.shares_prefix:
+            use_gqa_sdpa(self.model)  # shared-prefix attention does this for its prefills
         # one stash per search thread (`kv_stash.caller`): searches side by side (`overlap`) each extend their own
         self._stashes: dict[int, KVStash] = {}
 

@@ -8,7 +8,7 @@ A prompt's part is one attention call for all its samples (their queries stacked
 KV is read once per step. `bench/shared_prefix.py` times decoding both ways.
 
 transformers runs it as a registered attention implementation (`AttentionInterface`): calls that pass no
-`shared_prefix` (prefill, training, anyone else's forward) get plain SDPA.
+`shared_prefix` (prefill, training, anyone else's forward) get SDPA (`gqa_sdpa`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from synth.generate.gqa_sdpa import gqa_sdpa_attention
 from synth.generate.kv_stash import Entry
 
 NAME = "synth_shared_prefix"
@@ -46,9 +47,10 @@ class SharedPrefix:
             slots[g][s] = row
         dev, dtype = self.mask.device, self.keys[0].dtype
         bias = torch.zeros(self.mask.shape, device=dev, dtype=dtype).masked_fill(~self.mask, float("-inf"))
-        identity = width == 1 and group == list(range(groups))  # one row per prompt, in order
+        # rows in prompt order, `width` per prompt (a prefill's fan-out): their queries regroup by a reshape
+        blocked = group == [g for g in range(groups) for _ in range(width)]
         flat = torch.tensor([g * width + s for g, s in zip(group, slot_of)], device=dev)
-        self._layout = (width, torch.tensor(slots, device=dev), flat, bias[:, None, None, :], identity)
+        self._layout = (width, torch.tensor(slots, device=dev), flat, bias[:, None, None, :], blocked)
 
     @classmethod
     def of_prefill(cls, cache, mask: torch.Tensor, group: torch.Tensor) -> SharedPrefix:
@@ -69,19 +71,10 @@ class SharedPrefix:
     def joined(self, other: SharedPrefix) -> SharedPrefix:
         """These rows then `other`'s: both batches' prompts, left padded to the longer."""
         width = max(self.mask.shape[1], other.mask.shape[1])
-
-        def pad(x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.pad(x, (0, 0, width - x.shape[2], 0))
-
         return SharedPrefix(
-            [torch.cat([pad(a), pad(b)]) for a, b in zip(self.keys, other.keys)],
-            [torch.cat([pad(a), pad(b)]) for a, b in zip(self.values, other.values)],
-            torch.cat(
-                [
-                    torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0)),
-                    torch.nn.functional.pad(other.mask, (width - other.mask.shape[1], 0)),
-                ]
-            ),
+            [_stacked(a, b, width) for a, b in zip(self.keys, other.keys)],
+            [_stacked(a, b, width) for a, b in zip(self.values, other.values)],
+            _stacked(self.mask[:, None, :, None], other.mask[:, None, :, None], width)[:, 0, :, 0],
             torch.cat([self.group, other.group + len(self.mask)]),
         )
 
@@ -103,21 +96,24 @@ class SharedPrefix:
         kv_heads = key.shape[1]
         q = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # a kv head's query heads as query positions
         out_own, lse_own = _attention(q, key, value, self._suffix_bias(attention_mask, query.dtype), scale)
-        width, slots, flat, bias, identity = self._layout
-        groups = len(self.mask)
-        if identity:
-            qp = q
+        width, slots, flat, bias, blocked = self._layout
+        groups, r = len(self.mask), q.shape[2]
+        if blocked:
+            qp = q if width == 1 else q.view(groups, width, kv_heads, r, dim).transpose(1, 2)
         else:
-            qp = torch.cat([q, q.new_zeros(1, *q.shape[1:])])[slots]  # (prompts, width, kv heads, r, dim)
-            qp = qp.transpose(1, 2).reshape(groups, kv_heads, -1, dim)
-        out_pre, lse_pre = _attention(qp, self.keys[layer], self.values[layer], bias, scale)
-        if not identity:
-            r = q.shape[2]
-            out_pre = out_pre.view(groups, kv_heads, width, r, dim).transpose(1, 2).reshape(-1, kv_heads, r, dim)[flat]
-            lse_pre = lse_pre.view(groups, kv_heads, width, r).transpose(1, 2).reshape(-1, kv_heads, r)[flat]
-        top = torch.maximum(lse_pre, lse_own)
-        w_pre, w_own = (lse_pre - top).exp()[..., None], (lse_own - top).exp()[..., None]
-        out = (out_pre.float() * w_pre + out_own.float() * w_own) * (w_pre + w_own).reciprocal()
+            qp = torch.cat([q, q.new_zeros(1, *q.shape[1:])])[slots].transpose(1, 2)  # (prompts, kv, width, r, dim)
+        out_pre, lse_pre = _attention(
+            qp.reshape(groups, kv_heads, -1, dim), self.keys[layer], self.values[layer], bias, scale
+        )
+        if width > 1:
+            out_pre = out_pre.view(groups, kv_heads, width, r, dim).transpose(1, 2).reshape(-1, kv_heads, r, dim)
+            lse_pre = lse_pre.view(groups, kv_heads, width, r).transpose(1, 2).reshape(-1, kv_heads, r)
+        if not blocked:
+            out_pre, lse_pre = out_pre[flat], lse_pre[flat]
+        # softmax over both parts: o_own + sigmoid(lse_pre - lse_own) (o_pre - o_own); both lse finite (a row's
+        # own part holds at least the token it just fed, its prompt at least one token)
+        w_pre = torch.sigmoid(lse_pre - lse_own)[..., None]
+        out = torch.lerp(out_own.float(), out_pre.float(), w_pre)
         return out.to(query.dtype).reshape(rows, 1, heads, dim)
 
     def _suffix_bias(self, attention_mask, dtype) -> torch.Tensor | None:
@@ -146,19 +142,26 @@ def _attention(q, k, v, bias, scale: float) -> tuple[torch.Tensor, torch.Tensor]
     return ((s - lse[..., None]).exp() @ v.float()).to(q.dtype), lse
 
 
+def _stacked(a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor:
+    """(prompts, heads, tokens, dim) tensors `a` then `b` in one, each left padded with zeros (False) to `width`
+    tokens: one copy of each (padding, then concatenating, would copy both twice)."""
+    out = a.new_empty((len(a) + len(b), a.shape[1], width, a.shape[3]))
+    for dst, src in ((out[: len(a)], a), (out[len(a) :], b)):
+        pad = width - src.shape[2]
+        dst[:, :, :pad].zero_()
+        dst[:, :, pad:] = src
+    return out
+
+
 _MATH_ONLY = False  # tests set it to check the math path against the kernel
 
 
 def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """transformers attention function: `SharedPrefix.attend` for decode steps that pass `shared_prefix`,
-    plain SDPA for everything else."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    SDPA (`gqa_sdpa_attention`) for everything else."""
     prefix = kwargs.pop("shared_prefix", None)
     if prefix is None or query.shape[2] != 1:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
+        return gqa_sdpa_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     unsupported = [name for name in _UNSUPPORTED if kwargs.get(name) is not None]
     if unsupported:
         raise ValueError(f"shared-prefix attention does not implement {', '.join(unsupported)}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
+from synth.generate.gqa_sdpa import use_gqa_sdpa
 from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash, caller, fill_kept
 from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
@@ -50,6 +51,7 @@ class TokenClassificationPRM:
         self.device = device or default_device()
         self.dtype = resolve_dtype(dtype, self.device)
         self.model.to(self.device, self.dtype).eval()
+        use_gqa_sdpa(self.model)  # padded batches: KV heads shared by their query heads, not copied (same scores)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         # shared prefixes are read once: within a call (synth.prm.prefix), and from recent calls, whose
