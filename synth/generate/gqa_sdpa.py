@@ -34,16 +34,22 @@ def gqa_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, s
 
 
 def use_gqa_sdpa(model) -> bool:
-    """Switch `model` from SDPA to `gqa_sdpa_attention`; False, and the model left as it is, where its attention
-    is not SDPA or does not go through transformers' interface."""
+    """Switch `model` from SDPA to `gqa_sdpa_attention` (see `use_attention`)."""
+    return use_attention(model, NAME, gqa_sdpa_attention, from_names=(NAME,))
+
+
+def use_attention(model, name: str, function, from_names: tuple[str, ...] = ()) -> bool:
+    """Register `function` as transformers attention `name` (masks as SDPA builds them) and switch `model` to it;
+    False, and the model left as it is, where its attention is not SDPA (or one of `from_names`) or does not go
+    through transformers' attention interface."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    if model.config._attn_implementation not in ("sdpa", NAME):
+    if model.config._attn_implementation not in ("sdpa", *from_names):
         return False
     if not getattr(model, "_can_set_attn_implementation", lambda: False)():
         return False
-    AttentionInterface.register(NAME, gqa_sdpa_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
-    model.set_attn_implementation(NAME)
-    return model.config._attn_implementation == NAME
+    AttentionInterface.register(name, function)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+    model.set_attn_implementation(name)
+    return model.config._attn_implementation == name

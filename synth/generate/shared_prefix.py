@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from synth.generate.gqa_sdpa import gqa_sdpa_attention
+from synth.generate.gqa_sdpa import NAME as GQA_NAME
+from synth.generate.gqa_sdpa import gqa_sdpa_attention, use_attention
 from synth.generate.kv_stash import Entry
 
 NAME = "synth_shared_prefix"
@@ -172,14 +173,4 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
 def use_shared_prefix(model) -> bool:
     """Switch `model` to shared-prefix attention (SDPA wherever no `shared_prefix` is passed); False, and the
     model left as it is, where its attention is not SDPA or does not go through transformers' interface."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    if model.config._attn_implementation not in ("sdpa", NAME):
-        return False
-    if not getattr(model, "_can_set_attn_implementation", lambda: False)():
-        return False
-    AttentionInterface.register(NAME, shared_prefix_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # prefill masks as SDPA builds them
-    model.set_attn_implementation(NAME)
-    return model.config._attn_implementation == NAME
+    return use_attention(model, NAME, shared_prefix_attention, from_names=(NAME, GQA_NAME))
