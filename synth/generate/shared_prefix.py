@@ -43,15 +43,18 @@ class SharedPrefix:
             slot_of.append(count[g])
             count[g] += 1
         width = max(count, default=1) or 1
-        slots = [[len(group)] * width for _ in range(groups)]  # index len(group): a zero query
-        for row, (g, s) in enumerate(zip(group, slot_of)):
-            slots[g][s] = row
         dev, dtype = self.mask.device, self.keys[0].dtype
         bias = torch.zeros(self.mask.shape, device=dev, dtype=dtype).masked_fill(~self.mask, float("-inf"))
-        # rows in prompt order, `width` per prompt (a prefill's fan-out): their queries regroup by a reshape
-        blocked = group == [g for g in range(groups) for _ in range(width)]
-        flat = torch.tensor([g * width + s for g, s in zip(group, slot_of)], device=dev)
-        self._layout = (width, torch.tensor(slots, device=dev), flat, bias[:, None, None, :], blocked)
+        # rows in prompt order, `width` per prompt (a prefill's fan-out): their queries regroup by a reshape;
+        # any other order gathers them into (prompt, slot) places and scatters the outputs back
+        slots = flat = None
+        if group != [g for g in range(groups) for _ in range(width)]:
+            places = [[len(group)] * width for _ in range(groups)]  # index len(group): a zero query
+            for row, (g, s) in enumerate(zip(group, slot_of)):
+                places[g][s] = row
+            slots = torch.tensor(places, device=dev)
+            flat = torch.tensor([g * width + s for g, s in zip(group, slot_of)], device=dev)
+        self._layout = (width, slots, flat, bias[:, None, None, :])
 
     @classmethod
     def of_prefill(cls, cache, mask: torch.Tensor, group: torch.Tensor) -> SharedPrefix:
@@ -97,9 +100,9 @@ class SharedPrefix:
         kv_heads = key.shape[1]
         q = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # a kv head's query heads as query positions
         out_own, lse_own = _attention(q, key, value, self._suffix_bias(attention_mask, query.dtype), scale)
-        width, slots, flat, bias, blocked = self._layout
+        width, slots, flat, bias = self._layout
         groups, r = len(self.mask), q.shape[2]
-        if blocked:
+        if slots is None:
             qp = q if width == 1 else q.view(groups, width, kv_heads, r, dim).transpose(1, 2)
         else:
             qp = torch.cat([q, q.new_zeros(1, *q.shape[1:])])[slots].transpose(1, 2)  # (prompts, kv, width, r, dim)
@@ -109,7 +112,7 @@ class SharedPrefix:
         if width > 1:
             out_pre = out_pre.view(groups, kv_heads, width, r, dim).transpose(1, 2).reshape(-1, kv_heads, r, dim)
             lse_pre = lse_pre.view(groups, kv_heads, width, r).transpose(1, 2).reshape(-1, kv_heads, r)
-        if not blocked:
+        if flat is not None:
             out_pre, lse_pre = out_pre[flat], lse_pre[flat]
         # softmax over both parts: o_own + sigmoid(lse_pre - lse_own) (o_pre - o_own); both lse finite (a row's
         # own part holds at least the token it just fed, its prompt at least one token)
