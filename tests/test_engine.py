@@ -121,6 +121,24 @@ def test_kv_stash_longest_prefix_and_byte_budget():
     assert stash.match([1, 2, 9, 9])[1] == 3 and stash.match([5, 6, 7])[0] is None
 
 
+def test_a_kept_row_is_a_copy_of_its_attended_positions():
+    """A row's attended positions, as one run (a slice) or scattered (indices): the copy holds exactly those
+    tokens and shares no memory with the cache, which goes on decoding."""
+    import torch
+
+    from synth.generate.kv_stash import Entry, positions
+
+    x = torch.arange(2 * 6 * 3, dtype=torch.float32).view(1, 2, 6, 3)  # (rows, heads, tokens, dim)
+    layer = type("Layer", (), {"keys": x, "values": -x})()
+    cache = type("Cache", (), {"layers": [layer]})()
+    for mask in ([0, 0, 1, 1, 1, 0], [0, 1, 0, 1, 1, 0], [0] * 6, [1] * 6):
+        m = torch.tensor(mask)
+        assert isinstance(positions(m), slice) == (mask != [0, 1, 0, 1, 1, 0])
+        e = Entry.of_row(cache, 0, m)
+        assert torch.equal(e.keys[0], x[0][:, m.bool()]) and torch.equal(e.values[0], -x[0][:, m.bool()])
+        assert e.keys[0].untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+
+
 def test_reserved_layer_holds_what_a_dynamic_layer_holds():
     """Appends, row selection (compaction and fan-out), growth past the room, crop: same tensors as transformers'."""
     import torch
@@ -287,6 +305,28 @@ def test_finished_rows_leave_the_batch_lazily_and_change_no_row(varied_policy, m
     assert out[True][0] == out[False][0]
     assert len({n for x in out[True][0] for _, n, _ in x}) > 2  # rows end at different steps
     assert out[True][1] < out[False][1], (out[True][1], out[False][1])
+
+
+def test_stop_checks_skip_rows_whose_window_cannot_hold_a_stop(varied_policy, monkeypatch):
+    """A row's recent text is decoded only while its window holds a token that may start a stop string:
+    the same continuations as decoding every row at every token, with fewer decodes."""
+    policy = varied_policy
+    questions = ["1+1?", "What is 17 plus 25?", "3*3?", "A train leaves at noon.", "7-5?", "Name a colour."]
+    prompts = [policy.chat_prompt(q) for q in questions]
+    params = SamplingParams(n=3, max_tokens=24, temperature=1.0, seed=5, stop=["xc", "z", "q", "%"])
+    decodes = []
+    decode = policy.tokenizer.decode
+    monkeypatch.setattr(policy.tokenizer, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+    out = {}
+    for skips in (True, False):
+        if not skips:
+            monkeypatch.setattr(policy, "stop_starts", lambda stops: None)
+        decodes[:] = []
+        got = policy.generate(prompts, params)
+        out[skips] = ([[(c.text, c.num_tokens, c.stop_reason) for c in x] for x in got], len(decodes))
+    assert out[True][0] == out[False][0]
+    assert any(r == "stop" for x in out[True][0] for _, _, r in x)
+    assert out[True][1] < 0.5 * out[False][1], (out[True][1], out[False][1])
 
 
 def test_tail_rows_end_a_calls_last_rows_early_as_at_max_tokens(varied_policy):

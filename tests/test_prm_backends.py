@@ -367,3 +367,38 @@ def test_scoring_children_reuses_the_kv_of_parents_scored_last_call(tiny_model_d
             e = encode_steps(tokenizer, problem_of(s), s)
             logits = forward(input_ids=torch.tensor([e.input_ids])).logits[0, :, 0]
             assert scores == pytest.approx(torch.sigmoid(logits[e.label_positions]).tolist(), abs=1e-5)
+
+
+def test_similar_lengths_caps_a_pass_at_max_rows():
+    from synth.prm.token_cls import _similar_lengths
+
+    assert _similar_lengths([10] * 9, max_rows=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    # a long tail gets its own pass: padding 4 rows to 40 tokens would be 4x their tokens
+    assert _similar_lengths([5, 5, 5, 5, 6, 40, 41, 42, 43]) == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def test_children_on_kept_kv_run_in_passes_of_similar_length(tiny_model_dir, tokenizer):
+    """Children of short and long new steps: passes grouped by new length feed fewer (padded) tokens than
+    passes of `batch_size` in length order, and score every step the same."""
+    from transformers import AutoModelForTokenClassification
+
+    from synth.prm.token_cls import TokenClassificationPRM
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    parents = [LONG_STEPS[: k + 1] for k in range(3)]
+    tails = ["Done.", "Yes.", "So.", "Ok.", "Then " + "we add one more apple to the pile, " * 4 + "and stop."]
+    children = [p + [t] for p in parents for t in tails]
+    fed, scores = {}, {}
+    for by_length in (True, False):
+        prm = TokenClassificationPRM(model, tokenizer, device="cpu", dtype="float32", batch_size=8)
+        prm.chunks_by_length = by_length
+        prm.score([LONG_PROBLEM] * len(parents), parents)
+        calls, forward = [], prm.model.forward
+        prm.model.forward = lambda c=calls, f=forward, **kw: c.append(kw["input_ids"].numel()) or f(**kw)
+        scores[by_length] = prm.score([LONG_PROBLEM] * len(children), children)
+        prm.model.forward = forward
+        fed[by_length] = sum(calls)
+    assert fed[True] < 0.7 * fed[False], fed
+    for a, b in zip(scores[True], scores[False]):
+        assert a == pytest.approx(b, abs=1e-5)

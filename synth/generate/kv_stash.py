@@ -41,12 +41,28 @@ class Entry:
     @classmethod
     def of_row(cls, cache, row: int, attended: torch.Tensor, **fields) -> Entry:
         """A copy of row `row` of `cache`, its attended positions only (`attended`: the row's 2D mask)."""
-        valid = attended.bool()
+        at = positions(attended)
         return cls(
-            [layer.keys[row][:, valid].clone() for layer in cache.layers],
-            [layer.values[row][:, valid].clone() for layer in cache.layers],
+            [copy_at(layer.keys[row], at) for layer in cache.layers],
+            [copy_at(layer.values[row], at) for layer in cache.layers],
             **fields,
         )
+
+
+def positions(attended: torch.Tensor) -> slice | torch.Tensor:
+    """The token positions a row's mask attends: a slice where they are one run (a row's usually are: left
+    padding, then its tokens), else their indices. Found once per row; a boolean index per layer would
+    search the mask again for every tensor."""
+    at = attended.nonzero().flatten()
+    if not len(at):
+        return slice(0, 0)
+    first, last = int(at[0]), int(at[-1])
+    return slice(first, last + 1) if last - first + 1 == len(at) else at
+
+
+def copy_at(x: torch.Tensor, at: slice | torch.Tensor) -> torch.Tensor:
+    """A copy of x's positions `at` along dim 1 (kv heads, tokens, head dim): never a view of a live cache."""
+    return x[:, at].clone() if isinstance(at, slice) else x.index_select(1, at)
 
 
 def fill_kept(cache, reused: list[tuple[Entry | None, int]]) -> int:

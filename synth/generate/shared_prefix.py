@@ -19,7 +19,7 @@ import torch
 
 from synth.generate.gqa_sdpa import NAME as GQA_NAME
 from synth.generate.gqa_sdpa import gqa_sdpa_attention, use_attention
-from synth.generate.kv_stash import Entry
+from synth.generate.kv_stash import Entry, copy_at, positions
 
 NAME = "synth_shared_prefix"
 _UNSUPPORTED = ("softcap", "s_aux", "sliding_window")  # attention kwargs this merge does not implement
@@ -85,12 +85,16 @@ class SharedPrefix:
     def row_entry(self, cache, row: int, attended: torch.Tensor) -> Entry:
         """A copy of row `row`'s whole KV: its prompt's, then its own in `cache` (positions `attended`)."""
         g = int(self.group[row])
-        head, tail = self.mask[g], attended.bool()
-        own = cache.layers[0].keys is not None and bool(tail.any())  # it fed a token (else: its prompt's only)
+        head, tail = positions(self.mask[g]), positions(attended)
+        own = cache.layers[0].keys is not None and bool(attended.any())
         keys, values = [], []
         for pk, pv, layer in zip(self.keys, self.values, cache.layers):
-            keys.append(torch.cat([pk[g][:, head], *([layer.keys[row][:, tail]] if own else [])], dim=1))
-            values.append(torch.cat([pv[g][:, head], *([layer.values[row][:, tail]] if own else [])], dim=1))
+            if own:  # its prompt's KV, then what it fed
+                keys.append(torch.cat([pk[g][:, head], layer.keys[row][:, tail]], dim=1))
+                values.append(torch.cat([pv[g][:, head], layer.values[row][:, tail]], dim=1))
+            else:  # it fed no token: its prompt's only
+                keys.append(copy_at(pk[g], head))
+                values.append(copy_at(pv[g], head))
         return Entry(keys, values)
 
     def attend(self, layer: int, query, key, value, attention_mask, scale: float) -> torch.Tensor:

@@ -57,6 +57,8 @@ class TokenClassificationPRM:
         # shared prefixes are read once: within a call (synth.prm.prefix), and from recent calls, whose
         # sequences' KV is kept (tree search scores each node's children after the node itself)
         self.share_prefixes = share_prefixes
+        # sequences on kept KV run in passes of similar new lengths (off: `batch_size` at a time, padded to the longest)
+        self.chunks_by_length = True
         self._stashes: dict[int, deque[KVStash]] = {}  # per search thread (`kv_stash.caller`; `overlap`)
         self.kept_bytes = DEFAULT_MAX_BYTES  # KV kept from recent calls, per thread; the oldest calls' go first
 
@@ -136,8 +138,14 @@ class TokenClassificationPRM:
             if g is not None:
                 batch.append(g)
         kept.sort(key=lambda i: len(sequences[i]) - matches[i][1])
-        for start in range(0, len(kept), self.batch_size):
-            self._forward_kept(kept[start : start + self.batch_size], sequences, matches, out, new_stash)
+        new_tokens = [len(sequences[i]) - matches[i][1] for i in kept]
+        chunks = (
+            _similar_lengths(new_tokens, max_rows=self.batch_size)
+            if self.chunks_by_length
+            else [range(s, min(s + self.batch_size, len(kept))) for s in range(0, len(kept), self.batch_size)]
+        )
+        for chunk in chunks:
+            self._forward_kept([kept[k] for k in chunk], sequences, matches, out, new_stash)
         if new_stash is not None:
             alive = {t.ident for t in threading.enumerate()}
             self._stashes = {k: v for k, v in self._stashes.items() if k in alive}  # threads gone: free their KV
@@ -280,12 +288,16 @@ def _weight_names(path: Path, weight_files: tuple[str, ...]) -> list[str] | None
     return None
 
 
-def _similar_lengths(lengths: list[int], slack: float = 1.25, min_rows: int = 4) -> list[list[int]]:
-    """Split ascending lengths into runs whose padded size stays within `slack` of their tokens."""
+def _similar_lengths(
+    lengths: list[int], slack: float = 1.25, min_rows: int = 4, max_rows: int | None = None
+) -> list[list[int]]:
+    """Split ascending lengths into runs whose padded size stays within `slack` of their tokens (a run takes
+    at least `min_rows`, at most `max_rows`)."""
     chunks: list[list[int]] = []
     tokens = 0
     for k, n in enumerate(lengths):
-        if chunks and (len(chunks[-1]) < min_rows or (len(chunks[-1]) + 1) * n <= slack * (tokens + n)):
+        full = max_rows is not None and chunks and len(chunks[-1]) >= max_rows
+        if chunks and not full and (len(chunks[-1]) < min_rows or (len(chunks[-1]) + 1) * n <= slack * (tokens + n)):
             chunks[-1].append(k)
             tokens += n
         else:
