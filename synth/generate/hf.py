@@ -137,7 +137,7 @@ class TransformersPolicy(ChatPrompts):
     def stop_starts(self, stops: list[str]) -> list[bool] | None:
         """Per token id: whether its text may hold the first character of one of `stops` (None: every token
         may). A stop string found in a row's last tokens (the decoded window) starts in one of them, so a
-        window without such a token holds none and is not decoded (on sentence stops 7 decodes in 10 go).
+        window without such a token holds none and is not decoded (sentence stops: about 9 rows in 10 are not).
         Tokens with no text of their own (special, partial UTF-8) count as may; a stop string starting with a
         space gets None: some tokenizers drop a token's leading space when it is decoded alone."""
         firsts = tuple(sorted({s[0] for s in stops}))
