@@ -15,7 +15,6 @@ the largest step-score difference between the two settings.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,7 @@ def main() -> None:
     prm.score = lambda problems, steps: (
         calls.append((list(problems), [list(s) for s in steps])) or score(problems, steps)
     )
-    generate(dataclasses.replace(base), policy=policy, prm=prm)
+    generate(base, policy=policy, prm=prm)
     prm.score = score
     fed = {name: 0 for name in SETTINGS}
     forward = prm.model.forward

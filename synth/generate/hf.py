@@ -250,13 +250,13 @@ class _Decoder:
                 self.reasons[row] = "eos"
             else:
                 toks.append(t)
-                if params.stop and self.starts is not None:
-                    starts = t >= len(self.starts) or self.starts[t]
-                    self.since_start[row] = 0 if starts else self.since_start[row] + 1
-                if params.stop and (self.starts is None or self.since_start[row] < self.window):
-                    text = policy.tokenizer.decode(toks[-self.window :], skip_special_tokens=True)
-                else:
-                    text = ""
+                text = ""
+                if params.stop:
+                    if self.starts is not None:
+                        may_start = t >= len(self.starts) or self.starts[t]
+                        self.since_start[row] = 0 if may_start else self.since_start[row] + 1
+                    if self.starts is None or self.since_start[row] < self.window:
+                        text = policy.tokenizer.decode(toks[-self.window :], skip_special_tokens=True)
                 if any(s in text for s in params.stop or []):
                     self.reasons[row] = "stop"
                 elif len(toks) >= params.max_tokens:

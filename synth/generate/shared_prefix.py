@@ -19,7 +19,7 @@ import torch
 
 from synth.generate.gqa_sdpa import NAME as GQA_NAME
 from synth.generate.gqa_sdpa import gqa_sdpa_attention, use_attention
-from synth.generate.kv_stash import Entry, copy_at, positions
+from synth.generate.kv_stash import Entry, positions
 
 NAME = "synth_shared_prefix"
 _UNSUPPORTED = ("softcap", "s_aux", "sliding_window")  # attention kwargs this merge does not implement
@@ -86,15 +86,11 @@ class SharedPrefix:
         """A copy of row `row`'s whole KV: its prompt's, then its own in `cache` (positions `attended`)."""
         g = int(self.group[row])
         head, tail = positions(self.mask[g]), positions(attended)
-        own = cache.layers[0].keys is not None and bool(attended.any())
+        own = cache.layers[0].keys is not None and bool(attended.any())  # it fed a token (else: its prompt's only)
         keys, values = [], []
-        for pk, pv, layer in zip(self.keys, self.values, cache.layers):
-            if own:  # its prompt's KV, then what it fed
-                keys.append(torch.cat([pk[g][:, head], layer.keys[row][:, tail]], dim=1))
-                values.append(torch.cat([pv[g][:, head], layer.values[row][:, tail]], dim=1))
-            else:  # it fed no token: its prompt's only
-                keys.append(copy_at(pk[g], head))
-                values.append(copy_at(pv[g], head))
+        for pk, pv, layer in zip(self.keys, self.values, cache.layers):  # torch.cat copies, even of one part
+            keys.append(torch.cat([pk[g][:, head], *([layer.keys[row][:, tail]] if own else [])], dim=1))
+            values.append(torch.cat([pv[g][:, head], *([layer.values[row][:, tail]] if own else [])], dim=1))
         return Entry(keys, values)
 
     def attend(self, layer: int, query, key, value, attention_mask, scale: float) -> torch.Tensor:
