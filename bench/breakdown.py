@@ -17,7 +17,9 @@ charge each second to the innermost part running:
 - other: the wall time outside both engines (tree bookkeeping, tokenizing, verification, writing rows)
 
 Prints seconds and the share of the run's wall time, then decode steps, rows per step, ms per decode forward,
-and on how many sampled rows the stop strings were matched (a row's recent text decoded).
+on how many sampled rows the stop strings were matched (a row's recent text decoded), and how many prompt
+tokens the policy's prefills ran against how many they found kept. `--retokenize` encodes every prompt from
+its whole text, as the engine did before it kept the tokens of the texts it kept (`token_memo`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from heldout import bench_pool, tree_search  # noqa: E402
 from synth.generate import hf  # noqa: E402
 from synth.generate.run import GenerateConfig, generate, load_policy  # noqa: E402
 from synth.generate.search import SearchConfig  # noqa: E402
+from synth.generate.token_memo import TokenMemo  # noqa: E402
 from synth.journal import Journal  # noqa: E402
 from synth.prm import token_cls  # noqa: E402
 from synth.prm.load import load_prm  # noqa: E402
@@ -66,6 +69,7 @@ class Timers:
         self.decode_steps = 0
         self.row_steps = 0  # rows sampled in decode steps
         self.stop_decodes = 0  # of those, rows whose recent text was decoded to match stop strings
+        self.prefilled = self.reused = 0  # prompt tokens the prefills ran / found in kept KV (distinct prompts)
 
     def enter(self, part: str) -> None:
         now = time.perf_counter()
@@ -119,10 +123,18 @@ class Timers:
             return decode(*args, **kwargs)
 
         policy._sample, policy.tokenizer.decode = counted_sample, counted_decode
+        prefill = policy._prefill
+
+        def counted_prefill(prompt_ids, reused, *args, **kwargs):
+            self.prefilled += sum(len(p) - n for p, (_, n) in zip(prompt_ids, reused))
+            self.reused += sum(n for _, n in reused)
+            return prefill(prompt_ids, reused, *args, **kwargs)
+
+        policy._prefill = counted_prefill
 
     def reset(self) -> None:
         self.seconds.clear()
-        self.decode_steps = self.row_steps = self.stop_decodes = 0
+        self.decode_steps = self.row_steps = self.stop_decodes = self.prefilled = self.reused = 0
 
 
 def main() -> None:
@@ -134,7 +146,10 @@ def main() -> None:
     ap.add_argument("--prm", default="default-sentence")
     ap.add_argument("--tasks", nargs="+", help="reasoning-gym families instead of the held-out arithmetic pool")
     ap.add_argument("--out", default="runs/bench-breakdown")
+    ap.add_argument("--retokenize", action="store_true", help="encode prompts from their whole text (as before)")
     args = ap.parse_args()
+    if args.retokenize:
+        TokenMemo.encode = lambda self, text, tokenize: tokenize(text)
     out = Path(args.out)
     tree = tree_search(
         args.strategy, args.n, step_cut=args.step_cut, max_iterations=8 if args.step_cut == "sentence" else 6
@@ -153,13 +168,14 @@ def main() -> None:
     timers = Timers()
     timers.install(policy)
     table: dict[str, dict[str, float]] = {}
-    walls, steps, tokens, checks = {}, {}, {}, {}
+    walls, steps, tokens, checks, prefills = {}, {}, {}, {}, {}
     for name, search in runs.items():
         d = out / name.replace("-", "").lower()
         timers.reset()
         s = generate(dataclasses.replace(base, search=search, output_dir=str(d)), policy=policy, prm=prm)
         walls[name], steps[name] = s["wall_s"], timers.decode_steps
         checks[name] = (timers.stop_decodes, timers.row_steps)
+        prefills[name] = (timers.prefilled, timers.reused)
         tokens[name] = sum(r["generated_tokens"] for r in Journal(d / "rows.jsonl").read())
         parts = dict(timers.seconds)
         parts["other"] = max(s["wall_s"] - sum(parts.values()), 0.0)
@@ -183,7 +199,8 @@ def main() -> None:
         )
         print(
             f"\n{n}: {tokens[n]} generated tokens, {steps[n]} decode steps, {tokens[n] / max(steps[n], 1):.1f} rows "
-            f"per step, {ms:.0f} ms per decode forward{stops}"
+            f"per step, {ms:.0f} ms per decode forward{stops}; prefills ran {prefills[n][0]} prompt tokens and "
+            f"found {prefills[n][1]} kept"
         )
     print(f"\n{names[1]} / best-of-N wall: {walls[names[1]] / walls[names[0]]:.2f}x")
 

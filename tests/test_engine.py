@@ -85,7 +85,9 @@ def test_kept_kv_gives_the_same_continuations_as_a_fresh_prefill(tiny_policy):
     assert torch.allclose(spliced, full, atol=1e-4), (spliced - full).abs().max()
     greedy = SamplingParams(n=1, max_tokens=8, temperature=0)
     reused = tiny_policy.generate(extended, greedy)
+    kept_texts = tiny_policy.stash.texts
     tiny_policy.stash = KVStash()
+    tiny_policy.stash.texts = kept_texts  # the same prompt ids (`token_memo`), no kept KV
     fresh = tiny_policy.generate(extended, greedy)
     assert [c[0].text for c in reused] == [c[0].text for c in fresh]
     prompt_len = [len(tiny_policy.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts for _ in range(3)]
@@ -101,6 +103,38 @@ def test_kept_kv_gives_the_same_continuations_as_a_fresh_prefill(tiny_policy):
     kept = tiny_policy.stash
     tiny_policy.generate(prompts, greedy)
     assert tiny_policy.stash is kept
+
+
+def test_a_prompt_extending_a_kept_continuation_keeps_its_tokens(varied_policy):
+    """The next call encodes a kept continuation's text plus a step as the ids the policy wrote plus the step's:
+    its kept KV covers the whole path, where re-tokenizing the whole text would merge tokens across the seam."""
+    policy = varied_policy
+    prompts = [policy.chat_prompt(q) for q in ("2+2?", "What is 17 + 25?")]
+    first = policy.generate(prompts, SamplingParams(n=4, max_tokens=12, temperature=1.0, seed=5, keep_cache=True))
+    kept = policy.stash
+    extended = [p + c.text + " So" for p, cs in zip(prompts, first) for c in cs]
+    second = policy.generate(extended, SamplingParams(n=1, max_tokens=2, temperature=1.0, seed=5, keep_cache=True))
+    prompt_len = [policy.count_tokens(p) for p in prompts for _ in range(4)]
+    fed = [c.num_tokens - 1 for cs in first for c in cs]  # the last sampled token (or EOS) was never fed
+    cached = [cs[0].cached_tokens for cs in second]
+    assert all(got >= n + f for got, n, f in zip(cached, prompt_len, fed)), (cached, prompt_len, fed)
+    retokenized = [kept.match(policy.tokenizer(x, add_special_tokens=False).input_ids)[1] for x in extended]
+    assert any(r < n + f for r, n, f in zip(retokenized, prompt_len, fed))  # what re-tokenizing would have kept
+    assert policy.stash.texts.longest_prefix(extended[0] + " 4") == extended[0]  # this call's prompts are kept too
+
+
+def test_token_memo_finds_the_longest_remembered_prefix():
+    from synth.generate.token_memo import TokenMemo
+
+    memo = TokenMemo()
+    for text, ids in [("ab", [1]), ("abcd", [1, 2]), ("abd", [1, 3]), ("b", [4]), ("ab", [9])]:
+        memo.add(text, ids)
+    assert len(memo) == 4 and memo.longest_prefix("ab") == "ab"  # the first ids for a text stay
+    assert memo.longest_prefix("abcz") == "ab" and memo.longest_prefix("abcde") == "abcd"
+    assert memo.longest_prefix("abda") == "abd" and memo.longest_prefix("a") is None
+    assert memo.longest_prefix("c") is None and memo.longest_prefix("") is None
+    assert memo.encode("abcdxy", lambda t: [ord(c) for c in t]) == [1, 2, ord("x"), ord("y")]
+    assert memo.encode("abd", lambda t: [0]) == [1, 3] and memo.encode("zz", lambda t: [7]) == [7]
 
 
 def test_kv_stash_longest_prefix_and_byte_budget():

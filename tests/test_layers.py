@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "synth.generate.hf",
             "synth.generate.vllm",
             "synth.generate.kv_stash",
+            "synth.generate.token_memo",
             "synth.generate.reserved_cache",
             "synth.generate.packed_linear",
             "synth.generate.shared_prefix",

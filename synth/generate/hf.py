@@ -9,7 +9,8 @@ row's KV, about a decode step's time; a finished row costs a step little); the K
 (`reserved_cache`: no copy of the cache per token). Stop strings are matched on generated text only.
 With ``SamplingParams.keep_cache`` the KV of every continuation is kept until the next such call,
 which prefills only what its prompts add to a kept sequence (beam search and DVTS extend last
-iteration's continuations; without this each iteration prefills every path again).
+iteration's continuations; without this each iteration prefills every path again), and encodes a prompt
+extending a kept text as that text's own ids plus its new text's (`token_memo`).
 """
 
 from __future__ import annotations
@@ -99,11 +100,23 @@ class TransformersPolicy(ChatPrompts):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Continuation]]:
         stash = self.stash
         new_stash = KVStash() if params.keep_cache and stash is not None else None
-        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-        results = _Decoder(self, params, ids, stash, new_stash).run()
+        ids = [self._encode(p, stash) for p in prompts]
+        if new_stash is not None:
+            for p, x in zip(prompts, ids):
+                new_stash.texts.add(p, x)
+        results = _Decoder(self, params, ids, stash, new_stash, prompts).run()
         if new_stash is not None:
             self.stash = new_stash
         return results
+
+    def _encode(self, prompt: str, stash: KVStash | None) -> list[int]:
+        """A prompt's ids: a prompt extending a kept text keeps that text's ids (the tokens the policy wrote)
+        and tokenizes only what it adds (`token_memo`)."""
+
+        def tokenize(text: str) -> list[int]:
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+
+        return tokenize(prompt) if stash is None else stash.texts.encode(prompt, tokenize)
 
     def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]], max_tokens: int = 0):
         """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
@@ -194,8 +207,10 @@ class _Decoder:
         prompt_ids: list[list[int]],
         kept: KVStash | None,
         stash: KVStash | None,
+        prompts: list[str],
     ):
         self.policy, self.params, self.prompt_ids, self.stash = policy, params, prompt_ids, stash
+        self.prompts = prompts
         self.reused = [kept.match(x) if kept is not None else (None, 0) for x in prompt_ids]
         self.gen = torch.Generator(device=policy.device).manual_seed(params.seed)
         n, size = params.n, policy.batch_size
@@ -354,7 +369,10 @@ class _Decoder:
             if batch.prefix is None
             else batch.prefix.row_entry(batch.cache, j, batch.mask[j])
         )
-        self.stash.put(self.prompt_ids[self.owner[row]] + fed, entry)
+        i = self.owner[row]
+        self.stash.put(self.prompt_ids[i] + fed, entry)
+        text = self.policy.tokenizer.decode(fed, skip_special_tokens=True)
+        self.stash.texts.add(self.prompts[i] + text, self.prompt_ids[i] + fed)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """KV caches kept from one engine call to the next, found by longest token prefix.
 
 Beam search and DVTS extend last iteration's continuations: the new prompt is the old prompt
-plus a step (re-tokenised, so the last few tokens may differ). Reusing the KV of the longest
-stored token prefix skips prefilling the whole path again; only the new tokens run.
+plus a step. Reusing the KV of the longest stored token prefix skips prefilling the whole path
+again; only the new tokens run. A policy's stash also remembers the ids of the texts it kept
+(`texts`), so a prompt that extends one is encoded in the kept tokens (`token_memo`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+from synth.generate.token_memo import TokenMemo
 
 _calling = threading.local()
 
@@ -100,6 +103,7 @@ class KVStash:
         self._trie: dict = {}
         self.entries: list[Entry] = []
         self.bytes = 0
+        self.texts = TokenMemo()  # a policy's prompts and kept continuations, as text
 
     def put(self, ids: list[int], entry: Entry) -> bool:
         """Keep entry under ids; False (not kept) when it would exceed the byte budget."""
