@@ -69,7 +69,7 @@ class Timers:
         self.decode_steps = 0
         self.row_steps = 0  # rows sampled in decode steps
         self.stop_decodes = 0  # of those, rows whose recent text was decoded to match stop strings
-        self.prefilled = self.reused = 0  # prompt tokens the prefills ran / found in kept KV (distinct prompts)
+        self.prefilled = self.reused = self.prompts = 0  # prompt tokens prefills ran / found kept; prompts run
 
     def enter(self, part: str) -> None:
         now = time.perf_counter()
@@ -128,13 +128,14 @@ class Timers:
         def counted_prefill(prompt_ids, reused, *args, **kwargs):
             self.prefilled += sum(len(p) - n for p, (_, n) in zip(prompt_ids, reused))
             self.reused += sum(n for _, n in reused)
+            self.prompts += len(prompt_ids)
             return prefill(prompt_ids, reused, *args, **kwargs)
 
         policy._prefill = counted_prefill
 
     def reset(self) -> None:
         self.seconds.clear()
-        self.decode_steps = self.row_steps = self.stop_decodes = self.prefilled = self.reused = 0
+        self.decode_steps = self.row_steps = self.stop_decodes = self.prefilled = self.reused = self.prompts = 0
 
 
 def main() -> None:
@@ -175,7 +176,7 @@ def main() -> None:
         s = generate(dataclasses.replace(base, search=search, output_dir=str(d)), policy=policy, prm=prm)
         walls[name], steps[name] = s["wall_s"], timers.decode_steps
         checks[name] = (timers.stop_decodes, timers.row_steps)
-        prefills[name] = (timers.prefilled, timers.reused)
+        prefills[name] = (timers.prefilled, timers.reused, timers.prompts)
         tokens[name] = sum(r["generated_tokens"] for r in Journal(d / "rows.jsonl").read())
         parts = dict(timers.seconds)
         parts["other"] = max(s["wall_s"] - sum(parts.values()), 0.0)
@@ -199,8 +200,8 @@ def main() -> None:
         )
         print(
             f"\n{n}: {tokens[n]} generated tokens, {steps[n]} decode steps, {tokens[n] / max(steps[n], 1):.1f} rows "
-            f"per step, {ms:.0f} ms per decode forward{stops}; prefills ran {prefills[n][0]} prompt tokens and "
-            f"found {prefills[n][1]} kept"
+            f"per step, {ms:.0f} ms per decode forward{stops}; prefills ran {prefills[n][0]} tokens of "
+            f"{prefills[n][2]} distinct prompts and found {prefills[n][1]} kept"
         )
     print(f"\n{names[1]} / best-of-N wall: {walls[names[1]] / walls[names[0]]:.2f}x")
 

@@ -1,20 +1,21 @@
 """synth's transformers engine against the machine's matmul ceiling, per dtype, and where its time goes.
 
     python bench/roofline.py [--problems 8] [--n 64] [--max-tokens 96] [--dtypes float32,bfloat16]
-        [--threads 1] [--breakdown-problems 2]
+        [--threads 1] [--breakdown-problems 2] [--plain-linears]
 
 For each dtype: best-of-N on the same basic_arithmetic prompts (T=0.8), generated tokens/s, the model
 FLOP/s that is (2 x params per token + attention over the context, prompts prefilled once), the FLOP/s
-of a 2048^3 torch.matmul in that dtype on the same threads, and their ratio: the fraction of the
+of a 2048^3 matmul in that dtype on the same threads (the faster of torch.matmul and oneDNN's packed linear), and their ratio: the fraction of the
 compute roofline. Decoding also reads every weight once per step and each row's KV cache once per
 token; with the read bandwidth of one large tensor sum, the time a decode step cannot beat is
 max(FLOPs / matmul FLOP/s, bytes / bandwidth) (a roofline with both roofs; with --n equal to
 --batch-size each prompt's samples decode as one batch, so a prompt's steps are its longest sample).
-"of bound" is that time over the measured one. Then a profiled rerun on the first --breakdown-problems problems splits the engine's time
+"of bound" is that time over the measured one. `--plain-linears` also runs each dtype with its linears
+unpacked (`F.linear`, as the engine did before packing them). Then a profiled rerun on the first --breakdown-problems problems splits the engine's time
 into matmuls, attention, sampling, KV-cache copies and the rest (shares of profiled op time; the
 profiler itself slows small ops, so shares, not seconds). Last, the engine's own ops against what they
-replace, at decode size (64 rows, one thread): sampling (inverse CDF vs torch.multinomial), a bf16
-linear with its weight packed vs F.linear (an MLP matmul and the LM head), and appending one token to a
+replace, at decode size (64 rows, one thread): sampling (inverse CDF vs torch.multinomial), fp32 and
+bf16 linears with their weights packed vs F.linear (an MLP matmul and the LM head), and appending one token to a
 layer's KV (the reserved cache's write vs DynamicLayer's torch.cat). Run it alone on the machine.
 """
 
@@ -43,23 +44,34 @@ GROUPS = {
 
 
 def matmul_flops(threads: int, size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """FLOP/s of a size x size torch.matmul in `dtype` with `threads` threads (best of `repeats`)."""
+    """FLOP/s of a size^3 matmul in `dtype` with `threads` threads (best of `repeats`): the faster of
+    torch.matmul and, on a CPU, oneDNN's packed linear (the engine's; on some CPUs torch.matmul's BLAS is
+    the slower one, and the ceiling is what the machine can do)."""
+    from synth.generate.packed_linear import PackedLinear, packable
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
-        a @ b  # warm-up
+        ops = [lambda: a @ b]
+        if packable(b):
+            linear = torch.nn.Linear(size, size, bias=False, device=device, dtype=dtype)
+            packed = PackedLinear(linear)
+            ops.append(lambda: packed(a))
         best = float("inf")
-        for _ in range(repeats):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            a @ b
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
+        with torch.inference_mode():
+            for op in ops:
+                op()  # warm-up
+                for _ in range(repeats):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    op()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    best = min(best, time.perf_counter() - t)
     finally:
         torch.set_num_threads(old)
     return 2 * size**3 / best
@@ -170,17 +182,19 @@ def op_timings(config, rows: int = 64, context: int = 150) -> list[tuple[str, fl
             _ms(lambda: torch.multinomial((logits / 0.8).softmax(-1), 1, generator=gen)),
         )
     ]
-    if cpu_has_native_bf16():
-        x = torch.randn(rows, config.hidden_size, dtype=torch.bfloat16)
+    for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        if dtype == torch.bfloat16 and not cpu_has_native_bf16():
+            continue
+        x = torch.randn(rows, config.hidden_size, dtype=dtype)
         for name, n_out in (("MLP up", config.intermediate_size), ("LM head", config.vocab_size)):
-            linear = torch.nn.Linear(config.hidden_size, n_out, bias=False, dtype=torch.bfloat16)
+            linear = torch.nn.Linear(config.hidden_size, n_out, bias=False, dtype=dtype)
             packed = PackedLinear(linear)
             with torch.inference_mode():
                 out.append(
                     (
-                        f"bf16 linear {name} ({rows} x {config.hidden_size} x {n_out})",
-                        _ms(lambda packed=packed: packed(x)),
-                        _ms(lambda w=linear.weight: F.linear(x, w)),
+                        f"{label} linear {name} ({rows} x {config.hidden_size} x {n_out})",
+                        _ms(lambda packed=packed, x=x: packed(x)),
+                        _ms(lambda w=linear.weight, x=x: F.linear(x, w)),
                     )
                 )
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -198,6 +212,18 @@ def op_timings(config, rows: int = 64, context: int = 150) -> list[tuple[str, fl
     return out
 
 
+def unpack_linears(model) -> None:
+    """Swap every `PackedLinear` back for a plain `nn.Linear` on the same weight."""
+    from synth.generate.packed_linear import PackedLinear
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PackedLinear):
+                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                plain.weight, plain.bias = child.weight, child.bias
+                setattr(parent, name, plain)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", type=int, default=8)
@@ -208,6 +234,7 @@ def main() -> None:
     ap.add_argument(
         "--batch-size", type=int, default=64, help="TransformersPolicy batch_size (GenerateConfig's default)"
     )
+    ap.add_argument("--plain-linears", action="store_true", help="also run each dtype with F.linear (unpacked)")
     ap.add_argument("--breakdown-problems", type=int, default=2, help="problems in the profiled run (0: none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -224,14 +251,21 @@ def main() -> None:
         f"max {args.max_tokens} tokens, T=0.8, batch {args.batch_size}, {args.threads} thread(s)\n"
     )
     bandwidth = read_bandwidth(args.threads)
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s; ceiling: 2048^3 matmul GFLOP/s in the row's dtype\n")
     print(
-        f"{'dtype':10}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'of compute':>11}"
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s; ceiling: 2048^3 matmul GFLOP/s in the row's dtype, the faster of torch.matmul and oneDNN\n"
+    )
+    print(
+        f"{'dtype':26}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'of compute':>11}"
         f"{'bound tok/s':>12}{'of bound':>9}"
     )
     shares = {}
-    for name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+    runs = [(d.strip(), False) for d in args.dtypes.split(",") if d.strip()]
+    if args.plain_linears:
+        runs += [(name, True) for name, _ in runs]
+    for name, plain in runs:
         policy = TransformersPolicy(path, batch_size=args.batch_size, dtype=name)
+        if plain:  # the engine as it was before its linears were packed
+            unpack_linears(policy.model)
         prompts = [policy.chat_prompt(p.problem) for p in problems]
         policy.generate(prompts[:1], SamplingParams(n=2, max_tokens=4))  # warm-up
         outs, tokens, prompt_tokens, seconds = run(policy, prompts, args.n, args.max_tokens)
@@ -239,11 +273,12 @@ def main() -> None:
         _, achieved = model_flop_s(config, params, tokens, prompt_tokens, len(prompts) * args.n, len(prompts), seconds)
         ceiling = matmul_flops(args.threads, dtype=getattr(torch, name))
         bound = bound_seconds(config, params, policy.model.dtype.itemsize, outs, ceiling, bandwidth)
+        label = name + (", plain linears" if plain else "")
         print(
-            f"{name:10}{tokens:>8}{seconds:>9.1f}{tokens / seconds:>8.1f}{achieved / 1e9:>9.1f}"
+            f"{label:26}{tokens:>8}{seconds:>9.1f}{tokens / seconds:>8.1f}{achieved / 1e9:>9.1f}"
             f"{ceiling / 1e9:>9.1f}{achieved / ceiling:>11.1%}{tokens / bound:>12.0f}{bound / seconds:>9.1%}"
         )
-        if args.breakdown_problems:
+        if args.breakdown_problems and not plain:
             shares[name] = breakdown(policy, prompts[: args.breakdown_problems], args.n, args.max_tokens)
         del policy
     ops = op_timings(config)

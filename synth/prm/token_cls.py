@@ -20,6 +20,7 @@ from transformers import DynamicCache
 
 from synth.generate.gqa_sdpa import use_gqa_sdpa
 from synth.generate.kv_stash import DEFAULT_MAX_BYTES, Entry, KVStash, caller, fill_kept
+from synth.generate.packed_linear import pack_linears
 from synth.models import default_device, resolve_dtype
 from synth.prm.format import encode_steps
 from synth.prm.prefix import MIN_SHARED_TOKENS, Group, group_by_prefix
@@ -95,6 +96,7 @@ class TokenClassificationPRM:
             model = AutoModelForTokenClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         prm = cls(model, tokenizer, step_separator=sep, **kw)
+        pack_linears(prm.model)  # ours to change (a model passed to the constructor is left as it is)
         prm.step_cut = meta.get("step_cut")  # where its training steps ended (synth label), if known
         return prm
 
