@@ -9,14 +9,14 @@ policy wrote, and only the new text is tokenized.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Callable
 
 
 class TokenMemo:
     def __init__(self) -> None:
         self._ids: dict[str, list[int]] = {}
-        self._sorted: list[str] = []
+        self._sorted: list[str] | None = []
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -25,16 +25,18 @@ class TokenMemo:
         """Remember that `ids` spell `text` (the first ids given for a text stay)."""
         if text and text not in self._ids:
             self._ids[text] = list(ids)
-            insort(self._sorted, text)
+            self._sorted = None  # sorted again at the next lookup: a call adds many texts, then looks up many
 
     def longest_prefix(self, text: str) -> str | None:
         """The longest remembered text that `text` starts with (None: none)."""
-        query = text
+        if self._sorted is None:
+            self._sorted = sorted(self._ids)
+        texts, query = self._sorted, text
         while True:
-            i = bisect_right(self._sorted, query) - 1
+            i = bisect_right(texts, query) - 1
             if i < 0:
                 return None
-            best = self._sorted[i]  # the largest remembered text <= query
+            best = texts[i]  # the largest remembered text <= query
             if query.startswith(best):
                 return best  # a longer remembered prefix of query would sort between it and query
             # every remembered prefix of query sorts at or below `best`, so it is a prefix of their common part
