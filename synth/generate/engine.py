@@ -74,8 +74,12 @@ class ChatPrompts:
     tokenizer: Any
     system_prompt: str | None
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` as a prompt (no special tokens added)."""
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return len(self.encode(text))
 
     def chat_prompt(self, problem: str) -> str:
         return render_chat_prompt(self.tokenizer, self.system_prompt, problem)

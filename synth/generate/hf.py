@@ -112,11 +112,7 @@ class TransformersPolicy(ChatPrompts):
     def _encode(self, prompt: str, stash: KVStash | None) -> list[int]:
         """A prompt's ids: a prompt extending a kept text keeps that text's ids (the tokens the policy wrote)
         and tokenizes only what it adds (`token_memo`)."""
-
-        def tokenize(text: str) -> list[int]:
-            return self.tokenizer(text, add_special_tokens=False).input_ids
-
-        return tokenize(prompt) if stash is None else stash.texts.encode(prompt, tokenize)
+        return self.encode(prompt) if stash is None else stash.texts.encode(prompt, self.encode)
 
     def _prefill(self, prompt_ids: list[list[int]], reused: list[tuple[Entry | None, int]], max_tokens: int = 0):
         """Run each prompt's new tokens on the KV kept for its first `reused` tokens (left padded:
@@ -370,9 +366,9 @@ class _Decoder:
             else batch.prefix.row_entry(batch.cache, j, batch.mask[j])
         )
         i = self.owner[row]
-        self.stash.put(self.prompt_ids[i] + fed, entry)
-        text = self.policy.tokenizer.decode(fed, skip_special_tokens=True)
-        self.stash.texts.add(self.prompts[i] + text, self.prompt_ids[i] + fed)
+        ids = self.prompt_ids[i] + fed
+        self.stash.put(ids, entry)
+        self.stash.texts.add(self.prompts[i] + self.policy.tokenizer.decode(fed, skip_special_tokens=True), ids)
 
 
 @dataclass

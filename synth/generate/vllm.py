@@ -266,7 +266,7 @@ class VLLMPolicy(ChatPrompts):
             return []
         from vllm import SamplingParams as VSamplingParams
 
-        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        ids = [self.encode(p) for p in prompts]
         requests = [{"prompt_token_ids": x} for x in ids]
         sampling = [
             VSamplingParams(
